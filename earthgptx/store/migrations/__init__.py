@@ -1,0 +1,1 @@
+"""Alembic migrations of the PostGIS schema; run them with ``python -m earthgptx.store.migrate``."""
