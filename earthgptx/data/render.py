@@ -1,0 +1,185 @@
+"""Render a scene in each modality with a simple version of its physics.
+
+- optical: surface reflectance in red/green/blue, 8-bit with a square-root display stretch;
+- multispectral: blue/green/red/NIR reflectance × 10 000 (uint16) — vegetation is bright in NIR, water dark;
+- SAR: backscatter σ⁰ per surface (calm water specular and dark, rough vegetation and soil moderate, urban
+  double bounce bright), hard targets brighter still, a noise floor, and multiplicative speckle
+  (intensity × Gamma(L, 1/L) for L looks); stored as amplitude √I (float32), VV and optionally VH;
+- infrared: brightness temperature in Kelvin × 100 (uint16); land heats by day and cools by night faster
+  than water (thermal inertia), objects are warmer or colder than their surroundings.
+
+Objects are painted on exactly the pixels of their rasterised footprint, so the masks of ``scene.py`` are
+the rendered pixels in every modality.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from earthgptx.data.scene import Scene, SceneObject
+from earthgptx.data.vocabulary import BANDS, LAND_COVERS, MODALITIES
+
+# Surface reflectance (blue, green, red, nir).
+COVER_REFLECTANCE: dict[str, tuple[float, float, float, float]] = {
+    "water": (0.060, 0.050, 0.030, 0.010),
+    "vegetation": (0.030, 0.075, 0.040, 0.420),
+    "bare soil": (0.120, 0.170, 0.220, 0.280),
+    "urban": (0.160, 0.160, 0.170, 0.200),
+}
+ASPHALT_REFLECTANCE = (0.070, 0.070, 0.070, 0.080)
+# Relative texture strength per cover (multiplies the scene's texture field).
+COVER_TEXTURE = {"water": 0.05, "vegetation": 0.10, "bare soil": 0.12, "urban": 0.15}
+COLOUR_REFLECTANCE: dict[str, tuple[float, float, float, float]] = {
+    "white": (0.720, 0.730, 0.740, 0.650),
+    "red": (0.080, 0.100, 0.620, 0.450),
+    "blue": (0.560, 0.260, 0.080, 0.200),
+    "yellow": (0.100, 0.600, 0.700, 0.550),
+}
+
+# σ⁰ in dB (VV, VH) and its spatial spread in dB.
+COVER_SIGMA0_DB: dict[str, tuple[float, float]] = {
+    "water": (-22.0, -29.0),
+    "vegetation": (-10.5, -16.5),
+    "bare soil": (-14.0, -22.0),
+    "urban": (-6.0, -13.0),
+}
+COVER_SIGMA0_SPREAD_DB = {"water": 1.0, "vegetation": 1.2, "bare soil": 1.5, "urban": 2.5}
+ASPHALT_SIGMA0_DB = (-17.0, -24.0)
+# Hard targets: distinct per class so the class shows in SAR by brightness as well as by shape.
+OBJECT_SIGMA0_DB: dict[str, tuple[float, float]] = {
+    "ship": (6.0, -3.0),
+    "airplane": (2.0, -7.0),
+    "storage tank": (9.0, 0.0),
+    "vehicle": (-1.0, -9.0),
+    "building": (5.0, -4.0),
+}
+NOISE_FLOOR_DB = (-26.0, -31.0)
+
+# Brightness temperature in K by day and by night.
+COVER_TEMPERATURE_K: dict[str, tuple[float, float]] = {
+    "water": (291.0, 289.0),
+    "vegetation": (297.0, 282.5),
+    "bare soil": (309.0, 280.0),
+    "urban": (313.0, 286.5),
+}
+ASPHALT_TEMPERATURE_K = (317.0, 288.0)
+COVER_TEMPERATURE_SPREAD_K = {"water": 0.25, "vegetation": 0.8, "bare soil": 1.0, "urban": 1.2}
+# Magnitude of an object's contrast to its surroundings; the sign is its warm/cold attribute.
+OBJECT_THERMAL_CONTRAST_K = {"ship": 9.0, "airplane": 12.0, "storage tank": 15.0, "vehicle": 18.0, "building": 7.0}
+NETD_K = 0.05
+
+
+def render(scene: Scene, modality: str, rng: np.random.Generator) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Pixels of ``scene`` in ``modality`` as ``(bands, H, W)`` in the native dtype, and the band names."""
+    renderers: dict[str, Callable[[Scene, np.random.Generator, np.random.Generator], np.ndarray]] = {
+        "optical": render_optical,
+        "multispectral": render_multispectral,
+        "sar": render_sar,
+        "infrared": render_infrared,
+    }
+    if modality not in renderers:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {MODALITIES}")
+    # Sensor noise and object appearance draw from separate streams, so the background of a scene renders
+    # identically with or without its objects (the tests rely on it to find the rendered object pixels).
+    noise_rng, object_rng = rng.spawn(2)
+    image = renderers[modality](scene, noise_rng, object_rng)
+    bands = scene.conditions.sar_polarisations if modality == "sar" else BANDS[modality]
+    return image, tuple(bands)
+
+
+def _per_cover(scene: Scene, values: dict[str, tuple[float, ...]], channels: int) -> np.ndarray:
+    """(channels, H, W) float32 holding each pixel's cover value."""
+    table = np.array([values[name] for name in LAND_COVERS], dtype=np.float32)  # (covers, channels)
+    out = table[scene.cover_map]  # (H, W, channels)
+    assert out.shape[-1] == channels
+    return np.moveaxis(out, -1, 0)
+
+
+def _texture_strength(scene: Scene, strengths: dict[str, float]) -> np.ndarray:
+    table = np.array([strengths[name] for name in LAND_COVERS], dtype=np.float32)
+    return table[scene.cover_map]
+
+
+def _object_pattern(obj: SceneObject) -> np.ndarray:
+    """Relative brightness over the object's pixels: a tank's floating roof reads darker than its rim."""
+    pattern = np.ones(obj.area_px, dtype=np.float32)
+    if obj.cls == "storage tank":
+        rows, cols = np.nonzero(obj.mask)
+        cx, cy = obj.centroid_px
+        radius = np.hypot(cols + 0.5 - cx, rows + 0.5 - cy)
+        pattern[radius < 0.3 * obj.length_px] = 0.7
+    return pattern
+
+
+def reflectance(scene: Scene, object_rng: np.random.Generator) -> np.ndarray:
+    """(4, H, W) surface reflectance in blue, green, red, NIR."""
+    refl = _per_cover(scene, COVER_REFLECTANCE, 4)
+    strength = _texture_strength(scene, COVER_TEXTURE)
+    modulation = 1.0 + strength * scene.texture
+    vegetation = scene.cover_map == LAND_COVERS.index("vegetation")
+    # Field parcels differ in vigour: more chlorophyll means darker red and brighter NIR.
+    vigour = np.where(vegetation, 0.75 + 0.5 * scene.parcels, 1.0).astype(np.float32)
+    refl = refl * modulation[None]
+    refl[2] *= np.where(vegetation, 2.0 - vigour, 1.0)
+    refl[3] *= vigour
+    refl[:, scene.streets] = np.array(ASPHALT_REFLECTANCE, dtype=np.float32)[:, None]
+    for obj in scene.objects:
+        spectrum = np.array(COLOUR_REFLECTANCE[obj.colour], dtype=np.float32) * object_rng.uniform(0.95, 1.05)
+        refl[:, obj.mask] = spectrum[:, None] * _object_pattern(obj)[None, :]
+    return refl
+
+
+def render_optical(
+    scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
+) -> np.ndarray:
+    """(3, H, W) uint8 red, green, blue."""
+    refl = reflectance(scene, object_rng)[[2, 1, 0]] * scene.conditions.optical_gain
+    dn = 255.0 * np.sqrt(np.clip(refl, 0.0, 1.0)) + 1.5 * rng.standard_normal(refl.shape, dtype=np.float32)
+    return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
+
+
+def render_multispectral(
+    scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
+) -> np.ndarray:
+    """(4, H, W) uint16 blue, green, red, NIR reflectance × 10 000."""
+    refl = reflectance(scene, object_rng) * scene.conditions.optical_gain
+    dn = 10_000.0 * refl + 30.0 * rng.standard_normal(refl.shape, dtype=np.float32)
+    return np.clip(np.rint(dn), 0, 65_535).astype(np.uint16)
+
+
+def render_sar(
+    scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
+) -> np.ndarray:
+    """(P, H, W) float32 amplitude for the scene's polarisations (VV, or VV and VH)."""
+    sigma_db = _per_cover(scene, COVER_SIGMA0_DB, 2)
+    sigma_db += _texture_strength(scene, COVER_SIGMA0_SPREAD_DB)[None] * scene.texture[None]
+    sigma_db[:, scene.streets] = np.array(ASPHALT_SIGMA0_DB, dtype=np.float32)[:, None]
+    for obj in scene.objects:
+        target = np.array(OBJECT_SIGMA0_DB[obj.cls], dtype=np.float32) + object_rng.normal(0.0, 1.0)
+        # Floating roof: the rim's double bounce is stronger than the roof.
+        sigma_db[:, obj.mask] = target[:, None] + 10.0 * np.log10(_object_pattern(obj))[None, :]
+    intensity = 10.0 ** (sigma_db / 10.0) + (10.0 ** (np.array(NOISE_FLOOR_DB, dtype=np.float32) / 10.0))[:, None, None]
+    looks = scene.conditions.sar_looks
+    intensity *= rng.standard_gamma(looks, size=intensity.shape, dtype=np.float32) / looks
+    amplitude = np.sqrt(intensity).astype(np.float32)
+    return amplitude[: len(scene.conditions.sar_polarisations)]
+
+
+def render_infrared(
+    scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
+) -> np.ndarray:
+    """(1, H, W) uint16 brightness temperature in K × 100."""
+    slot = 0 if scene.conditions.daytime else 1
+    temperatures = {name: (value[slot],) for name, value in COVER_TEMPERATURE_K.items()}
+    kelvin = _per_cover(scene, temperatures, 1)[0]
+    kelvin += _texture_strength(scene, COVER_TEMPERATURE_SPREAD_K) * scene.texture
+    kelvin[scene.streets] = ASPHALT_TEMPERATURE_K[slot]
+    for obj in scene.objects:
+        surroundings = float(kelvin[obj.mask].mean())
+        sign = 1.0 if obj.temperature == "warm" else -1.0
+        contrast = OBJECT_THERMAL_CONTRAST_K[obj.cls] * object_rng.uniform(0.9, 1.1)
+        kelvin[obj.mask] = surroundings + sign * contrast
+    kelvin = kelvin + NETD_K * rng.standard_normal(kelvin.shape, dtype=np.float32)
+    return np.clip(np.rint(kelvin * 100.0), 0, 65_535).astype(np.uint16)[None]
