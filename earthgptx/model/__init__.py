@@ -1,0 +1,71 @@
+"""The EarthGPT-X model (DESIGN §2): configuration, tokenizer, processor, network and ONNX export.
+
+Laid out like transformers' LLaVA — one job per file::
+
+    configuration_earthgptx.py   EarthGPTXConfig (+ vision/prompt/fusion sub-configs), presets tiny() / paper()
+    tokenization_earthgptx.py    the trainable word-level tokenizer of `tiny`, special tokens
+    processing_earthgptx.py      EarthGPTXProcessor: bands, prompts, chat template, batching, output parsing
+    modeling_earthgptx.py        EarthGPTXForConditionalGeneration (forward with loss, generate)
+    export_onnx.py               the vision side as one ONNX graph, and an onnxruntime runner
+    convert_earthgptx_weights.py pretrained DINOv2 / ConvNeXt / Llama parts from local HF-format folders
+
+See ``earthgptx/model/README.md`` for the API.
+"""
+
+from transformers import AutoConfig, AutoModelForImageTextToText
+
+from earthgptx.model.configuration_earthgptx import (
+    CHECKPOINT_FORMAT_VERSION,
+    MODALITIES,
+    EarthGPTXConfig,
+    EarthGPTXFusionConfig,
+    EarthGPTXPromptConfig,
+    EarthGPTXVisionConfig,
+)
+from earthgptx.model.modeling_earthgptx import (
+    EarthGPTXForConditionalGeneration,
+    EarthGPTXGenerateOutput,
+    EarthGPTXOutput,
+    EarthGPTXVisionOutput,
+)
+from earthgptx.model.processing_earthgptx import (
+    GRID,
+    EarthGPTXProcessor,
+    EncodedSample,
+    ParsedAnswer,
+    parse_answer,
+)
+from earthgptx.model.tokenization_earthgptx import (
+    IMAGE_TOKEN,
+    SEG_TOKEN,
+    add_special_tokens,
+    build_tokenizer,
+    region_token,
+)
+
+# Let the Auto* factories (and AutoTokenizer, which reads config.json) recognise a saved EarthGPT-X folder.
+AutoConfig.register(EarthGPTXConfig.model_type, EarthGPTXConfig, exist_ok=True)
+AutoModelForImageTextToText.register(EarthGPTXConfig, EarthGPTXForConditionalGeneration, exist_ok=True)
+
+__all__ = [
+    "CHECKPOINT_FORMAT_VERSION",
+    "GRID",
+    "IMAGE_TOKEN",
+    "MODALITIES",
+    "SEG_TOKEN",
+    "EarthGPTXConfig",
+    "EarthGPTXForConditionalGeneration",
+    "EarthGPTXFusionConfig",
+    "EarthGPTXGenerateOutput",
+    "EarthGPTXOutput",
+    "EarthGPTXProcessor",
+    "EarthGPTXPromptConfig",
+    "EarthGPTXVisionConfig",
+    "EarthGPTXVisionOutput",
+    "EncodedSample",
+    "ParsedAnswer",
+    "add_special_tokens",
+    "build_tokenizer",
+    "parse_answer",
+    "region_token",
+]

@@ -1,0 +1,826 @@
+"""The EarthGPT-X network (DESIGN §2), laid out like transformers' LLaVA.
+
+Parts, named for their role:
+
+- ``vision_tower``: a per-modality band adapter (13 band slots → 3 channels), then a ConvNeXt branch whose four
+  stage outputs are resampled to the DINOv2 patch grid, and a DINOv2 branch; both are concatenated per token.
+- ``prompt_encoder``: a randomly initialised ViT over each visual prompt's rasterised mask; K learned query
+  tokens per prompt summarise it.
+- ``fusion``: per layer, self-attention over image tokens, a feed-forward layer over prompt tokens,
+  cross-attention from prompts to image (biased towards the tokens the prompt covers) and self-attention over
+  the prompt tokens of a request.
+- ``multi_modal_projector``: MLPs into the LLM's hidden size (image tokens optionally merged r×r), plus a learned
+  modality embedding.
+- ``language_model``: a Llama-family ``*ForCausalLM``; ``<image>`` and ``<regionI>`` placeholder tokens are
+  replaced by projected tokens.
+- ``mask_decoder``: pixel perception; a dynamic kernel computed from the hidden state that predicts a ``[SEG]``
+  token, applied to a high-resolution pixel feature map (ConvNeXt stride-4/8 features + fused tokens + image).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    ConvNextModel,
+    Dinov2Model,
+    GenerationConfig,
+    PreTrainedModel,
+)
+from transformers import initialization as init
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from earthgptx.model.configuration_earthgptx import (
+    EarthGPTXConfig,
+    EarthGPTXFusionConfig,
+    EarthGPTXPromptConfig,
+    EarthGPTXVisionConfig,
+)
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class EarthGPTXVisionOutput(ModelOutput):
+    """Everything the vision side produces (what the ONNX graph returns).
+
+    Args:
+        image_tokens: ``(batch, num_image_tokens, text_hidden)`` — replaces the ``<image>`` placeholders.
+        prompt_tokens: ``(batch, num_prompts, tokens_per_prompt, text_hidden)`` — token ``k`` of prompt ``i``
+            replaces the ``k``-th placeholder of ``<region{i+1}>``; rows of invalid prompts are zero.
+        mask_features: ``(batch, mask_decoder_hidden, image_size / 2, image_size / 2)`` — the pixel feature map
+            the mask decoder applies its ``[SEG]`` kernels to.
+    """
+
+    image_tokens: torch.Tensor | None = None
+    prompt_tokens: torch.Tensor | None = None
+    mask_features: torch.Tensor | None = None
+
+
+@dataclass
+class EarthGPTXOutput(ModelOutput):
+    """Output of ``EarthGPTXForConditionalGeneration.forward``.
+
+    Args:
+        loss: scalar, ``lm_loss + mask_loss_weight * bce + dice_loss_weight * dice`` (only when ``labels`` given).
+        lm_loss: scalar, next-token cross-entropy over the tokens whose label is not ``ignore_index``.
+        mask_loss: scalar, the weighted BCE + dice of the ``[SEG]`` masks (only when ``target_masks`` given).
+        logits: ``(batch, seq_len, vocab_size)``.
+        mask_logits: ``(num_seg, image_size, image_size)`` — one mask per ``[SEG]`` token in ``input_ids``,
+            in row-major order (sample, then position); ``None`` when there is none.
+        seg_batch_index: ``(num_seg,)`` — the sample each mask belongs to.
+        image_tokens: ``(batch, num_image_tokens, text_hidden)``.
+        prompt_tokens: ``(batch, num_prompts, tokens_per_prompt, text_hidden)``.
+    """
+
+    loss: torch.Tensor | None = None
+    lm_loss: torch.Tensor | None = None
+    mask_loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    mask_logits: torch.Tensor | None = None
+    seg_batch_index: torch.Tensor | None = None
+    image_tokens: torch.Tensor | None = None
+    prompt_tokens: torch.Tensor | None = None
+
+
+@dataclass
+class EarthGPTXGenerateOutput(ModelOutput):
+    """Output of ``EarthGPTXForConditionalGeneration.generate``.
+
+    Args:
+        sequences: ``(batch, num_new_tokens)`` — the generated ids only (no prompt), padded with the pad id after
+            each sample's end-of-sequence.
+        mask_logits: ``(num_seg, image_size, image_size)`` — one mask per generated ``[SEG]``, in row-major order;
+            ``None`` when none was generated (or ``return_masks=False``).
+        seg_batch_index: ``(num_seg,)`` — the sample each mask belongs to.
+        seg_token_index: ``(num_seg,)`` — the position of that ``[SEG]`` in ``sequences``.
+    """
+
+    sequences: torch.Tensor | None = None
+    mask_logits: torch.Tensor | None = None
+    seg_batch_index: torch.Tensor | None = None
+    seg_token_index: torch.Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+class EarthGPTXAttention(nn.Module):
+    """Multi-head attention (self or cross) on ``scaled_dot_product_attention``, with an additive bias."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(dim, dim)
+        self.v_proj = nn.Linear(dim, dim)
+        self.o_proj = nn.Linear(dim, dim)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(
+        self, hidden: torch.Tensor, context: torch.Tensor | None = None, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``hidden`` ``(B, Lq, D)`` attends to ``context`` ``(B, Lk, D)`` (itself if None); ``bias`` broadcasts
+        to ``(B, heads, Lq, Lk)``."""
+        context = hidden if context is None else context
+        q = self._heads(self.q_proj(hidden))
+        k = self._heads(self.k_proj(context))
+        v = self._heads(self.v_proj(context))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.o_proj(out.transpose(1, 2).flatten(2))
+
+
+class EarthGPTXMLP(nn.Module):
+    def __init__(self, dim: int, hidden: int, out_dim: int | None = None, act: str = "gelu") -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = ACT2FN[act]
+        self.fc2 = nn.Linear(hidden, out_dim or dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class EarthGPTXEncoderBlock(nn.Module):
+    """A pre-norm transformer block (self-attention + MLP)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int, eps: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = EarthGPTXAttention(dim, num_heads)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = EarthGPTXMLP(dim, dim * mlp_ratio)
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.attn(self.norm1(x), bias=bias)
+        return x + self.mlp(self.norm2(x))
+
+
+# ---------------------------------------------------------------------------------------------------- vision
+class EarthGPTXBandAdapter(nn.Module):
+    """A learned 1×1 mixing of the 13 band slots into 3 channels, one matrix per modality."""
+
+    def __init__(self, num_modalities: int, num_band_slots: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(num_modalities, 3, num_band_slots))
+        self.bias = nn.Parameter(torch.empty(num_modalities, 3))
+
+    def reset_custom_parameters(self) -> None:
+        # Start from a physically sensible picture per modality so pretrained RGB encoders see something
+        # familiar: RGB for optical, true colour from the Sentinel-2 slots for multispectral, the co-pol band
+        # (plus a little cross-pol) for SAR, and the thermal band for infrared.
+        weight = torch.zeros_like(self.weight)
+        weight[0, 0, 0] = weight[0, 1, 1] = weight[0, 2, 2] = 1.0
+        if weight.shape[0] > 1:
+            weight[1, 0, 3] = weight[1, 1, 2] = weight[1, 2, 1] = 1.0
+        if weight.shape[0] > 2:
+            weight[2, :, 0] = 0.8
+            weight[2, :, 1] = 0.2
+        if weight.shape[0] > 3:
+            weight[3, :, 0] = 1.0
+        init.copy_(self.weight, weight)
+        init.zeros_(self.bias)
+
+    def forward(self, pixel_values: torch.Tensor, modality_ids: torch.Tensor) -> torch.Tensor:
+        batch, slots, height, width = pixel_values.shape
+        weight = self.weight[modality_ids]  # (B, 3, slots)
+        mixed = torch.bmm(weight, pixel_values.reshape(batch, slots, height * width))
+        mixed = mixed + self.bias[modality_ids].unsqueeze(-1)
+        return mixed.reshape(batch, 3, height, width)
+
+
+def split_views(x: torch.Tensor, num_views: int) -> torch.Tensor:
+    """``(B, C, H, W)`` → ``(B * V, C, H / s, W / s)``: the global view, then (for 5 views) the four quadrants.
+
+    With 5 views the input is twice the view size: the global view is its 2× average-pooled copy and each
+    quadrant is a native-resolution zoom, so the zoomed views carry real extra detail.
+    """
+    if num_views == 1:
+        return x
+    height, width = x.shape[-2] // 2, x.shape[-1] // 2
+    views = [
+        F.avg_pool2d(x, 2),
+        x[..., :height, :width],
+        x[..., :height, width:],
+        x[..., height:, :width],
+        x[..., height:, width:],
+    ]
+    return torch.stack(views, dim=1).flatten(0, 1)
+
+
+def resample_to_grid(features: torch.Tensor, grid: int) -> torch.Tensor:
+    """Average-pool (when the size divides) or bilinearly resample a ``(B, C, h, w)`` map to ``grid × grid``."""
+    size = features.shape[-1]
+    if size == grid:
+        return features
+    if size > grid and size % grid == 0:
+        return F.avg_pool2d(features, size // grid)
+    return F.interpolate(features, size=(grid, grid), mode="bilinear", align_corners=False)
+
+
+@dataclass
+class EarthGPTXTowerOutput(ModelOutput):
+    """Internal: ``image_features`` ``(B, V*g*g, feature_size)``; ``stride4`` / ``stride8`` the global view's
+    ConvNeXt maps ``(B, C, S/4, S/4)`` / ``(B, C, S/8, S/8)``; ``adapted`` the band-adapted image ``(B, 3, S, S)``."""
+
+    image_features: torch.Tensor | None = None
+    stride4: torch.Tensor | None = None
+    stride8: torch.Tensor | None = None
+    adapted: torch.Tensor | None = None
+
+
+class EarthGPTXVisionTower(nn.Module):
+    def __init__(self, config: EarthGPTXVisionConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.band_adapter = EarthGPTXBandAdapter(config.num_modalities, config.num_band_slots)
+        self.convnext = ConvNextModel(config.convnext_config)
+        self.dinov2 = Dinov2Model(config.dinov2_config)
+        # The ConvNeXt pooled-output norm is not used (we read the stage maps); drop it from the parameters.
+        self.convnext.layernorm = nn.Identity()
+
+    def forward(self, pixel_values: torch.Tensor, modality_ids: torch.Tensor) -> EarthGPTXTowerOutput:
+        num_views = self.config.num_views
+        grid = self.config.grid_size
+        adapted = self.band_adapter(pixel_values, modality_ids)
+        views = split_views(adapted, num_views)
+        hidden = self.convnext.embeddings(views)
+        stage_maps = []
+        for stage in self.convnext.encoder.stages:
+            hidden = stage(hidden)
+            stage_maps.append(hidden)
+        conv_tokens = torch.cat([resample_to_grid(m, grid) for m in stage_maps], dim=1).flatten(2).transpose(1, 2)
+        dino_tokens = self.dinov2(pixel_values=views).last_hidden_state[:, 1:]
+        tokens = torch.cat([conv_tokens, dino_tokens], dim=-1)
+        batch = pixel_values.shape[0]
+        tokens = tokens.reshape(batch, num_views * grid * grid, tokens.shape[-1])
+        stride4, stride8 = stage_maps[0], stage_maps[1]
+        if num_views > 1:
+            stride4 = stride4.unflatten(0, (batch, num_views))[:, 0]
+            stride8 = stride8.unflatten(0, (batch, num_views))[:, 0]
+            adapted = F.avg_pool2d(adapted, 2)
+        return EarthGPTXTowerOutput(image_features=tokens, stride4=stride4, stride8=stride8, adapted=adapted)
+
+
+# ---------------------------------------------------------------------------------------------------- prompts
+class EarthGPTXPromptEncoder(nn.Module):
+    """A ViT over one-channel prompt masks. Returns ``(B, N, K, hidden)``.
+
+    The patch embedding is a linear map of every pixel of a patch, so a prompt's exact position inside a patch
+    survives; the learned position embeddings tell the K query tokens where the patches are.
+    """
+
+    def __init__(self, config: EarthGPTXPromptConfig) -> None:
+        super().__init__()
+        self.config = config
+        dim = config.hidden_size
+        num_patches = (config.mask_size // config.patch_size) ** 2
+        self.patch_embed = nn.Conv2d(1, dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.position_embeddings = nn.Parameter(torch.empty(1, num_patches, dim))
+        self.query_tokens = nn.Parameter(torch.empty(1, config.tokens_per_prompt, dim))
+        self.layers = nn.ModuleList(
+            EarthGPTXEncoderBlock(dim, config.num_attention_heads, config.mlp_ratio, config.layer_norm_eps)
+            for _ in range(config.num_hidden_layers)
+        )
+        self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
+
+    def reset_custom_parameters(self) -> None:
+        init.trunc_normal_(self.position_embeddings, std=0.02)
+        init.trunc_normal_(self.query_tokens, std=0.02)
+
+    def forward(self, prompt_masks: torch.Tensor) -> torch.Tensor:
+        batch, num_prompts, height, width = prompt_masks.shape
+        flat = prompt_masks.reshape(batch * num_prompts, 1, height, width)
+        patches = self.patch_embed(flat).flatten(2).transpose(1, 2) + self.position_embeddings
+        queries = self.query_tokens.expand(patches.shape[0], -1, -1)
+        hidden = torch.cat([queries, patches], dim=1)
+        for layer in self.layers:
+            hidden = layer(hidden)
+        k = self.config.tokens_per_prompt
+        out = self.norm(hidden[:, :k])
+        return out.reshape(batch, num_prompts, k, out.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------------- fusion
+class EarthGPTXFusionLayer(nn.Module):
+    def __init__(self, config: EarthGPTXFusionConfig) -> None:
+        super().__init__()
+        dim, heads, ratio, eps = (
+            config.hidden_size,
+            config.num_attention_heads,
+            config.mlp_ratio,
+            config.layer_norm_eps,
+        )
+        self.image_block = EarthGPTXEncoderBlock(dim, heads, ratio, eps)
+        self.prompt_ffn_norm = nn.LayerNorm(dim, eps=eps)
+        self.prompt_ffn = EarthGPTXMLP(dim, dim * ratio)
+        self.cross_norm = nn.LayerNorm(dim, eps=eps)
+        self.cross_context_norm = nn.LayerNorm(dim, eps=eps)
+        self.cross_attn = EarthGPTXAttention(dim, heads)
+        # Per-head weight of the "look where the prompt is" bias of the cross-attention.
+        self.coverage_scale = nn.Parameter(torch.empty(heads))
+        self.prompt_self_norm = nn.LayerNorm(dim, eps=eps)
+        self.prompt_self_attn = EarthGPTXAttention(dim, heads)
+
+    def reset_custom_parameters(self) -> None:
+        init.constant_(self.coverage_scale, 4.0)
+
+    def forward(
+        self,
+        image: torch.Tensor,
+        prompts: torch.Tensor,
+        coverage: torch.Tensor,
+        prompt_bias: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image`` ``(B, T, D)``, ``prompts`` ``(B, NK, D)``, ``coverage`` ``(B, NK, T)`` in [0, 1],
+        ``prompt_bias`` ``(B, 1, NK, NK)`` additive."""
+        image = self.image_block(image)
+        prompts = prompts + self.prompt_ffn(self.prompt_ffn_norm(prompts))
+        cross_bias = coverage.unsqueeze(1) * self.coverage_scale.view(1, -1, 1, 1).to(coverage.dtype)
+        prompts = prompts + self.cross_attn(
+            self.cross_norm(prompts), context=self.cross_context_norm(image), bias=cross_bias
+        )
+        prompts = prompts + self.prompt_self_attn(self.prompt_self_norm(prompts), bias=prompt_bias)
+        return image, prompts
+
+
+class EarthGPTXFusion(nn.Module):
+    """Fuses image tokens ``(B, T, F)`` and prompt tokens ``(B, N, K, P)`` into ``(B, T, D)`` and ``(B, N, K, D)``."""
+
+    def __init__(self, config: EarthGPTXConfig) -> None:
+        super().__init__()
+        fusion = config.fusion_config
+        vision = config.vision_config
+        dim = fusion.hidden_size
+        self.num_views = vision.num_views
+        self.grid_size = vision.grid_size
+        num_tokens = vision.num_views * vision.grid_size**2
+        self.image_in = nn.Linear(vision.feature_size, dim)
+        self.image_in_norm = nn.LayerNorm(dim, eps=fusion.layer_norm_eps)
+        self.image_positions = nn.Parameter(torch.empty(1, num_tokens, dim))
+        self.prompt_in = nn.Linear(config.prompt_config.hidden_size, dim)
+        # Mask-pooled image content of each prompt's region, added to its tokens before fusion.
+        self.region_pool = nn.Linear(dim, dim)
+        self.layers = nn.ModuleList(EarthGPTXFusionLayer(fusion) for _ in range(fusion.num_hidden_layers))
+        self.image_norm = nn.LayerNorm(dim, eps=fusion.layer_norm_eps)
+        self.prompt_norm = nn.LayerNorm(dim, eps=fusion.layer_norm_eps)
+
+    def reset_custom_parameters(self) -> None:
+        init.trunc_normal_(self.image_positions, std=0.02)
+
+    def coverage(self, prompt_masks: torch.Tensor) -> torch.Tensor:
+        """Fraction of each image token's cell covered by each prompt: ``(B, N, S, S)`` → ``(B, N, V*g*g)``."""
+        batch, num_prompts = prompt_masks.shape[:2]
+        views = split_views(prompt_masks.flatten(0, 1).unsqueeze(1), self.num_views)
+        pooled = F.adaptive_avg_pool2d(views, self.grid_size) if views.shape[-1] % self.grid_size else None
+        if pooled is None:
+            pooled = F.avg_pool2d(views, views.shape[-1] // self.grid_size)
+        return pooled.reshape(batch, num_prompts, -1)
+
+    def forward(
+        self,
+        image_features: torch.Tensor,
+        prompt_features: torch.Tensor,
+        prompt_masks: torch.Tensor,
+        prompt_valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch, num_prompts, k, _ = prompt_features.shape
+        image = self.image_in_norm(self.image_in(image_features)) + self.image_positions
+        prompts = self.prompt_in(prompt_features)
+
+        cover = self.coverage(prompt_masks.to(image.dtype))  # (B, N, T)
+        pool_weights = cover / cover.sum(-1, keepdim=True).clamp_min(1e-6)
+        region_content = torch.bmm(pool_weights, image)  # (B, N, D)
+        prompts = prompts + self.region_pool(region_content).unsqueeze(2)
+        # Normalise per prompt so that a point (covering a sliver of one cell) biases as strongly as a box.
+        cover = cover / cover.amax(-1, keepdim=True).clamp_min(1e-6)
+        cover = cover.repeat_interleave(k, dim=1)  # (B, N*K, T)
+
+        # Prompt tokens may attend to tokens of valid prompts and always to their own prompt's tokens.
+        prompt_of_token = torch.arange(num_prompts, device=image.device).repeat_interleave(k)
+        same_prompt = prompt_of_token.unsqueeze(0) == prompt_of_token.unsqueeze(1)  # (NK, NK)
+        key_valid = prompt_valid.bool().repeat_interleave(k, dim=1)  # (B, NK)
+        allowed = same_prompt.unsqueeze(0) | key_valid.unsqueeze(1)
+        prompt_bias = torch.zeros(allowed.shape, dtype=image.dtype, device=image.device)
+        prompt_bias = prompt_bias.masked_fill(~allowed, float("-inf")).unsqueeze(1)
+
+        prompts = prompts.reshape(batch, num_prompts * k, -1)
+        for layer in self.layers:
+            image, prompts = layer(image, prompts, cover, prompt_bias)
+        image = self.image_norm(image)
+        prompts = self.prompt_norm(prompts).reshape(batch, num_prompts, k, -1)
+        return image, prompts
+
+
+# ---------------------------------------------------------------------------------------------------- projector
+class EarthGPTXMultiModalProjector(nn.Module):
+    """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens."""
+
+    def __init__(self, config: EarthGPTXConfig) -> None:
+        super().__init__()
+        dim = config.fusion_config.hidden_size
+        text_hidden = config.text_config.hidden_size
+        r = config.projector_downsample
+        self.downsample = r
+        self.num_views = config.vision_config.num_views
+        self.grid_size = config.vision_config.grid_size
+        self.image_proj = EarthGPTXMLP(dim * r * r, text_hidden, text_hidden, config.projector_hidden_act)
+        self.prompt_proj = EarthGPTXMLP(dim, text_hidden, text_hidden, config.projector_hidden_act)
+        self.modality_embedding = nn.Embedding(config.vision_config.num_modalities, text_hidden)
+
+    def merge_neighbours(self, image: torch.Tensor) -> torch.Tensor:
+        """``(B, V*g*g, D)`` → ``(B, V*(g/r)^2, r*r*D)``: each r×r block of tokens becomes one token."""
+        r = self.downsample
+        if r == 1:
+            return image
+        batch, _, dim = image.shape
+        g, v = self.grid_size, self.num_views
+        x = image.reshape(batch * v, g // r, r, g // r, r, dim).permute(0, 1, 3, 2, 4, 5)
+        return x.reshape(batch, v * (g // r) ** 2, r * r * dim)
+
+    def forward(
+        self, image: torch.Tensor, prompts: torch.Tensor, modality_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image_tokens = self.image_proj(self.merge_neighbours(image))
+        image_tokens = image_tokens + self.modality_embedding(modality_ids).unsqueeze(1)
+        return image_tokens, self.prompt_proj(prompts)
+
+
+# ---------------------------------------------------------------------------------------------------- masks
+class EarthGPTXMaskDecoder(nn.Module):
+    """Pixel perception: ``[SEG]`` hidden state + vision features → mask logits at chip resolution.
+
+    ``pixel_features`` depends only on the image (so it is part of the ONNX vision graph);
+    ``predict`` turns each ``[SEG]`` hidden state into a kernel (after attending to the pixel features of its
+    sample) and takes its dot product with every pixel feature, at half the chip resolution, upsampled ×2.
+    """
+
+    def __init__(self, config: EarthGPTXConfig) -> None:
+        super().__init__()
+        dm = config.mask_decoder_hidden_size
+        conv_sizes = config.vision_config.convnext_config.hidden_sizes
+        groups = 8 if dm % 8 == 0 else 1
+        self.grid_size = config.vision_config.grid_size
+        self.grid_proj = nn.Conv2d(config.fusion_config.hidden_size, dm, 1)
+        self.stride4_proj = nn.Conv2d(conv_sizes[0], dm, 1)
+        self.stride8_proj = nn.Conv2d(conv_sizes[1], dm, 1)
+        self.merge = nn.Sequential(nn.Conv2d(dm, dm, 3, padding=1), nn.GroupNorm(groups, dm), nn.GELU())
+        self.upsample = nn.ConvTranspose2d(dm, dm, 2, stride=2)
+        self.image_proj = nn.Conv2d(3, dm, 3, padding=1)
+        self.refine = nn.Sequential(
+            nn.Conv2d(dm, dm, 3, padding=1), nn.GroupNorm(groups, dm), nn.GELU(), nn.Conv2d(dm, dm, 1)
+        )
+        self.query_in = EarthGPTXMLP(config.text_config.hidden_size, dm * 2, dm)
+        self.query_norm = nn.LayerNorm(dm)
+        self.context_norm = nn.LayerNorm(dm)
+        self.query_attn = EarthGPTXAttention(dm, max(1, dm // 32))
+        self.kernel = EarthGPTXMLP(dm, dm * 2, dm)
+        self.mask_bias = nn.Parameter(torch.empty(1))
+
+    def reset_custom_parameters(self) -> None:
+        init.zeros_(self.mask_bias)
+
+    def pixel_features(
+        self, fused_image: torch.Tensor, stride4: torch.Tensor, stride8: torch.Tensor, adapted: torch.Tensor
+    ) -> torch.Tensor:
+        """``fused_image`` ``(B, T, D)`` (global view first), ConvNeXt maps, adapted image → ``(B, dm, S/2, S/2)``."""
+        batch, _, dim = fused_image.shape
+        g = self.grid_size
+        grid = fused_image[:, : g * g].transpose(1, 2).reshape(batch, dim, g, g)
+        size4 = stride4.shape[-2:]
+        x = self.stride4_proj(stride4)
+        x = x + F.interpolate(self.stride8_proj(stride8), size=size4, mode="bilinear", align_corners=False)
+        x = x + F.interpolate(self.grid_proj(grid), size=size4, mode="bilinear", align_corners=False)
+        x = self.upsample(self.merge(x))
+        x = x + self.image_proj(F.avg_pool2d(adapted, 2))
+        return self.refine(x)
+
+    def predict(self, seg_hidden: torch.Tensor, pixel_features: torch.Tensor) -> torch.Tensor:
+        """``seg_hidden`` ``(M, H)``, ``pixel_features`` ``(M, dm, h, w)`` (of each mask's sample) → ``(M, 2h, 2w)``."""
+        query = self.query_in(seg_hidden.to(pixel_features.dtype)).unsqueeze(1)  # (M, 1, dm)
+        context = F.adaptive_avg_pool2d(pixel_features, self.grid_size).flatten(2).transpose(1, 2)
+        query = query + self.query_attn(self.query_norm(query), context=self.context_norm(context))
+        kernel = self.kernel(query).squeeze(1)  # (M, dm)
+        logits = torch.einsum("md,mdhw->mhw", kernel, pixel_features) / math.sqrt(kernel.shape[-1])
+        logits = logits + self.mask_bias
+        return F.interpolate(logits.unsqueeze(1), scale_factor=2, mode="bilinear", align_corners=False).squeeze(1)
+
+
+def mask_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean per-pixel BCE and mean soft dice loss of ``(M, S, S)`` logits against ``(M, S, S)`` targets in [0, 1]."""
+    targets = targets.to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, targets)
+    probs = logits.sigmoid().flatten(1)
+    flat = targets.flatten(1)
+    dice = 1 - (2 * (probs * flat).sum(-1) + 1) / (probs.sum(-1) + flat.sum(-1) + 1)
+    return bce, dice.mean()
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class EarthGPTXPreTrainedModel(PreTrainedModel):
+    config_class = EarthGPTXConfig
+    config: EarthGPTXConfig
+    base_model_prefix = ""
+    main_input_name = "input_ids"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["LlamaDecoderLayer", "Dinov2Layer", "ConvNextLayer", "EarthGPTXFusionLayer"]
+    _supports_sdpa = True
+    _supports_flash_attn = False
+
+    def _init_weights(self, module: nn.Module) -> None:
+        super()._init_weights(module)
+        reset = getattr(module, "reset_custom_parameters", None)
+        if callable(reset):
+            reset()
+
+
+class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
+    """EarthGPT-X: hybrid vision tower + visual-prompt encoder + fusion + projector + Llama LM + mask decoder."""
+
+    def __init__(self, config: EarthGPTXConfig) -> None:
+        super().__init__(config)
+        self.vision_tower = EarthGPTXVisionTower(config.vision_config)
+        self.prompt_encoder = EarthGPTXPromptEncoder(config.prompt_config)
+        self.fusion = EarthGPTXFusion(config)
+        self.multi_modal_projector = EarthGPTXMultiModalProjector(config)
+        self.language_model = AutoModelForCausalLM.from_config(config.text_config)
+        self.mask_decoder = EarthGPTXMaskDecoder(config)
+        self.post_init()
+
+    # ------------------------------------------------------------------ LM plumbing
+    def get_input_embeddings(self) -> nn.Module:
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.language_model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.language_model.get_output_embeddings()
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, **options: int | bool | None) -> nn.Embedding:
+        embeddings = self.language_model.resize_token_embeddings(new_num_tokens, **options)
+        self.config.text_config.vocab_size = embeddings.num_embeddings
+        return embeddings
+
+    # ------------------------------------------------------------------ vision side
+    def _default_prompts(
+        self, pixel_values: torch.Tensor, prompt_masks: torch.Tensor | None, prompt_valid: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = pixel_values.shape[0]
+        size = self.config.image_size
+        if prompt_masks is None:
+            prompt_masks = pixel_values.new_zeros(batch, 1, size, size)
+            prompt_valid = torch.zeros(batch, 1, dtype=torch.bool, device=pixel_values.device)
+        elif prompt_valid is None:
+            prompt_valid = prompt_masks.flatten(2).amax(-1) > 0
+        return prompt_masks, prompt_valid
+
+    def encode_vision(
+        self,
+        pixel_values: torch.Tensor,
+        modality_ids: torch.Tensor,
+        prompt_masks: torch.Tensor,
+        prompt_valid: torch.Tensor,
+    ) -> EarthGPTXVisionOutput:
+        """The whole vision side (tower + prompt encoder + fusion + projector + mask pixel features).
+
+        Args:
+            pixel_values: ``(B, 13, S, S)`` float, per-modality normalised band slots (see the processor).
+            modality_ids: ``(B,)`` int64 in ``0..3`` (optical, multispectral, sar, infrared).
+            prompt_masks: ``(B, N, S, S)`` float in [0, 1], one rasterised mask per prompt slot.
+            prompt_valid: ``(B, N)`` bool, which prompt slots hold a real prompt.
+        """
+        dtype = self.vision_tower.band_adapter.weight.dtype
+        pixel_values = pixel_values.to(dtype)
+        prompt_masks = prompt_masks.to(dtype)
+        tower = self.vision_tower(pixel_values, modality_ids)
+        prompt_features = self.prompt_encoder(prompt_masks)
+        fused_image, fused_prompts = self.fusion(tower.image_features, prompt_features, prompt_masks, prompt_valid)
+        image_tokens, prompt_tokens = self.multi_modal_projector(fused_image, fused_prompts, modality_ids)
+        prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
+        mask_features = self.mask_decoder.pixel_features(fused_image, tower.stride4, tower.stride8, tower.adapted)
+        return EarthGPTXVisionOutput(
+            image_tokens=image_tokens, prompt_tokens=prompt_tokens, mask_features=mask_features
+        )
+
+    # ------------------------------------------------------------------ token merging
+    def embed_inputs(
+        self,
+        input_ids: torch.Tensor,
+        image_tokens: torch.Tensor,
+        prompt_tokens: torch.Tensor,
+        prompt_valid: torch.Tensor,
+    ) -> torch.Tensor:
+        """Embed ``input_ids`` ``(B, L)`` and put vision tokens in place of the placeholders → ``(B, L, H)``.
+
+        Every sample must contain exactly ``num_image_tokens`` ``<image>`` ids; each occurrence of
+        ``<regionI>`` takes the next of prompt I's K tokens (cycling, so a region mentioned twice gets its K
+        tokens twice). Raises ``ValueError`` naming the sample when counts do not match.
+        """
+        config = self.config
+        embed = self.get_input_embeddings()
+        image_positions = input_ids == config.image_token_id
+        region_ids = torch.tensor(config.region_token_ids, device=input_ids.device)
+        is_region = (input_ids.unsqueeze(-1) == region_ids).any(-1)
+        placeholders = image_positions | is_region
+        embeds = embed(input_ids.masked_fill(placeholders, 0))
+
+        counts = image_positions.sum(-1)
+        expected = image_tokens.shape[1]
+        bad = (counts != expected).nonzero().flatten().tolist()
+        if bad:
+            sample = bad[0]
+            raise ValueError(
+                f"image tokens and image features do not match: sample {sample} has {int(counts[sample])} "
+                f"<image> ids but the vision tower gives {expected} tokens per image"
+            )
+        embeds = embeds.masked_scatter(image_positions.unsqueeze(-1), image_tokens.to(embeds.dtype))
+
+        if bool(is_region.any()):
+            num_prompts, k = prompt_tokens.shape[1], prompt_tokens.shape[2]
+            # region index (0-based) of every position; the k-th occurrence of that region in the sample
+            region_index = (input_ids.unsqueeze(-1) == region_ids).long().argmax(-1)
+            one_hot = F.one_hot(region_index, len(config.region_token_ids)) * is_region.unsqueeze(-1).long()
+            occurrence = ((one_hot.cumsum(1) * one_hot).sum(-1) - 1).clamp_min(0)
+            batch_idx, pos_idx = is_region.nonzero(as_tuple=True)
+            regions = region_index[batch_idx, pos_idx]
+            too_high = regions >= num_prompts
+            valid = prompt_valid.bool()
+            if bool(too_high.any()) or not bool(valid[batch_idx, regions.clamp(max=num_prompts - 1)].all()):
+                missing = too_high | ~valid[batch_idx, regions.clamp(max=num_prompts - 1)]
+                first = int(missing.nonzero()[0])
+                sample, region = int(batch_idx[first]), int(regions[first])
+                given = int(valid[sample].sum())
+                raise ValueError(
+                    f"sample {sample} refers to <region{region + 1}> but only {given} visual prompt(s) were given"
+                )
+            slots = occurrence[batch_idx, pos_idx] % k
+            values = prompt_tokens[batch_idx, regions, slots].to(embeds.dtype)
+            embeds = embeds.index_put((batch_idx, pos_idx), values)
+        return embeds
+
+    # ------------------------------------------------------------------ masks
+    def predict_masks(
+        self, seg_hidden: torch.Tensor, seg_batch_index: torch.Tensor, mask_features: torch.Tensor
+    ) -> torch.Tensor:
+        """Mask logits ``(M, S, S)`` for ``M`` ``[SEG]`` hidden states ``(M, H)`` of samples ``seg_batch_index``."""
+        return self.mask_decoder.predict(seg_hidden, mask_features[seg_batch_index])
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        modality_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        prompt_masks: torch.Tensor | None = None,
+        prompt_valid: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        target_masks: torch.Tensor | None = None,
+    ) -> EarthGPTXOutput:
+        """Teacher-forced forward pass.
+
+        Args:
+            input_ids: ``(B, L)`` with ``<image>`` expanded to ``num_image_tokens`` ids and each ``<regionI>``
+                to ``tokens_per_prompt`` ids (the processor does this).
+            pixel_values: ``(B, 13, S, S)``; modality_ids: ``(B,)``.
+            attention_mask: ``(B, L)``, 1 for real tokens.
+            prompt_masks: ``(B, N, S, S)``; prompt_valid: ``(B, N)`` bool (both optional: no prompts).
+            labels: ``(B, L)``, ``ignore_index`` everywhere but the answer tokens (not shifted: label ``t`` is the
+                token at position ``t``; the model shifts).
+            target_masks: ``(M, S, S)`` in [0, 1], one per ``[SEG]`` id in ``input_ids`` (row-major order).
+        """
+        config = self.config
+        prompt_masks, prompt_valid = self._default_prompts(pixel_values, prompt_masks, prompt_valid)
+        vision = self.encode_vision(pixel_values, modality_ids, prompt_masks, prompt_valid)
+        embeds = self.embed_inputs(input_ids, vision.image_tokens, vision.prompt_tokens, prompt_valid)
+        lm = self.language_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
+        )
+        logits = lm.logits
+
+        # The hidden state that predicts a [SEG] (position t-1 for a [SEG] at t) drives its mask; generate()
+        # sees exactly that state when it emits [SEG].
+        seg_at = input_ids == config.seg_token_id
+        seg_at[:, 0] = False
+        seg_batch, seg_pos = seg_at.nonzero(as_tuple=True)
+        mask_logits = None
+        if seg_batch.numel():
+            seg_hidden = lm.hidden_states[-1][seg_batch, seg_pos - 1]
+            mask_logits = self.predict_masks(seg_hidden, seg_batch, vision.mask_features)
+
+        loss = lm_loss = mask_loss = None
+        if labels is not None:
+            shift_logits = logits[:, :-1].float()
+            shift_labels = labels[:, 1:].to(logits.device)
+            valid = shift_labels != config.ignore_index
+            token_losses = F.cross_entropy(
+                shift_logits.reshape(-1, shift_logits.shape[-1]),
+                shift_labels.reshape(-1),
+                ignore_index=config.ignore_index,
+                reduction="sum",
+            )
+            # An all-masked batch gives 0, not NaN, and still touches the graph.
+            lm_loss = token_losses / valid.sum().clamp_min(1)
+            loss = lm_loss
+        if target_masks is not None:
+            count = 0 if mask_logits is None else mask_logits.shape[0]
+            if target_masks.shape[0] != count:
+                raise ValueError(
+                    f"found {count} [SEG] tokens in input_ids but target_masks has {target_masks.shape[0]} masks"
+                )
+            if mask_logits is not None:
+                bce, dice = mask_losses(mask_logits.float(), target_masks)
+                mask_loss = config.mask_loss_weight * bce + config.dice_loss_weight * dice
+                loss = mask_loss if loss is None else loss + mask_loss
+        return EarthGPTXOutput(
+            loss=loss,
+            lm_loss=lm_loss,
+            mask_loss=mask_loss,
+            logits=logits,
+            mask_logits=mask_logits,
+            seg_batch_index=seg_batch if mask_logits is not None else None,
+            image_tokens=vision.image_tokens,
+            prompt_tokens=vision.prompt_tokens,
+        )
+
+    # ------------------------------------------------------------------ generate
+    @torch.no_grad()
+    def generate(  # type: ignore[override]
+        self,
+        input_ids: torch.Tensor,
+        pixel_values: torch.Tensor,
+        modality_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        prompt_masks: torch.Tensor | None = None,
+        prompt_valid: torch.Tensor | None = None,
+        max_new_tokens: int = 64,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        return_masks: bool = True,
+    ) -> EarthGPTXGenerateOutput:
+        """Decode answers for a batch of requests with a KV cache.
+
+        Requests may differ in text length (left-pad ``input_ids``; the processor does so for inference
+        batches) and in prompt count (pad prompt slots with ``prompt_valid=False``). Greedy by default.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if bool((attention_mask[:, -1] == 0).any()):
+            raise ValueError("generate needs left-padded inputs: the last position of some sample is padding")
+        text = self.config.text_config
+        prompt_masks, prompt_valid = self._default_prompts(pixel_values, prompt_masks, prompt_valid)
+        vision = self.encode_vision(pixel_values, modality_ids, prompt_masks, prompt_valid)
+        embeds = self.embed_inputs(input_ids, vision.image_tokens, vision.prompt_tokens, prompt_valid)
+        generation_config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=do_sample,
+            temperature=temperature if do_sample else None,
+            top_p=top_p if do_sample else None,
+            top_k=None,
+            pad_token_id=text.pad_token_id,
+            bos_token_id=text.bos_token_id,
+            eos_token_id=text.eos_token_id,
+            output_hidden_states=return_masks,
+            return_dict_in_generate=True,
+            use_cache=True,
+        )
+        generated = self.language_model.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, generation_config=generation_config
+        )
+        sequences = generated.sequences
+        if sequences.shape[1] > max_new_tokens:  # some versions return the (empty) prompt ids in front
+            sequences = sequences[:, -max_new_tokens:]
+
+        output = EarthGPTXGenerateOutput(sequences=sequences)
+        if return_masks:
+            seg_batch, seg_step = (sequences == self.config.seg_token_id).nonzero(as_tuple=True)
+            if seg_batch.numel():
+                # hidden_states[t][-1] is the last layer at step t; its last position predicted token t.
+                last = torch.stack([step[-1][:, -1] for step in generated.hidden_states], dim=1)  # (B, T, H)
+                seg_hidden = last[seg_batch, seg_step]
+                output.mask_logits = self.predict_masks(seg_hidden, seg_batch, vision.mask_features)
+                output.seg_batch_index = seg_batch
+                output.seg_token_index = seg_step
+        return output
+
+
+__all__ = [
+    "EarthGPTXForConditionalGeneration",
+    "EarthGPTXGenerateOutput",
+    "EarthGPTXOutput",
+    "EarthGPTXPreTrainedModel",
+    "EarthGPTXVisionOutput",
+    "mask_losses",
+]

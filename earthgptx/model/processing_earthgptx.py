@@ -1,0 +1,732 @@
+"""Turning raw chips, visual prompts and conversations into model inputs, and model outputs back into answers.
+
+- **Bands** (per modality, never one mean/std for all): every chip becomes 13 float32 *band slots*; each modality
+  fills its own slots (``BAND_SLOTS``) and leaves the rest zero, and the model's learned band adapter mixes them.
+  Optical (3 bands, uint8 ``/255`` or uint16 reflectance ``/10000``) and multispectral (4–13 Sentinel-2-like bands
+  selected by name, reflectance) are standardised with fixed per-band statistics; SAR (1–2 polarisations,
+  amplitude, intensity or dB) goes to dB, is clipped to the chip's 1st–99th percentile per band
+  (speckle-robust) and standardised; thermal infrared (1 band) is scaled per chip between its 2nd and 98th
+  percentiles.
+- **Prompts** (point, box, polygon, scribble; chip pixels) are validated, normalised to the integer ``[0, 1000)``
+  grid (DESIGN §2) and rasterised with rasterio into one mask per prompt at the model's chip size.
+- **Text**: a chat template (``USER: … ASSISTANT: …``), ``<image>`` expanded to the image tokens and
+  ``<regionI>`` to the K tokens of prompt I, labels ``-100`` everywhere but the assistant's answers.
+- **Parsing**: answer text, labels, boxes ``[x1, y1, x2, y2]`` (grid and pixels) and ``[SEG]`` masks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import rasterio.features
+import shapely
+import torch
+import torch.nn.functional as F
+from affine import Affine
+from rasterio.enums import Resampling
+from shapely.geometry import LineString, Point, Polygon
+from shapely.geometry import box as shapely_box
+from shapely.geometry.base import BaseGeometry
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from earthgptx.model.configuration_earthgptx import MODALITIES, NUM_BAND_SLOTS, EarthGPTXConfig
+from earthgptx.model.tokenization_earthgptx import (
+    IMAGE_TOKEN,
+    SEG_TOKEN,
+    detokenize,
+    region_indices,
+    region_token,
+)
+
+logger = logging.getLogger(__name__)
+
+GRID = 1000
+"""Prompt and box coordinates in text are integers in ``[0, GRID)`` (DESIGN §2)."""
+
+PROCESSOR_CONFIG_NAME = "processor_config.json"
+PROMPT_TYPES = ("point", "box", "polygon", "scribble")
+
+# --------------------------------------------------------------------------------------------------- bands
+# Canonical names per modality, in slot order. Multispectral follows Sentinel-2 (B01..B12 with B8A after B08).
+BAND_SLOTS: dict[str, tuple[str, ...]] = {
+    "optical": ("red", "green", "blue"),
+    "multispectral": (
+        "coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3",
+        "nir", "nir08", "water_vapour", "cirrus", "swir16", "swir22",
+    ),  # fmt: skip
+    "sar": ("co", "cross"),
+    "infrared": ("tir",),
+}
+BAND_COUNTS: dict[str, tuple[int, int]] = {"optical": (3, 3), "multispectral": (4, 13), "sar": (1, 2), "infrared": (1, 1)}
+_ALIASES: dict[str, dict[str, str]] = {
+    "optical": {"r": "red", "g": "green", "b": "blue"},
+    "multispectral": {
+        "b01": "coastal", "b1": "coastal", "coastal_aerosol": "coastal",
+        "b02": "blue", "b2": "blue", "b03": "green", "b3": "green", "b04": "red", "b4": "red",
+        "b05": "rededge1", "b5": "rededge1", "b06": "rededge2", "b6": "rededge2", "b07": "rededge3",
+        "b7": "rededge3", "b08": "nir", "b8": "nir", "nir1": "nir", "b8a": "nir08", "nir_narrow": "nir08",
+        "b09": "water_vapour", "b9": "water_vapour", "watervapour": "water_vapour", "b10": "cirrus",
+        "b11": "swir16", "swir1": "swir16", "b12": "swir22", "swir2": "swir22",
+    },  # fmt: skip
+    "sar": {"vv": "co", "hh": "co", "vh": "cross", "hv": "cross"},
+    "infrared": {"thermal": "tir", "lwir": "tir", "tir1": "tir", "b10_tir": "tir", "bt": "tir"},
+}
+# Fixed per-band statistics (reflectance for optical / multispectral, dB for SAR).
+_OPTICAL_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_OPTICAL_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+_MS_MEAN = np.array(
+    [0.13, 0.12, 0.11, 0.11, 0.14, 0.21, 0.24, 0.25, 0.26, 0.26, 0.02, 0.20, 0.14], dtype=np.float32
+)
+_MS_STD = np.array(
+    [0.06, 0.07, 0.08, 0.10, 0.09, 0.09, 0.10, 0.11, 0.11, 0.11, 0.02, 0.10, 0.09], dtype=np.float32
+)
+_SAR_DB_MEAN = np.array([-12.0, -19.0], dtype=np.float32)
+_SAR_DB_STD = np.array([5.0, 5.0], dtype=np.float32)
+_SAR_DB_RANGE = (-50.0, 20.0)
+SAR_SCALES = ("amplitude", "intensity", "db")
+
+
+def modality_id(modality: str) -> int:
+    """Integer id of a modality name (``MODALITY_IDS``)."""
+    if modality not in MODALITIES:
+        raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    return MODALITIES.index(modality)
+
+
+def band_slots(modality: str, bands: Sequence[str]) -> list[int]:
+    """Slot index of each named band; raises ``ValueError`` on a wrong count, an unknown or a repeated band."""
+    modality_id(modality)
+    low, high = BAND_COUNTS[modality]
+    if not low <= len(bands) <= high:
+        expected = f"{low}" if low == high else f"{low} to {high}"
+        raise ValueError(f"modality {modality!r} needs {expected} bands, got {len(bands)} ({list(bands)})")
+    slots = BAND_SLOTS[modality]
+    aliases = _ALIASES[modality]
+    result: list[int] = []
+    for name in bands:
+        key = str(name).strip().lower()
+        key = aliases.get(key, key)
+        if key not in slots:
+            raise ValueError(f"unknown {modality} band {name!r}; known: {', '.join(slots + tuple(aliases))}")
+        index = slots.index(key)
+        if index in result:
+            raise ValueError(f"band {name!r} appears twice in {list(bands)} for modality {modality!r}")
+        result.append(index)
+    return result
+
+
+def _percentile(values: np.ndarray, q: float) -> float:
+    finite = values[np.isfinite(values)]
+    return float(np.percentile(finite, q)) if finite.size else 0.0
+
+
+def normalize_bands(
+    array: np.ndarray, modality: str, bands: Sequence[str], sar_scale: str = "amplitude"
+) -> np.ndarray:
+    """Raw ``(C, H, W)`` band values (native dtype) → ``(13, H, W)`` float32 band slots, per-modality normalised.
+
+    ``sar_scale`` says what SAR values are: ``amplitude`` (|s|), ``intensity`` (|s|²) or already ``db``.
+    """
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise ValueError(f"expected a (bands, height, width) array, got shape {array.shape}")
+    if array.shape[0] != len(bands):
+        raise ValueError(
+            f"the image has {array.shape[0]} bands but {len(bands)} band names were given ({list(bands)})"
+        )
+    slots = band_slots(modality, bands)
+    data = array.astype(np.float32)
+    out = np.zeros((NUM_BAND_SLOTS,) + data.shape[1:], dtype=np.float32)
+
+    if modality in ("optical", "multispectral"):
+        if array.dtype == np.uint8:
+            scaled = data / 255.0
+        elif np.issubdtype(array.dtype, np.integer):
+            scaled = data / 10000.0  # reflectance × 10 000, the Landsat/Sentinel-2 L2 convention
+        else:
+            scaled = data  # float input is reflectance already
+        scaled = np.clip(scaled, 0.0, 1.5)
+        mean, std = (_OPTICAL_MEAN, _OPTICAL_STD) if modality == "optical" else (_MS_MEAN, _MS_STD)
+        for band, slot in enumerate(slots):
+            out[slot] = (scaled[band] - mean[slot]) / std[slot]
+    elif modality == "sar":
+        if sar_scale not in SAR_SCALES:
+            raise ValueError(f"unknown sar_scale {sar_scale!r}; expected one of {', '.join(SAR_SCALES)}")
+        for band, slot in enumerate(slots):
+            values = data[band]
+            if sar_scale == "amplitude":
+                db = 20.0 * np.log10(np.maximum(np.abs(values), 1e-6))
+            elif sar_scale == "intensity":
+                db = 10.0 * np.log10(np.maximum(values, 1e-12))
+            else:
+                db = values
+            low = max(_percentile(db, 1.0), _SAR_DB_RANGE[0])
+            high = min(_percentile(db, 99.0), _SAR_DB_RANGE[1])
+            db = np.clip(db, low, max(high, low))
+            out[slot] = (db - _SAR_DB_MEAN[slot]) / _SAR_DB_STD[slot]
+    else:  # infrared
+        values = data[0]
+        low, high = _percentile(values, 2.0), _percentile(values, 98.0)
+        scaled = np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)
+        out[slots[0]] = (scaled - 0.5) / 0.25
+    return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def resize_chip(slots: np.ndarray, size: int) -> torch.Tensor:
+    """``(13, H, W)`` → ``(13, size, size)`` float32 tensor (antialiased bilinear)."""
+    tensor = torch.from_numpy(np.ascontiguousarray(slots))
+    if tensor.shape[-2:] == (size, size):
+        return tensor
+    return F.interpolate(tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+
+
+# --------------------------------------------------------------------------------------------------- prompts
+def _points(value: Any, what: str, index: int) -> np.ndarray:
+    try:
+        points = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"prompt {index + 1} ({what}) has non-numeric coordinates: {value!r}") from exc
+    if points.ndim == 1:
+        points = points[None]
+    if points.size == 0:
+        raise ValueError(f"prompt {index + 1} ({what}) is empty")
+    if points.ndim != 2 or points.shape[1] != 2:
+        raise ValueError(f"prompt {index + 1} ({what}) needs [x, y] pairs, got shape {points.shape}")
+    if not np.all(np.isfinite(points)):
+        raise ValueError(f"prompt {index + 1} ({what}) has non-finite coordinates")
+    return points
+
+
+def prompt_geometry(prompt: dict[str, Any], width: float, height: float, index: int = 0) -> BaseGeometry:
+    """Validate one prompt (chip pixels) and return it as a shapely geometry.
+
+    Raises ``ValueError`` naming the prompt for an unknown type, a coordinate outside the ``width × height``
+    chip, a degenerate box, an empty or degenerate polygon, or a scribble with fewer than two distinct points.
+    """
+    kind = prompt.get("type")
+    if kind not in PROMPT_TYPES:
+        raise ValueError(f"prompt {index + 1} has unknown type {kind!r}; expected one of {', '.join(PROMPT_TYPES)}")
+    key = {"point": "point", "box": "box", "polygon": "polygon", "scribble": "line"}[kind]
+    if key not in prompt:
+        raise ValueError(f"prompt {index + 1} ({kind}) has no {key!r} field")
+    raw = prompt[key]
+    if kind == "box":
+        try:
+            flat = np.asarray(raw, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"prompt {index + 1} (box) has non-numeric coordinates: {raw!r}") from exc
+        if flat.size != 4:
+            raise ValueError(f"prompt {index + 1} (box) needs [x1, y1, x2, y2], got {raw!r}")
+        points = _points(flat.reshape(2, 2), kind, index)
+    else:
+        points = _points(raw, kind, index)
+    eps = 1e-6
+    outside = (points[:, 0] < -eps) | (points[:, 0] > width + eps) | (points[:, 1] < -eps) | (points[:, 1] > height + eps)
+    if outside.any():
+        x, y = points[int(np.argmax(outside))]
+        raise ValueError(
+            f"prompt {index + 1} ({kind}) lies outside the {width:g}x{height:g} chip: point ({x:g}, {y:g})"
+        )
+    if kind == "point":
+        if len(points) != 1:
+            raise ValueError(f"prompt {index + 1} (point) needs one [x, y], got {len(points)} points")
+        return Point(points[0])
+    if kind == "box":
+        (x1, y1), (x2, y2) = points
+        if x2 <= x1 or y2 <= y1:
+            raise ValueError(f"prompt {index + 1} (box) is degenerate: [{x1:g}, {y1:g}, {x2:g}, {y2:g}]")
+        return shapely_box(x1, y1, x2, y2)
+    if kind == "polygon":
+        distinct = np.unique(points, axis=0)
+        if len(distinct) < 3:
+            raise ValueError(
+                f"prompt {index + 1} (polygon) is empty or degenerate: {len(distinct)} distinct vertices, need 3"
+            )
+        polygon = shapely.make_valid(Polygon(points))
+        if polygon.is_empty or polygon.area <= 0:
+            raise ValueError(f"prompt {index + 1} (polygon) is empty or degenerate: zero area")
+        return polygon
+    distinct = np.unique(points, axis=0)
+    if len(distinct) < 2:
+        raise ValueError(f"prompt {index + 1} (scribble) is degenerate: needs two distinct points")
+    return LineString(points)
+
+
+def _to_grid(value: float, extent: float) -> int:
+    return int(min(GRID - 1, max(0, math.floor(value / extent * GRID))))
+
+
+def prompt_to_grid(prompt: dict[str, Any], width: float, height: float, index: int = 0) -> dict[str, Any]:
+    """The prompt in the integer ``[0, 1000)`` grid of DESIGN §2 (validated first)."""
+    prompt_geometry(prompt, width, height, index)
+    kind = prompt["type"]
+    if kind == "point":
+        x, y = np.asarray(prompt["point"], dtype=float).reshape(2)
+        return {"type": "point", "point": [_to_grid(x, width), _to_grid(y, height)]}
+    if kind == "box":
+        x1, y1, x2, y2 = np.asarray(prompt["box"], dtype=float).reshape(4)
+        return {"type": "box", "box": [_to_grid(x1, width), _to_grid(y1, height), _to_grid(x2, width), _to_grid(y2, height)]}
+    key = "polygon" if kind == "polygon" else "line"
+    points = [[_to_grid(x, width), _to_grid(y, height)] for x, y in np.asarray(prompt[key], dtype=float)]
+    return {"type": kind, key: points}
+
+
+def rasterize_prompt(
+    prompt: dict[str, Any],
+    width: float,
+    height: float,
+    size: int,
+    point_radius: float = 2.0,
+    line_width: float = 2.0,
+    index: int = 0,
+) -> np.ndarray:
+    """One prompt (chip pixels of a ``width × height`` chip) → a ``(size, size)`` float32 mask in {0, 1}.
+
+    Points become discs of ``point_radius`` and scribbles lines of ``line_width`` (both in mask pixels);
+    boxes and polygons are filled. Thin shapes use all-touched rasterisation so they never vanish.
+    """
+    geometry = prompt_geometry(prompt, width, height, index)
+    scale_x, scale_y = width / size, height / size
+    if isinstance(geometry, Point):
+        geometry = geometry.buffer(point_radius * max(scale_x, scale_y))
+    elif isinstance(geometry, LineString):
+        geometry = geometry.buffer(line_width / 2 * max(scale_x, scale_y), cap_style="round")
+    transform = Affine.scale(scale_x, scale_y)
+    mask = rasterio.features.rasterize(
+        [(geometry, 1)], out_shape=(size, size), transform=transform, fill=0, all_touched=True, dtype="uint8"
+    )
+    if not mask.any():
+        raise ValueError(f"prompt {index + 1} ({prompt['type']}) rasterises to an empty mask at {size} px")
+    return mask.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------------------- samples
+@dataclass
+class EncodedSample:
+    """One request or training sample, ready to collate.
+
+    ``input_ids``/``labels``: lists of ids (placeholders expanded); ``pixel_values`` ``(13, S, S)``;
+    ``prompt_masks`` ``(n, S, S)``; ``target_masks`` ``(m, S, S)`` for the m ``[SEG]`` ids in ``input_ids``.
+    """
+
+    input_ids: list[int]
+    labels: list[int]
+    pixel_values: torch.Tensor
+    modality_id: int
+    prompt_masks: torch.Tensor
+    target_masks: torch.Tensor
+    width: float
+    height: float
+    sample_id: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ParsedAnswer:
+    """An answer taken apart: ``text`` (clean), ``label`` (text without boxes/[SEG]), ``boxes`` in the
+    ``[0, 1000)`` grid, ``boxes_px`` in chip pixels (when the chip size is known), ``masks`` ``(S, S)`` bool
+    arrays at model resolution, one per ``[SEG]``."""
+
+    text: str
+    label: str
+    boxes: list[list[int]]
+    boxes_px: list[list[float]]
+    has_seg: bool
+    masks: list[np.ndarray] = field(default_factory=list)
+
+
+_BOX_PATTERN = re.compile(r"\[\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\]")
+
+
+def grid_box_to_pixels(box: Sequence[int], width: float, height: float) -> list[float]:
+    """A ``[0, 1000)`` grid box → chip pixels (cell edges: ``x1`` at its cell's start, ``x2`` at its cell's end)."""
+    x1, y1, x2, y2 = box
+    return [x1 * width / GRID, y1 * height / GRID, (x2 + 1) * width / GRID, (y2 + 1) * height / GRID]
+
+
+def parse_answer(text: str, width: float | None = None, height: float | None = None) -> ParsedAnswer:
+    """Take boxes ``[x1, y1, x2, y2]`` (grid integers) and ``[SEG]`` out of an answer; the rest is the label."""
+    boxes = [[int(v) for v in match] for match in _BOX_PATTERN.findall(text)]
+    has_seg = SEG_TOKEN in text
+    label = _BOX_PATTERN.sub(" ", text).replace(SEG_TOKEN, " ")
+    label = re.sub(r"\s+", " ", label).strip(" .,;:")
+    boxes_px = [grid_box_to_pixels(b, width, height) for b in boxes] if width and height else []
+    return ParsedAnswer(text=text.strip(), label=label, boxes=boxes, boxes_px=boxes_px, has_seg=has_seg)
+
+
+# --------------------------------------------------------------------------------------------------- processor
+class EarthGPTXProcessor:
+    """Preprocessing, tokenisation, batching and output parsing for ``EarthGPTXForConditionalGeneration``.
+
+    Build it from a tokenizer and the model config (``EarthGPTXProcessor(tokenizer, config)``); save and load it
+    next to the model with ``save_pretrained`` / ``from_pretrained``.
+    """
+
+    user_prefix = "USER:"
+    assistant_prefix = "ASSISTANT:"
+
+    def __init__(
+        self,
+        tokenizer: PreTrainedTokenizerBase,
+        config: EarthGPTXConfig | None = None,
+        *,
+        image_size: int | None = None,
+        num_image_tokens: int | None = None,
+        tokens_per_prompt: int | None = None,
+        max_prompts: int | None = None,
+        max_length: int | None = None,
+        point_radius: float = 2.0,
+        line_width: float = 2.0,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.image_size = int(image_size or (config.image_size if config else 128))
+        self.num_image_tokens = int(num_image_tokens or (config.num_image_tokens if config else 64))
+        self.tokens_per_prompt = int(tokens_per_prompt or (config.tokens_per_prompt if config else 4))
+        self.max_prompts = int(max_prompts or (config.max_prompts if config else 8))
+        self.max_length = int(
+            max_length or (config.text_config.max_position_embeddings if config else tokenizer.model_max_length)
+        )
+        self.point_radius = float(point_radius)
+        self.line_width = float(line_width)
+        self.image_token_id = self._token_id(IMAGE_TOKEN)
+        self.seg_token_id = self._token_id(SEG_TOKEN)
+        self.region_token_ids = [self._token_id(region_token(i + 1)) for i in range(self.max_prompts)]
+        if config is not None:
+            mismatched = {
+                name: (getattr(config, name), ours)
+                for name, ours in (
+                    ("image_token_id", self.image_token_id),
+                    ("seg_token_id", self.seg_token_id),
+                    ("region_token_ids", self.region_token_ids),
+                )
+                if getattr(config, name) != ours
+            }
+            if mismatched:
+                raise ValueError(f"tokenizer and config disagree on special token ids (config, tokenizer): {mismatched}")
+            if len(tokenizer) > config.text_config.vocab_size:
+                raise ValueError(
+                    f"tokenizer has {len(tokenizer)} tokens but the language model only "
+                    f"{config.text_config.vocab_size} embeddings"
+                )
+        self._word_level = type(getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)).__name__ == "WordLevel"
+
+    def _token_id(self, token: str) -> int:
+        value = self.tokenizer.convert_tokens_to_ids(token)
+        if value is None or value == self.tokenizer.unk_token_id:
+            raise ValueError(f"tokenizer has no special token {token!r}")
+        return int(value)
+
+    # ------------------------------------------------------------------ persistence
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "processor_class": type(self).__name__,
+            "image_size": self.image_size,
+            "num_image_tokens": self.num_image_tokens,
+            "tokens_per_prompt": self.tokens_per_prompt,
+            "max_prompts": self.max_prompts,
+            "max_length": self.max_length,
+            "point_radius": self.point_radius,
+            "line_width": self.line_width,
+        }
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write ``processor_config.json`` and the tokenizer files into ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(directory)
+        (directory / PROCESSOR_CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> EarthGPTXProcessor:
+        """Load a processor saved by ``save_pretrained`` (a local directory; nothing is downloaded)."""
+        directory = Path(directory)
+        settings = json.loads((directory / PROCESSOR_CONFIG_NAME).read_text())
+        settings.pop("processor_class", None)
+        tokenizer = AutoTokenizer.from_pretrained(str(directory), local_files_only=True)
+        return cls(tokenizer, **settings)
+
+    # ------------------------------------------------------------------ images
+    def preprocess_image(
+        self, array: np.ndarray, modality: str, bands: Sequence[str], sar_scale: str = "amplitude"
+    ) -> torch.Tensor:
+        """Raw ``(C, H, W)`` bands → ``(13, S, S)`` normalised float32 tensor at the model's chip size."""
+        return resize_chip(normalize_bands(array, modality, bands, sar_scale), self.image_size)
+
+    def prompt_masks(self, prompts: Sequence[dict[str, Any]], width: float, height: float) -> torch.Tensor:
+        """Prompts in chip pixels → ``(n, S, S)`` masks (validated; at most ``max_prompts``)."""
+        if len(prompts) > self.max_prompts:
+            raise ValueError(f"{len(prompts)} visual prompts given but the model supports at most {self.max_prompts}")
+        masks = [
+            rasterize_prompt(p, width, height, self.image_size, self.point_radius, self.line_width, index=i)
+            for i, p in enumerate(prompts)
+        ]
+        if not masks:
+            return torch.zeros(0, self.image_size, self.image_size)
+        return torch.from_numpy(np.stack(masks))
+
+    # ------------------------------------------------------------------ text
+    def _check_regions(self, texts: Iterable[str], num_prompts: int) -> None:
+        for text in texts:
+            for index in region_indices(text):
+                if index > self.max_prompts:
+                    raise ValueError(
+                        f"text refers to <region{index}> but the model supports at most {self.max_prompts} prompts"
+                    )
+                if index > num_prompts or index < 1:
+                    raise ValueError(
+                        f"text refers to <region{index}> but only {num_prompts} visual prompt(s) were given"
+                    )
+
+    def _encode_text(self, text: str) -> list[int]:
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        expanded: list[int] = []
+        region_ids = set(self.region_token_ids)
+        for token in ids:
+            if token == self.image_token_id:
+                expanded.extend([token] * self.num_image_tokens)
+            elif token in region_ids:
+                expanded.extend([token] * self.tokens_per_prompt)
+            else:
+                expanded.append(token)
+        return expanded
+
+    def build_conversation(
+        self, conversations: Sequence[dict[str, str]], num_prompts: int, train: bool
+    ) -> tuple[list[int], list[int]]:
+        """Apply the chat template; returns ``(input_ids, labels)``.
+
+        Training: every ``gpt`` turn is an answer (labelled, followed by ``</s>``). Inference: the turns up to
+        the last ``human`` turn, ending with ``ASSISTANT:`` for the model to continue.
+        """
+        turns = list(conversations)
+        if not turns or turns[0].get("from") != "human":
+            raise ValueError("a conversation must start with a 'human' turn")
+        for turn in turns:
+            if turn.get("from") not in ("human", "gpt") or not isinstance(turn.get("value"), str):
+                raise ValueError(f"bad conversation turn {turn!r}: needs 'from' human|gpt and a string 'value'")
+        if not train:
+            while turns and turns[-1]["from"] == "gpt":
+                turns.pop()
+        image_mentions = sum(t["value"].count(IMAGE_TOKEN) for t in turns)
+        if image_mentions > 1:
+            raise ValueError(f"the conversation mentions {IMAGE_TOKEN} {image_mentions} times; one image per sample")
+        if image_mentions == 0:
+            turns[0] = {"from": "human", "value": f"{IMAGE_TOKEN}\n{turns[0]['value']}"}
+        self._check_regions((t["value"] for t in turns), num_prompts)
+        if SEG_TOKEN in "".join(t["value"] for t in turns if t["from"] == "human"):
+            raise ValueError(f"{SEG_TOKEN} may only appear in answers")
+
+        bos = self.tokenizer.bos_token_id
+        eos = self.tokenizer.eos_token_id
+        input_ids: list[int] = [bos] if bos is not None else []
+        labels: list[int] = [-100] * len(input_ids)
+        for turn in turns:
+            if turn["from"] == "human":
+                ids = self._encode_text(f"{self.user_prefix} {turn['value']} {self.assistant_prefix}")
+                input_ids += ids
+                labels += [-100] * len(ids)
+            else:
+                ids = self._encode_text(turn["value"].strip()) + ([eos] if eos is not None else [])
+                input_ids += ids
+                labels += ids
+        if train and not any(t["from"] == "gpt" for t in turns):
+            raise ValueError("a training conversation needs at least one 'gpt' answer")
+        if len(input_ids) > self.max_length:
+            raise ValueError(f"the sample is {len(input_ids)} tokens long; the model takes at most {self.max_length}")
+        return input_ids, labels
+
+    # ------------------------------------------------------------------ records
+    def encode(
+        self,
+        image: np.ndarray,
+        modality: str,
+        bands: Sequence[str],
+        conversations: Sequence[dict[str, str]],
+        prompts: Sequence[dict[str, Any]] = (),
+        train: bool = False,
+        sar_scale: str = "amplitude",
+        target_masks: Sequence[np.ndarray] = (),
+        sample_id: str = "",
+    ) -> EncodedSample:
+        """One sample from in-memory arrays (``image`` ``(C, H, W)``, prompts in its pixels)."""
+        if image.ndim == 2:
+            image = image[None]
+        height, width = float(image.shape[-2]), float(image.shape[-1])
+        pixel_values = self.preprocess_image(image, modality, bands, sar_scale)
+        masks = self.prompt_masks(prompts, width, height)
+        input_ids, labels = self.build_conversation(conversations, len(prompts), train)
+        seg_count = sum(1 for t in input_ids if t == self.seg_token_id)
+        if train and seg_count != len(target_masks):
+            raise ValueError(
+                f"sample {sample_id or '?'}: the answer has {seg_count} {SEG_TOKEN} but {len(target_masks)} mask(s)"
+            )
+        targets = torch.zeros(0, self.image_size, self.image_size)
+        if train and seg_count:
+            targets = torch.stack([self._resize_mask(m) for m in target_masks])
+        return EncodedSample(
+            input_ids=input_ids,
+            labels=labels if train else [-100] * len(input_ids),
+            pixel_values=pixel_values,
+            modality_id=modality_id(modality),
+            prompt_masks=masks,
+            target_masks=targets,
+            width=width,
+            height=height,
+            sample_id=sample_id,
+        )
+
+    def _resize_mask(self, mask: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy((np.asarray(mask) > 0).astype(np.float32))
+        if tensor.shape != (self.image_size, self.image_size):
+            tensor = F.interpolate(tensor[None, None], size=(self.image_size, self.image_size), mode="nearest")[0, 0]
+        return tensor
+
+    def encode_record(self, record: dict[str, Any], root: str | Path, train: bool = True) -> EncodedSample:
+        """One dataset record (JSON Lines format of the design) → ``EncodedSample``; ``root`` is the jsonl's folder."""
+        root = Path(root)
+        sample_id = str(record.get("id", ""))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+            with rasterio.open(root / record["image"]) as src:
+                image = src.read()
+            masks: list[np.ndarray] = []
+            if train and record.get("mask"):
+                mask_paths = record["mask"] if isinstance(record["mask"], list) else [record["mask"]]
+                for mask_path in mask_paths:
+                    with rasterio.open(root / mask_path) as src:
+                        masks.append(
+                            src.read(1, out_shape=(self.image_size, self.image_size), resampling=Resampling.nearest)
+                        )
+        width = float(record.get("width", image.shape[-1]))
+        height = float(record.get("height", image.shape[-2]))
+        if (int(width), int(height)) != (image.shape[-1], image.shape[-2]):
+            raise ValueError(
+                f"record {sample_id}: width/height {width:g}x{height:g} do not match the image {image.shape[-1]}x{image.shape[-2]}"
+            )
+        try:
+            return self.encode(
+                image,
+                record["modality"],
+                record["bands"],
+                record["conversations"],
+                record.get("prompts", []),
+                train=train,
+                sar_scale=record.get("sar_scale", "amplitude"),
+                target_masks=masks,
+                sample_id=sample_id,
+            )
+        except ValueError as exc:
+            raise ValueError(f"record {sample_id}: {exc}") from exc
+
+    # ------------------------------------------------------------------ batching
+    def collate(self, samples: Sequence[EncodedSample], train: bool = True) -> dict[str, torch.Tensor]:
+        """Pad and stack samples into keyword tensors for ``model(**batch)`` / ``model.generate(**batch)``.
+
+        Training batches are right-padded and carry ``labels`` and ``target_masks``; inference batches are
+        left-padded (as ``generate`` needs). Prompt slots are padded to the largest prompt count in the batch
+        (at least 1) with ``prompt_valid=False``.
+        """
+        if not samples:
+            raise ValueError("cannot collate an empty list of samples")
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        length = max(len(s.input_ids) for s in samples)
+        size = self.image_size
+        num_prompts = max(1, max(s.prompt_masks.shape[0] for s in samples))
+        batch = len(samples)
+        input_ids = torch.full((batch, length), pad, dtype=torch.long)
+        labels = torch.full((batch, length), -100, dtype=torch.long)
+        attention_mask = torch.zeros((batch, length), dtype=torch.long)
+        prompt_masks = torch.zeros((batch, num_prompts, size, size))
+        prompt_valid = torch.zeros((batch, num_prompts), dtype=torch.bool)
+        for i, sample in enumerate(samples):
+            n = len(sample.input_ids)
+            span = slice(0, n) if train else slice(length - n, length)
+            input_ids[i, span] = torch.tensor(sample.input_ids)
+            labels[i, span] = torch.tensor(sample.labels)
+            attention_mask[i, span] = 1
+            count = sample.prompt_masks.shape[0]
+            prompt_masks[i, :count] = sample.prompt_masks
+            prompt_valid[i, :count] = True
+        out = {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "pixel_values": torch.stack([s.pixel_values for s in samples]),
+            "modality_ids": torch.tensor([s.modality_id for s in samples], dtype=torch.long),
+            "prompt_masks": prompt_masks,
+            "prompt_valid": prompt_valid,
+        }
+        if train:
+            out["labels"] = labels
+            out["target_masks"] = torch.cat([s.target_masks for s in samples]) if samples else torch.zeros(0)
+        return out
+
+    def collate_records(
+        self, records: Sequence[dict[str, Any]], root: str | Path, train: bool = True
+    ) -> dict[str, torch.Tensor]:
+        """Records (+ the jsonl's folder) → a training (``train=True``) or inference batch."""
+        return self.collate([self.encode_record(r, root, train) for r in records], train=train)
+
+    # ------------------------------------------------------------------ outputs
+    def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
+        """Generated ids → clean text (stops at ``</s>``; keeps ``[SEG]``)."""
+        if isinstance(ids, torch.Tensor):
+            ids = ids.tolist()
+        eos = self.tokenizer.eos_token_id
+        drop = {self.tokenizer.pad_token_id, self.tokenizer.bos_token_id}
+        kept: list[int] = []
+        for token in ids:
+            if token == eos:
+                break
+            if token not in drop:
+                kept.append(int(token))
+        text = self.tokenizer.decode(kept, skip_special_tokens=False)
+        return detokenize(text) if self._word_level else text.strip()
+
+    def post_process_generation(
+        self,
+        sequences: torch.Tensor,
+        mask_logits: torch.Tensor | None = None,
+        seg_batch_index: torch.Tensor | None = None,
+        sizes: Sequence[tuple[float, float]] | None = None,
+        mask_threshold: float = 0.0,
+    ) -> list[ParsedAnswer]:
+        """``generate`` output → one ``ParsedAnswer`` per sample; ``sizes`` are ``(width, height)`` in chip
+        pixels for ``boxes_px``; masks are thresholded logits at model resolution."""
+        answers = []
+        for i, row in enumerate(sequences):
+            width, height = sizes[i] if sizes else (None, None)
+            answers.append(parse_answer(self.decode(row), width, height))
+        if mask_logits is not None and seg_batch_index is not None:
+            for logits, sample in zip(mask_logits, seg_batch_index.tolist(), strict=True):
+                answers[sample].masks.append((logits > mask_threshold).cpu().numpy())
+        return answers
+
+
+__all__ = [
+    "BAND_COUNTS",
+    "BAND_SLOTS",
+    "GRID",
+    "EarthGPTXProcessor",
+    "EncodedSample",
+    "ParsedAnswer",
+    "band_slots",
+    "grid_box_to_pixels",
+    "modality_id",
+    "normalize_bands",
+    "parse_answer",
+    "prompt_geometry",
+    "prompt_to_grid",
+    "rasterize_prompt",
+]
