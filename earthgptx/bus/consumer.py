@@ -1,0 +1,539 @@
+"""The consumer loop: poll -> decode once -> typed handler -> commit, at least once.
+
+Threads. kafka-python's consumer is driven from one thread (the loop's ``run``); handlers run on a single worker
+thread, one record at a time, in partition order. While the worker handles a batch, every assigned partition is
+paused and ``run`` keeps calling ``poll`` every ``liveness_poll_s``: the consumer stays in its group however long
+a handler takes (``max_poll_interval_ms`` is measured between polls), and no records arrive meanwhile.
+
+Acknowledgement policy. The offset after a record is committed only once the record is done: its handler
+returned, or its dead letter was acknowledged by the broker (acks=all). Commits are made from ``run`` at the end of
+every batch and, during a long batch, before each liveness poll (rebalances happen inside ``poll``, so progress is
+committed before partitions can move). A record whose handler is interrupted (SIGTERM during a retry backoff,
+partition revoked) is not committed and will be delivered again: handlers must be idempotent.
+
+Failures. ``TransientError`` (and the classes in ``ConsumerOptions.transient_exceptions``): the same record is
+retried after an exponential backoff, without moving past it, up to ``max_attempts``; then it is dead-lettered.
+``PermanentError``, any other exception, and records that cannot be decoded (not protobuf, no header, unknown
+schema version, wrong message type, empty, larger than ``max_event_bytes``) go to ``dlq.<group>`` with the reason,
+the original topic/partition/offset/key and the attempt count, and the loop moves on to the next record.
+
+Shutdown. ``stop()`` (or SIGTERM/SIGINT when ``run`` installs its handlers) lets the record in the handler finish,
+commits, leaves the group and closes; records not yet handled stay uncommitted for the next consumer.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, Generic, TypeVar
+
+from google.protobuf.message import Message
+from kafka import KafkaConsumer
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from earthgptx.bus import metrics
+from earthgptx.bus.dead_letter import CAUSE_OF_DECODE_FAILURE, ClaimStore, build_dead_letter, cause_label
+from earthgptx.bus.errors import PermanentError, TransientError
+from earthgptx.bus.producer import EventProducer
+from earthgptx.bus.topics import dead_letter_topic, ensure_topics_from_settings
+from earthgptx.events import EventDecodeError, decode_event, event_type_name
+from earthgptx.settings import KafkaSettings
+from earthgptx.v1.events_pb2 import DeadLetterCause
+
+log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Message)
+
+
+@dataclass(frozen=True)
+class Route(Generic[E]):
+    """A topic, the message class it carries, and the handler of that class."""
+
+    topic: str
+    message_class: type[E]
+    handler: Callable[[E], None]
+
+
+def route(topic: str, message_class: type[E], handler: Callable[[E], None]) -> Route[E]:
+    """``Route`` with the handler's argument type checked against the message class (by mypy)."""
+    return Route(topic, message_class, handler)
+
+
+@dataclass(frozen=True)
+class ConsumerOptions:
+    """How the loop polls, retries, dead-letters and commits."""
+
+    # Attempts per record for transient errors (None: retry forever); then the record is dead-lettered.
+    max_attempts: int | None = 8
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    backoff_multiplier: float = 2.0
+    # Fraction of each backoff that is randomised, so that consumers do not retry in lockstep.
+    backoff_jitter: float = 0.2
+    # Records larger than this are dead-lettered without decoding (None: KafkaSettings.max_message_bytes).
+    max_event_bytes: int | None = None
+    # Payloads up to this size are copied whole into their dead letter; larger ones are truncated or claimed.
+    dead_letter_payload_bytes: int = 64 * 1024
+    dead_letter_preview_bytes: int = 4096
+    # Exceptions besides TransientError that mean "try again later" (e.g. a database driver's OperationalError).
+    transient_exceptions: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+    poll_timeout_ms: int = 500
+    max_poll_records: int = 500
+    # How often the loop polls while a handler runs; capped at a quarter of max_poll_interval_ms.
+    liveness_poll_s: float = 0.5
+    # Create the routed topics and the dead-letter topic at start (idempotent).
+    create_topics: bool = True
+    # Passed to KafkaConsumer as they are (session_timeout_ms, max_poll_interval_ms, auto_offset_reset...).
+    consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def backoff_s(self, attempt: int) -> float:
+        """Delay before retry number ``attempt`` (1 = the first retry)."""
+        delay = min(self.backoff_max_s, self.backoff_initial_s * self.backoff_multiplier ** (attempt - 1))
+        return delay * (1.0 - self.backoff_jitter * random.random())
+
+
+# Time given to each poll made while a handler runs (partitions paused, so it only serves the group protocol).
+LIVENESS_POLL_MS = 100
+
+CONSUMER_DEFAULTS: Mapping[str, Any] = {
+    "enable_auto_commit": False,
+    # A new group starts at the beginning: scenes published before the first deployment are not skipped.
+    "auto_offset_reset": "earliest",
+    "session_timeout_ms": 10_000,
+    "heartbeat_interval_ms": 2_000,
+    "max_poll_interval_ms": 300_000,
+    "allow_auto_create_topics": False,
+}
+
+
+def consumer_config(
+    settings: KafkaSettings, group_id: str, client_id: str, options: ConsumerOptions
+) -> dict[str, Any]:
+    """The kafka-python ``KafkaConsumer`` configuration used by the loop (also used by the benchmark baseline)."""
+    max_event_bytes = options.max_event_bytes or settings.max_message_bytes
+    config: dict[str, Any] = {
+        **CONSUMER_DEFAULTS,
+        "bootstrap_servers": settings.bootstrap.split(","),
+        "group_id": group_id,
+        "client_id": client_id,
+        "max_poll_records": options.max_poll_records,
+        # Fetch whole oversized records so that they can be dead-lettered instead of blocking the partition.
+        "max_partition_fetch_bytes": max(1_048_576, settings.max_message_bytes + 64 * 1024, max_event_bytes),
+    }
+    config.update(options.consumer_overrides)
+    return config
+
+
+@dataclass
+class LoopStats:
+    """Counts of one loop's life (the Prometheus metrics aggregate over all loops of the process)."""
+
+    processed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    abandoned: int = 0
+    batches: int = 0
+    commits: int = 0
+    assignments: int = 0
+    revocations: int = 0
+
+
+class _Listener(ConsumerRebalanceListener):
+    """Runs on kafka-python's IO thread: only records what happened; ``run`` acts on it after ``poll``."""
+
+    def __init__(self, loop: ConsumerLoop) -> None:
+        self._loop = loop
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        if revoked and not self._loop._closing:
+            self._loop.stats.revocations += 1
+            self._loop._rebalanced = True
+            self._loop._rebalance_metric.inc()
+            log.info("group %s: partitions revoked %s", self._loop.group_id, sorted(revoked))
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._loop.stats.assignments += 1
+        self._loop._rebalanced = True
+        log.info("group %s: partitions assigned %s", self._loop.group_id, sorted(assigned))
+
+
+class ConsumerLoop:
+    """One consumer group member: subscribes to the routes' topics and runs their handlers.
+
+    >>> loop = ConsumerLoop("promptgen", [route(SCENES_INGESTED, SceneIngested, on_scene_ingested)])
+    >>> loop.run()   # until SIGTERM / SIGINT / loop.stop()
+    """
+
+    def __init__(
+        self,
+        group_id: str,
+        routes: Sequence[Route[Any]],
+        settings: KafkaSettings | None = None,
+        options: ConsumerOptions | None = None,
+        *,
+        client_id: str | None = None,
+        dead_letter_producer: EventProducer | None = None,
+        claim_store: ClaimStore | None = None,
+    ) -> None:
+        if not routes:
+            raise ValueError("a consumer loop needs at least one route")
+        topics = [r.topic for r in routes]
+        if len(set(topics)) != len(topics):
+            raise ValueError(f"each topic may have one route only, got {topics}")
+        self.group_id = group_id
+        self.routes: dict[str, Route[Any]] = {r.topic: r for r in routes}
+        self.settings = settings or KafkaSettings()
+        self.options = options or ConsumerOptions()
+        self.client_id = client_id or f"egx-{group_id}"
+        self.dead_letter_topic = dead_letter_topic(group_id)
+        self.stats = LoopStats()
+        self._claim_store = claim_store
+        self._dead_letter_producer = dead_letter_producer
+        self._owns_producer = dead_letter_producer is None
+        self._max_event_bytes = self.options.max_event_bytes or self.settings.max_message_bytes
+        self._expected = {t: event_type_name(r.message_class) for t, r in self.routes.items()}
+        self._stop = threading.Event()
+        # Wakes a retry backoff early: on stop, and when the partition of the waiting record is lost. Re-entrant
+        # because stop() also runs from a signal handler, which may interrupt the run thread inside the lock.
+        self._wakeup = threading.Condition(threading.RLock())
+        self._lost: set[TopicPartition] = set()
+        # Partitions of the batch in the worker's hands, and whether the group rebalanced while it worked.
+        self._active: set[TopicPartition] = set()
+        self._rebalanced_in_batch = False
+        self._progress: dict[TopicPartition, int] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._rebalanced = False
+        self._closing = False
+        self._consumer: KafkaConsumer | None = None
+        self._metrics = {
+            t: (
+                metrics.RECORDS_PROCESSED.labels(group_id, t),
+                metrics.RECORDS_RETRIED.labels(group_id, t),
+                metrics.HANDLER_SECONDS.labels(group_id, t),
+            )
+            for t in self.routes
+        }
+        self._rebalance_metric = metrics.REBALANCES.labels(group_id)
+
+    # -- public API -----------------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to finish the record in hand, commit and return from ``run`` (thread-safe)."""
+        if not self._stop.is_set():
+            log.info("group %s: stop requested; finishing in-flight work", self.group_id)
+        with self._wakeup:
+            self._stop.set()
+            self._wakeup.notify_all()
+
+    def install_signal_handlers(self) -> dict[int, Any]:
+        """SIGTERM/SIGINT -> ``stop()``. A second signal gets the previous (default) behaviour.
+
+        Returns the previous handlers (``run`` puts them back when it returns).
+        """
+        previous: dict[int, Any] = {}
+
+        def _on_signal(signum: int, frame: FrameType | None) -> None:
+            log.info("group %s: received %s", self.group_id, signal.Signals(signum).name)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, _on_signal)
+        return dict(previous)
+
+    def run(self, *, stop_when: Callable[[], bool] | None = None, handle_signals: bool | None = None) -> LoopStats:
+        """Consume until ``stop()``, a signal, or ``stop_when()`` returns true (checked between polls)."""
+        if handle_signals is None:
+            handle_signals = threading.current_thread() is threading.main_thread()
+        previous_handlers = self.install_signal_handlers() if handle_signals else {}
+        if self.options.create_topics:
+            ensure_topics_from_settings(self.settings, [*self.routes, self.dead_letter_topic])
+        if self._dead_letter_producer is None:
+            self._dead_letter_producer = EventProducer(
+                self.settings, client_id=f"{self.client_id}-dlq", producer_name=f"consumer:{self.group_id}"
+            )
+        config = consumer_config(self.settings, self.group_id, self.client_id, self.options)
+        self._consumer = consumer = KafkaConsumer(**config)
+        max_poll_interval_s = config["max_poll_interval_ms"] / 1000
+        liveness_s = min(self.options.liveness_poll_s, max_poll_interval_s / 4)
+        consumer.subscribe(list(self.routes), listener=_Listener(self))
+        self._wait_for_topic_metadata(consumer)
+        worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egx-{self.group_id}")
+        carry: dict[TopicPartition, list[Any]] = {}
+        log.info("group %s: consuming %s (dead letters to %s)", self.group_id, list(self.routes), self.dead_letter_topic)
+        try:
+            while not self._stop.is_set() and not (stop_when is not None and stop_when()):
+                records = carry or consumer.poll(timeout_ms=self.options.poll_timeout_ms)
+                carry = {}
+                self._after_poll()
+                if not records:
+                    continue
+                carry = self._run_batch(worker, records, liveness_s)
+        finally:
+            self._closing = True
+            worker.shutdown(wait=True)
+            self._commit()
+            consumer.close(autocommit=False)
+            if self._owns_producer and self._dead_letter_producer is not None:
+                self._dead_letter_producer.close()
+                self._dead_letter_producer = None
+            for sig, handler in previous_handlers.items():
+                signal.signal(sig, handler)
+            log.info("group %s: closed (%s)", self.group_id, self.stats)
+        return self.stats
+
+    # -- the run thread -------------------------------------------------------------------------------------
+
+    def _wait_for_topic_metadata(self, consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
+        """Refresh metadata after subscribing and before the first join, until every routed topic is known.
+
+        The group leader assigns from its metadata cache and compares that assignment with later metadata: a
+        topic missing from the cache at the first join (just created, not fetched yet) gets no partitions, and
+        the metadata arriving afterwards forces a second rebalance. A topic that does not exist at all is an
+        error here, rather than a consumer that silently reads nothing (the broker does not auto-create).
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            missing = [t for t in self.routes if t not in consumer.topics()]
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topics {missing} do not exist on {self.settings.bootstrap}; create them first")
+            time.sleep(0.2)
+
+    def _run_batch(
+        self,
+        worker: concurrent.futures.ThreadPoolExecutor,
+        records: dict[TopicPartition, list[Any]],
+        liveness_s: float,
+    ) -> dict[TopicPartition, list[Any]]:
+        """Hand one poll's records to the worker and keep the membership alive until it is done.
+
+        Returns records that a liveness poll brought in (only possible for partitions assigned mid-batch).
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        self.stats.batches += 1
+        consumer.pause(*consumer.assignment())
+        self._active = set(records)
+        self._rebalanced_in_batch = False
+        future = worker.submit(self._process_batch, records)
+        carry: dict[TopicPartition, list[Any]] = {}
+        while True:
+            try:
+                future.result(timeout=liveness_s)
+                break
+            except concurrent.futures.TimeoutError:
+                pass
+            self._commit()
+            # Not 0: a rebalance needs a few round trips inside poll (join, then sync) to complete.
+            extra = consumer.poll(timeout_ms=LIVENESS_POLL_MS)
+            self._after_poll()
+            consumer.pause(*consumer.assignment())
+            for tp, recs in extra.items():
+                carry.setdefault(tp, []).extend(recs)
+        self._commit()
+        if self._rebalanced_in_batch:
+            self._restore_positions(records)
+        self._active = set()
+        consumer.resume(*consumer.paused())
+        return carry
+
+    def _after_poll(self) -> None:
+        """Act on a rebalance that happened inside ``poll``: partitions no longer ours are not worked on."""
+        if not self._rebalanced:
+            return
+        self._rebalanced = False
+        self._rebalanced_in_batch |= bool(self._active)
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        lost = {tp for tp in (*self._progress, *self._active) if tp not in owned}
+        if lost:
+            with self._wakeup:
+                self._lost |= lost
+                self._wakeup.notify_all()
+        for tp in lost:
+            self._progress.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def _restore_positions(self, records: dict[TopicPartition, list[Any]]) -> None:
+        """After a rebalance during a batch, make each kept partition's fetch position follow what was handled.
+
+        kafka-python keeps the positions of partitions that stay assigned; but records skipped because their
+        partition was lost (and then given back) must be fetched again, and a position reset to the committed
+        offset would redeliver records already handled.
+        """
+        assert self._consumer is not None
+        owned = self._consumer.assignment()
+        for tp, recs in records.items():
+            if tp in owned and recs:
+                next_offset = self._progress.get(tp, recs[0].offset)
+                if self._consumer.position(tp) != next_offset:
+                    self._consumer.seek(tp, next_offset)
+        self._lost.clear()
+
+    def _commit(self) -> None:
+        """Commit the offsets of the records done since the last commit (only partitions still owned)."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        owned = consumer.assignment()
+        pending = {
+            tp: OffsetAndMetadata(offset, "", -1)
+            for tp, offset in list(self._progress.items())
+            if tp in owned and self._committed.get(tp) != offset
+        }
+        if not pending:
+            return
+        try:
+            consumer.commit(pending)
+        except CommitFailedError as exc:
+            # The group moved on (we were evicted); the new owners start from the last successful commit.
+            log.warning("group %s: commit of %s failed, records will be redelivered: %s", self.group_id, pending, exc)
+            return
+        except KafkaError as exc:
+            log.warning("group %s: commit failed, will retry: %r", self.group_id, exc)
+            return
+        self.stats.commits += 1
+        for tp, meta in pending.items():
+            self._committed[tp] = meta.offset
+
+    # -- the worker thread ----------------------------------------------------------------------------------
+
+    def _process_batch(self, records: dict[TopicPartition, list[Any]]) -> None:
+        for tp, partition_records in records.items():
+            for record in partition_records:
+                if self._stop.is_set() or tp in self._lost:
+                    break
+                if self._process_record(record):
+                    if tp not in self._lost:
+                        self._progress[tp] = record.offset + 1
+                else:
+                    # Interrupted: nothing after this record may be marked done in this partition.
+                    self.stats.abandoned += 1
+                    break
+
+    def _process_record(self, record: Any) -> bool:
+        """Handle or dead-letter one record. False if interrupted before it was done (it stays uncommitted)."""
+        topic_route = self.routes[record.topic]
+        processed, retried, handler_seconds = self._metrics[record.topic]
+        size = len(record.value) if record.value is not None else 0
+        if size > self._max_event_bytes:
+            return self._dead_letter(
+                record,
+                DeadLetterCause.DEAD_LETTER_CAUSE_OVERSIZE,
+                f"record of {size} bytes exceeds max_event_bytes={self._max_event_bytes}",
+            )
+        try:
+            event = decode_event(topic_route.message_class, record.value)
+        except EventDecodeError as exc:
+            return self._dead_letter(record, CAUSE_OF_DECODE_FAILURE[exc.failure], exc.reason, error=exc)
+        trace_id = event.header.trace_id
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                topic_route.handler(event)
+                error: Exception | None = None
+            except Exception as exc:
+                error = exc
+            handler_seconds.observe(time.perf_counter() - started)
+            if error is None:
+                processed.inc()
+                self.stats.processed += 1
+                return True
+            if isinstance(error, PermanentError):
+                return self._dead_letter(
+                    record, DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT, str(error) or type(error).__name__,
+                    attempts=attempt, error=error, trace_id=trace_id,
+                )
+            if not isinstance(error, (TransientError, *self.options.transient_exceptions)):
+                log.error("group %s: unhandled error at %s", self.group_id, _where(record), exc_info=error)
+                return self._dead_letter(
+                    record, DeadLetterCause.DEAD_LETTER_CAUSE_UNHANDLED, f"{type(error).__name__}: {error}",
+                    attempts=attempt, error=error, trace_id=trace_id,
+                )
+            retried.inc()
+            self.stats.retried += 1
+            if self.options.max_attempts is not None and attempt >= self.options.max_attempts:
+                return self._dead_letter(
+                    record, DeadLetterCause.DEAD_LETTER_CAUSE_RETRIES_EXHAUSTED,
+                    f"still failing after {attempt} attempts: {type(error).__name__}: {error}",
+                    attempts=attempt, error=error, trace_id=trace_id,
+                )
+            retry_after = getattr(error, "retry_after_s", None)
+            delay = retry_after if retry_after is not None else self.options.backoff_s(attempt)
+            log.warning(
+                "group %s: transient error at %s (attempt %d), retrying in %.2fs: %s",
+                self.group_id, _where(record), attempt, delay, error,
+            )
+            if self._interrupted(record, delay):
+                return False
+
+    def _interrupted(self, record: Any, delay_s: float) -> bool:
+        """Sleep ``delay_s`` unless stopped or the record's partition is lost meanwhile (then True)."""
+        tp = TopicPartition(record.topic, record.partition)
+        with self._wakeup:
+            return self._wakeup.wait_for(lambda: self._stop.is_set() or tp in self._lost, timeout=delay_s)
+
+    def _dead_letter(
+        self,
+        record: Any,
+        cause: DeadLetterCause,
+        reason: str,
+        *,
+        attempts: int = 0,
+        error: BaseException | None = None,
+        trace_id: str = "",
+    ) -> bool:
+        """Publish the dead letter and wait for its acknowledgement; False if interrupted before it was acked."""
+        letter = build_dead_letter(
+            record,
+            cause=cause,
+            reason=reason,
+            group_id=self.group_id,
+            expected_type=self._expected[record.topic],
+            attempts=attempts,
+            error=error,
+            max_payload_bytes=self.options.dead_letter_payload_bytes,
+            preview_bytes=self.options.dead_letter_preview_bytes,
+            claim_store=self._claim_store,
+            trace_id=trace_id,
+        )
+        producer = self._dead_letter_producer
+        assert producer is not None
+        key = (record.key or b"").decode("utf-8", errors="replace")
+        failures = 0
+        while True:
+            try:
+                producer.publish_and_wait(self.dead_letter_topic, key, letter)
+                break
+            except TransientError as exc:
+                # The record must not be committed before its dead letter is durable: retry, never drop.
+                failures += 1
+                delay = self.options.backoff_s(failures)
+                log.warning("group %s: dead letter for %s not acknowledged, retrying in %.2fs: %s",
+                            self.group_id, _where(record), delay, exc)
+                if self._interrupted(record, delay):
+                    return False
+        label = cause_label(cause)
+        metrics.RECORDS_DEAD_LETTERED.labels(self.group_id, record.topic, label).inc()
+        self.stats.dead_lettered += 1
+        log.warning("group %s: dead-lettered %s to %s (%s): %s",
+                    self.group_id, _where(record), self.dead_letter_topic, label, reason)
+        return True
+
+
+def _where(record: Any) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

@@ -1,0 +1,55 @@
+"""A consumer process for the crash and shutdown tests (run as a script by test_bus_kafka.py).
+
+    python consumer_process.py crash  TOPIC GROUP WORKDIR   # stores the event, then SIGKILLs itself
+    python consumer_process.py store  TOPIC GROUP WORKDIR   # stores events until stopped
+    python consumer_process.py slow   TOPIC GROUP WORKDIR   # marks start/end of a 2 s handler; stop with SIGTERM
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bus_testkit import SceneSink, fast_options  # noqa: E402
+
+from earthgptx.bus import ConsumerLoop, route  # noqa: E402
+from earthgptx.settings import KafkaSettings  # noqa: E402
+from earthgptx.v1.events_pb2 import SceneIngested  # noqa: E402
+
+
+def main() -> None:
+    mode, topic, group, workdir = sys.argv[1:5]
+    work = Path(workdir)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("kafka").setLevel(logging.WARNING)
+    sink = SceneSink(work / "sink.sqlite")
+
+    def on_store(event: SceneIngested) -> None:
+        sink.store(event, os.getpid())
+        if mode == "crash":
+            # The side effect is durable, the offset is not committed: the worst moment to die.
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def on_slow(event: SceneIngested) -> None:
+        (work / f"started.{event.scene_id}").touch()
+        time.sleep(2.0)
+        sink.store(event, os.getpid())
+        (work / f"finished.{event.scene_id}").touch()
+
+    handler = on_slow if mode == "slow" else on_store
+    # A short rebalance timeout, so that the next member does not wait long for this one if it is killed.
+    options = fast_options(consumer_overrides={"max_poll_interval_ms": 3000})
+    loop = ConsumerLoop(group, [route(topic, SceneIngested, handler)], KafkaSettings(), options)
+    (work / "running").touch()
+    stats = loop.run()
+    (work / "stats").write_text(repr(stats))
+
+
+if __name__ == "__main__":
+    main()
