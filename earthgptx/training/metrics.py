@@ -1,0 +1,355 @@
+"""Evaluation metrics and the report per task × modality × prompt type.
+
+Metrics: exact-match accuracy for classification, counting, attributes and relations; Acc@0.5 (IoU) for
+grounding boxes; mean IoU for masks; BLEU-4 (sacrebleu, 0–100) and CIDEr (pycocoevalcap, CIDEr-D
+implementation, ×10 scale as published) for captions.
+
+:func:`build_report` takes one *row* per evaluated record::
+
+    {"task": "grounding", "modality": "sar", "prompt_type": "point",
+     "prediction": "[120, 40, 300, 210]",        # the model's answer text
+     "answer": {...},                            # the record's structured ``answer``
+     "pred_mask": bool array, "gt_mask": bool array   # pixel_grounding only (or "mask_iou": float)
+    }
+
+(:func:`row_from_record` builds one from a record and a prediction.) It returns plain JSON-serialisable dicts;
+:func:`report_markdown` renders them and :func:`check_thresholds` compares them with the acceptance targets.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import sacrebleu
+from pycocoevalcap.cider.cider import Cider
+
+from earthgptx.data.vocabulary import TASK_LEVELS
+
+Box = Sequence[float]
+
+# The metric each task is judged by (the first key of its metric dict).
+PRIMARY_METRIC: dict[str, str] = {
+    "scene_classification": "accuracy",
+    "region_classification": "accuracy",
+    "counting": "accuracy",
+    "attributes": "accuracy",
+    "relation": "accuracy",
+    "grounding": "acc@0.5",
+    "pixel_grounding": "miou",
+    "scene_caption": "cider",
+    "region_caption": "cider",
+}
+_ACCURACY_TASKS = ("scene_classification", "region_classification", "counting", "attributes", "relation")
+_CAPTION_TASKS = ("scene_caption", "region_caption")
+
+# Acceptance targets of the shipped tiny model on the held-out split (issue 4). ``scope`` says which groups
+# must each reach the value: the task overall, or every modality and every prompt type separately.
+THRESHOLDS: tuple[dict[str, Any], ...] = (
+    {"task": "scene_classification", "metric": "accuracy", "threshold": 0.95, "scope": "overall"},
+    {"task": "region_classification", "metric": "accuracy", "threshold": 0.90, "scope": "each modality and prompt type"},
+    {"task": "counting", "metric": "accuracy", "threshold": 0.85, "scope": "overall"},
+    {"task": "attributes", "metric": "accuracy", "threshold": 0.85, "scope": "overall"},
+    {"task": "relation", "metric": "accuracy", "threshold": 0.90, "scope": "overall"},
+    {"task": "grounding", "metric": "acc@0.5", "threshold": 0.70, "scope": "overall"},
+    {"task": "pixel_grounding", "metric": "miou", "threshold": 0.60, "scope": "overall"},
+)
+
+_NUMBER_WORDS = {
+    "zero": 0, "no": 0, "none": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5,
+    "six": 6, "seven": 7, "eight": 8, "nine": 9, "ten": 10,
+}  # fmt: skip
+_NUMBER = r"[-+]?\d+(?:\.\d+)?"
+_BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
+_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation if c not in "-@"})
+
+
+# ------------------------------------------------------------------------------------------- parsing
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, drop punctuation (keeping hyphens) and leading articles, collapse whitespace."""
+    words = text.lower().translate(_PUNCTUATION).split()
+    while words and words[0] in ("a", "an", "the"):
+        words = words[1:]
+    return " ".join(words)
+
+
+def parse_box(text: str) -> list[float] | None:
+    """The first ``[x1, y1, x2, y2]`` in ``text`` as four floats, or ``None`` if there is none."""
+    match = _BOX.search(text)
+    if match is None:
+        return None
+    return [float(v) for v in match.groups()]
+
+
+def parse_count(text: str) -> int | None:
+    """The first integer in ``text`` (digits or a number word up to ten), or ``None``."""
+    for word in normalize_answer(text).split():
+        if word.isdigit():
+            return int(word)
+        if word in _NUMBER_WORDS:
+            return _NUMBER_WORDS[word]
+    return None
+
+
+def parse_yes_no(text: str) -> str | None:
+    """``"yes"`` or ``"no"`` if the answer starts with one of them, else ``None``."""
+    words = normalize_answer(text).split()
+    if words and words[0] in ("yes", "no"):
+        return words[0]
+    return None
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+
+def accuracy(predictions: Sequence[Any], targets: Sequence[Any]) -> float:
+    """Share of equal pairs; strings are compared after :func:`normalize_answer`."""
+    if len(predictions) != len(targets):
+        raise ValueError(f"{len(predictions)} predictions for {len(targets)} targets")
+    if not targets:
+        raise ValueError("accuracy of no samples is undefined")
+
+    def same(p: Any, t: Any) -> bool:
+        if isinstance(p, str) and isinstance(t, str):
+            return normalize_answer(p) == normalize_answer(t)
+        return bool(p == t)
+
+    return sum(same(p, t) for p, t in zip(predictions, targets, strict=True)) / len(targets)
+
+
+def box_iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``[x1, y1, x2, y2]`` boxes (0 if either is empty)."""
+    ax1, ay1, ax2, ay2 = (float(v) for v in a)
+    bx1, by1, bx2, by2 = (float(v) for v in b)
+    area_a = max(ax2 - ax1, 0.0) * max(ay2 - ay1, 0.0)
+    area_b = max(bx2 - bx1, 0.0) * max(by2 - by1, 0.0)
+    inter = max(min(ax2, bx2) - max(ax1, bx1), 0.0) * max(min(ay2, by2) - max(ay1, by1), 0.0)
+    union = area_a + area_b - inter
+    return inter / union if union > 0 else 0.0
+
+
+def acc_at_iou(pred_boxes: Sequence[Box | None], gt_boxes: Sequence[Box], thr: float = 0.5) -> float:
+    """Share of predictions whose IoU with the ground-truth box is at least ``thr`` (``None`` = a miss)."""
+    if len(pred_boxes) != len(gt_boxes):
+        raise ValueError(f"{len(pred_boxes)} predicted boxes for {len(gt_boxes)} targets")
+    if not gt_boxes:
+        raise ValueError("Acc@IoU of no samples is undefined")
+    hits = sum(1 for p, g in zip(pred_boxes, gt_boxes, strict=True) if p is not None and box_iou(p, g) >= thr)
+    return hits / len(gt_boxes)
+
+
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """IoU of two boolean masks of the same shape; two empty masks agree perfectly (1.0)."""
+    pred, gt = np.asarray(pred, dtype=bool), np.asarray(gt, dtype=bool)
+    if pred.shape != gt.shape:
+        raise ValueError(f"mask shapes differ: {pred.shape} vs {gt.shape}")
+    union = np.logical_or(pred, gt).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(pred, gt).sum() / union)
+
+
+def mean_iou(preds: Sequence[np.ndarray | None], gts: Sequence[np.ndarray]) -> float:
+    """Mean over samples of :func:`mask_iou` (a missing prediction scores 0)."""
+    if len(preds) != len(gts):
+        raise ValueError(f"{len(preds)} predicted masks for {len(gts)} targets")
+    if not gts:
+        raise ValueError("mIoU of no samples is undefined")
+    return float(np.mean([0.0 if p is None else mask_iou(p, g) for p, g in zip(preds, gts, strict=True)]))
+
+
+def _caption_tokens(text: str) -> str:
+    # pycocoevalcap expects PTB-tokenised text; its tokenizer needs Java, so use the same lower-case,
+    # punctuation-free split COCO tokenisation produces for plain sentences like ours.
+    return " ".join(text.lower().translate(str.maketrans({c: " " for c in string.punctuation})).split())
+
+
+def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus BLEU-4 (sacrebleu, 13a tokenisation, 0–100); each hypothesis has one or more references."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets")
+    if not hypotheses or any(len(r) == 0 for r in references):
+        raise ValueError("BLEU needs at least one hypothesis and one reference per hypothesis")
+    depth = max(len(r) for r in references)
+    # sacrebleu takes reference *streams*; a None pads hypotheses that have fewer references.
+    streams = [[refs[k] if k < len(refs) else None for refs in references] for k in range(depth)]
+    return float(sacrebleu.corpus_bleu(list(hypotheses), streams, lowercase=True).score)  # type: ignore[arg-type]
+
+
+def cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
+    """Corpus CIDEr (pycocoevalcap); the idf comes from the given references, so score a whole split."""
+    if len(hypotheses) != len(references):
+        raise ValueError(f"{len(hypotheses)} hypotheses for {len(references)} reference sets")
+    if not hypotheses or any(len(r) == 0 for r in references):
+        raise ValueError("CIDEr needs at least one hypothesis and one reference per hypothesis")
+    gts = {i: [_caption_tokens(r) for r in refs] for i, refs in enumerate(references)}
+    res = {i: [_caption_tokens(h)] for i, h in enumerate(hypotheses)}
+    score, _ = Cider().compute_score(gts, res)
+    return float(score)
+
+
+# ------------------------------------------------------------------------------------------- report
+
+
+def row_from_record(
+    record: Mapping[str, Any],
+    prediction: str,
+    pred_mask: np.ndarray | None = None,
+    gt_mask: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """An evaluation row for :func:`build_report` from a dataset record and the model's answer."""
+    row: dict[str, Any] = {
+        "id": record.get("id"),
+        "task": record["task"],
+        "modality": record["modality"],
+        "prompt_type": record.get("prompt_type", "none"),
+        "prediction": prediction,
+        "answer": record["answer"],
+    }
+    if record["task"] == "pixel_grounding":
+        row["pred_mask"] = pred_mask
+        row["gt_mask"] = gt_mask
+    return row
+
+
+def _references(answer: Mapping[str, Any]) -> list[str]:
+    refs = answer.get("references") or [answer["caption"]]
+    return [str(r) for r in refs]
+
+
+def _score_rows(task: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The metrics of one task over ``rows``."""
+    if task in ("scene_classification", "region_classification"):
+        return {"accuracy": accuracy([r["prediction"] for r in rows], [r["answer"]["label"] for r in rows])}
+    if task == "attributes":
+        return {"accuracy": accuracy([r["prediction"] for r in rows], [r["answer"]["value"] for r in rows])}
+    if task == "counting":
+        preds = [parse_count(r["prediction"]) for r in rows]
+        return {"accuracy": accuracy(preds, [int(r["answer"]["count"]) for r in rows])}
+    if task == "relation":
+        preds = [parse_yes_no(r["prediction"]) for r in rows]
+        return {"accuracy": accuracy(preds, [r["answer"]["value"] for r in rows])}
+    if task == "grounding":
+        boxes = [parse_box(r["prediction"]) for r in rows]
+        targets = [r["answer"]["box"] for r in rows]
+        ious = [0.0 if b is None else box_iou(b, t) for b, t in zip(boxes, targets, strict=True)]
+        return {
+            "acc@0.5": acc_at_iou(boxes, targets, 0.5),
+            "mean_iou": float(np.mean(ious)),
+            "parsed": sum(b is not None for b in boxes) / len(boxes),
+        }
+    if task == "pixel_grounding":
+        ious = []
+        for r in rows:
+            if r.get("mask_iou") is not None:
+                ious.append(float(r["mask_iou"]))
+            elif r.get("pred_mask") is None:
+                ious.append(0.0)
+            else:
+                ious.append(mask_iou(r["pred_mask"], r["gt_mask"]))
+        return {"miou": float(np.mean(ious)), "acc@0.5": float(np.mean([v >= 0.5 for v in ious]))}
+    if task in _CAPTION_TASKS:
+        hyps = [str(r["prediction"]) for r in rows]
+        refs = [_references(r["answer"]) for r in rows]
+        return {"cider": cider(hyps, refs), "bleu4": bleu4(hyps, refs)}
+    raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_LEVELS)}")
+
+
+def _group(rows: Iterable[Mapping[str, Any]], *keys: str) -> dict[tuple[str, ...], list[Mapping[str, Any]]]:
+    groups: dict[tuple[str, ...], list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        groups[tuple(str(row.get(k, "none")) for k in keys)].append(row)
+    return dict(sorted(groups.items()))
+
+
+def build_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Metrics per task: overall, per modality, per prompt type, and per (modality, prompt type) cell."""
+    if not rows:
+        raise ValueError("cannot report on no rows")
+    tasks: dict[str, Any] = {}
+    for (task,), task_rows in _group(rows, "task").items():
+        if task not in TASK_LEVELS:
+            raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_LEVELS)}")
+        tasks[task] = {
+            "level": TASK_LEVELS[task],
+            "metric": PRIMARY_METRIC[task],
+            "overall": {"n": len(task_rows), **_score_rows(task, task_rows)},
+            "by_modality": {
+                m: {"n": len(g), **_score_rows(task, g)} for (m,), g in _group(task_rows, "modality").items()
+            },
+            "by_prompt_type": {
+                p: {"n": len(g), **_score_rows(task, g)} for (p,), g in _group(task_rows, "prompt_type").items()
+            },
+            "cells": [
+                {"modality": m, "prompt_type": p, "n": len(g), **_score_rows(task, g)}
+                for (m, p), g in _group(task_rows, "modality", "prompt_type").items()
+            ],
+        }
+    ordered = {t: tasks[t] for t in TASK_LEVELS if t in tasks}
+    return {"n_rows": len(rows), "tasks": ordered}
+
+
+def check_thresholds(report: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each acceptance target with the measured value(s) and whether it is met (a missing task fails)."""
+    results = []
+    for target in THRESHOLDS:
+        task, metric, threshold = target["task"], target["metric"], target["threshold"]
+        entry = report.get("tasks", {}).get(task)
+        if entry is None:
+            results.append({**target, "value": None, "passed": False, "detail": "task not evaluated"})
+            continue
+        if target["scope"] == "overall":
+            value = entry["overall"][metric]
+            results.append({**target, "value": value, "passed": value >= threshold, "detail": f"n={entry['overall']['n']}"})
+            continue
+        groups = {f"modality={k}": v for k, v in entry["by_modality"].items()}
+        groups.update({f"prompt_type={k}": v for k, v in entry["by_prompt_type"].items()})
+        worst_name, worst = min(groups.items(), key=lambda kv: kv[1][metric])
+        results.append(
+            {**target, "value": worst[metric], "passed": worst[metric] >= threshold, "detail": f"worst group {worst_name} (n={worst['n']})"}
+        )
+    return results
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.3f}"
+    return str(value)
+
+
+def report_markdown(report: Mapping[str, Any], thresholds: bool = True) -> str:
+    """The report as Markdown: one table per task (cells, then overall), and the acceptance table."""
+    lines = [f"# Evaluation report ({report['n_rows']} samples)", ""]
+    for task, entry in report["tasks"].items():
+        metrics = [k for k in entry["overall"] if k != "n"]
+        lines += [f"## {task} ({entry['level']}, primary metric: {entry['metric']})", ""]
+        lines.append("| modality | prompt type | n | " + " | ".join(metrics) + " |")
+        lines.append("|---|---|---:|" + "---:|" * len(metrics))
+        for cell in entry["cells"]:
+            values = " | ".join(_fmt(cell[m]) for m in metrics)
+            lines.append(f"| {cell['modality']} | {cell['prompt_type']} | {cell['n']} | {values} |")
+        for name, group in entry["by_modality"].items():
+            values = " | ".join(_fmt(group[m]) for m in metrics)
+            lines.append(f"| **{name}** | all | {group['n']} | {values} |")
+        for name, group in entry["by_prompt_type"].items():
+            values = " | ".join(_fmt(group[m]) for m in metrics)
+            lines.append(f"| all | **{name}** | {group['n']} | {values} |")
+        values = " | ".join(f"**{_fmt(entry['overall'][m])}**" for m in metrics)
+        lines += [f"| **all** | **all** | {entry['overall']['n']} | {values} |", ""]
+    if thresholds:
+        lines += ["## Acceptance", "", "| task | metric | scope | target | measured | passed | detail |", "|---|---|---|---:|---:|---|---|"]
+        for check in check_thresholds(report):
+            measured = "—" if check["value"] is None else _fmt(float(check["value"]))
+            lines.append(
+                f"| {check['task']} | {check['metric']} | {check['scope']} | {check['threshold']:.2f} | {measured} | "
+                f"{'yes' if check['passed'] else '**no**'} | {check['detail']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
