@@ -12,6 +12,8 @@ python="${EGX_VENV:-${EGX_CACHE:-$HOME/.cache/earthgptx}/venv}/bin/python"
 [[ -x "$python" ]] || { echo "gen_proto: no Python at $python (run make env)" >&2; exit 1; }
 
 cd "$repo_root"
+# Refuse to generate from .proto files that renumber, retype or silently drop a released field.
+"$python" proto/fields_lock.py check
 # Relative paths only, so that nothing about this machine ends up in the generated files.
 mapfile -t protos < <(find proto/earthgptx/v1 -name '*.proto' | LC_ALL=C sort)
 mkdir -p "$out_dir/earthgptx/v1"
@@ -24,4 +26,8 @@ cat > "$out_dir/earthgptx/v1/__init__.py" <<'PY'
 Import the messages from ``earthgptx.v1.events_pb2`` (or the helpers in ``earthgptx.events``).
 """
 PY
+if [[ "$out_dir" == "$repo_root" ]]; then
+  # Record the new fields, so that they too can never be renumbered once released.
+  "$python" proto/fields_lock.py update
+fi
 echo "gen_proto: generated ${#protos[@]} file(s) into $out_dir/earthgptx/v1 with $("$python" -m grpc_tools.protoc --version)"
