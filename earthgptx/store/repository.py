@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import shapely
@@ -50,11 +50,11 @@ DEFAULT_CHUNK_SIZE = 2000
 
 _T = TypeVar("_T")
 
-_scenes = Scene.__table__
-_tasks = Task.__table__
-_results = Result.__table__
-_aois = Aoi.__table__
-_api_keys = ApiKey.__table__
+_scenes = cast(sa.Table, Scene.__table__)
+_tasks = cast(sa.Table, Task.__table__)
+_results = cast(sa.Table, Result.__table__)
+_aois = cast(sa.Table, Aoi.__table__)
+_api_keys = cast(sa.Table, ApiKey.__table__)
 
 _RESULT_COLUMNS = (
     "task_id", "ordinal", "scene_id", "answer_text", "label", "attributes", "geom", "pixel_geom", "score",
@@ -173,11 +173,14 @@ def _result_rows(results: Sequence[ResultRecord]) -> list[dict[str, Any]]:
 def _upsert_results_statement() -> Any:
     insert = pg_insert(_results)
     data_columns = [name for name in _RESULT_COLUMNS if name not in ("task_id", "ordinal")]
+    # RETURNING does two jobs: it counts the rows really written (skipped rows return nothing), and it makes
+    # SQLAlchemy batch the rows into multi-row VALUES statements ("insertmanyvalues"), which it does not do
+    # for ON CONFLICT statements without RETURNING; row-by-row executemany was 4x slower.
     return insert.on_conflict_do_update(
         index_elements=[_results.c.task_id, _results.c.ordinal],
         set_={**{name: insert.excluded[name] for name in data_columns}, "updated_at": func.now()},
         where=_changed(_results, insert.excluded, data_columns),
-    )
+    ).returning(_results.c.ordinal)
 
 
 def _dedupe_results(chunk: list[ResultRecord]) -> list[ResultRecord]:
@@ -334,7 +337,7 @@ class Repository:
         written = 0
         for chunk in _chunks(results, self.chunk_size):
             rows = _result_rows(_dedupe_results(chunk))
-            written += connection.execute(self._upsert_results_stmt, rows).rowcount
+            written += len(connection.execute(self._upsert_results_stmt, rows).all())
         return written
 
     def results_for_scene(self, scene_id: str) -> list[Result]:
