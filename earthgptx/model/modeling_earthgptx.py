@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -526,6 +527,36 @@ def mask_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tens
 
 
 # ---------------------------------------------------------------------------------------------------- model
+class VisionParts(Protocol):
+    """Anything holding the five vision-side parts under their names (the model, or the ONNX wrapper)."""
+
+    vision_tower: EarthGPTXVisionTower
+    prompt_encoder: EarthGPTXPromptEncoder
+    fusion: EarthGPTXFusion
+    multi_modal_projector: EarthGPTXMultiModalProjector
+    mask_decoder: EarthGPTXMaskDecoder
+
+
+def run_vision_side(
+    parts: VisionParts,
+    pixel_values: torch.Tensor,
+    modality_ids: torch.Tensor,
+    prompt_masks: torch.Tensor,
+    prompt_valid: torch.Tensor,
+) -> EarthGPTXVisionOutput:
+    """The vision side, shared by ``encode_vision`` and the ONNX export wrapper (which holds only these parts)."""
+    dtype = parts.vision_tower.band_adapter.weight.dtype
+    pixel_values = pixel_values.to(dtype)
+    prompt_masks = prompt_masks.to(dtype)
+    tower = parts.vision_tower(pixel_values, modality_ids)
+    prompt_features = parts.prompt_encoder(prompt_masks)
+    fused_image, fused_prompts = parts.fusion(tower.image_features, prompt_features, prompt_masks, prompt_valid)
+    image_tokens, prompt_tokens = parts.multi_modal_projector(fused_image, fused_prompts, modality_ids)
+    prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
+    mask_features = parts.mask_decoder.pixel_features(fused_image, tower.stride4, tower.stride8, tower.adapted)
+    return EarthGPTXVisionOutput(image_tokens=image_tokens, prompt_tokens=prompt_tokens, mask_features=mask_features)
+
+
 class EarthGPTXPreTrainedModel(PreTrainedModel):
     config_class = EarthGPTXConfig
     config: EarthGPTXConfig
@@ -600,18 +631,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             prompt_masks: ``(B, N, S, S)`` float in [0, 1], one rasterised mask per prompt slot.
             prompt_valid: ``(B, N)`` bool, which prompt slots hold a real prompt.
         """
-        dtype = self.vision_tower.band_adapter.weight.dtype
-        pixel_values = pixel_values.to(dtype)
-        prompt_masks = prompt_masks.to(dtype)
-        tower = self.vision_tower(pixel_values, modality_ids)
-        prompt_features = self.prompt_encoder(prompt_masks)
-        fused_image, fused_prompts = self.fusion(tower.image_features, prompt_features, prompt_masks, prompt_valid)
-        image_tokens, prompt_tokens = self.multi_modal_projector(fused_image, fused_prompts, modality_ids)
-        prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
-        mask_features = self.mask_decoder.pixel_features(fused_image, tower.stride4, tower.stride8, tower.adapted)
-        return EarthGPTXVisionOutput(
-            image_tokens=image_tokens, prompt_tokens=prompt_tokens, mask_features=mask_features
-        )
+        return run_vision_side(self, pixel_values, modality_ids, prompt_masks, prompt_valid)
 
     # ------------------------------------------------------------------ token merging
     def embed_inputs(
@@ -823,4 +843,5 @@ __all__ = [
     "EarthGPTXPreTrainedModel",
     "EarthGPTXVisionOutput",
     "mask_losses",
+    "run_vision_side",
 ]

@@ -351,9 +351,9 @@ _BOX_PATTERN = re.compile(r"\[\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s
 
 
 def grid_box_to_pixels(box: Sequence[int], width: float, height: float) -> list[float]:
-    """A ``[0, 1000)`` grid box → chip pixels (cell edges: ``x1`` at its cell's start, ``x2`` at its cell's end)."""
+    """A ``[0, 1000)`` grid box → chip pixels (the inverse of flooring onto the grid, as ``earthgptx.data`` does)."""
     x1, y1, x2, y2 = box
-    return [x1 * width / GRID, y1 * height / GRID, (x2 + 1) * width / GRID, (y2 + 1) * height / GRID]
+    return [x1 * width / GRID, y1 * height / GRID, x2 * width / GRID, y2 * height / GRID]
 
 
 def parse_answer(text: str, width: float | None = None, height: float | None = None) -> ParsedAnswer:
