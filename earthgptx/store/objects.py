@@ -4,7 +4,7 @@ Every object carries the SHA-256 of its bytes as user metadata (``x-amz-meta-sha
 what it got and a writer can skip re-uploading identical content (re-delivered events re-put the same key).
 
 S3 sends metadata with the request that *starts* an upload, before the body, so the hash has to be known first:
-- ``put_file`` hashes the file in a first pass (cheap: the second pass is served from the page cache);
+- ``put_file`` hashes the file in a first pass (cheap: the second pass is usually served from the page cache);
 - ``put_stream`` with ``sha256=`` (a caller that hashed while receiving) sends it up front and checks it
   against the bytes that actually went out;
 - ``put_stream`` without a hash spools the stream to a temporary file while hashing it (in memory up to one
@@ -377,12 +377,10 @@ class ObjectStore:
         """Stream an object into a local file (written next to ``path`` and renamed into place when complete)."""
         target = Path(path)
         partial = target.with_name(target.name + ".part")
-        size = 0
         try:
             with self.get_stream(bucket, key, verify=verify) as chunks, open(partial, "wb") as handle:
                 for chunk in chunks:
                     handle.write(chunk)
-                    size += len(chunk)
             partial.replace(target)
         finally:
             partial.unlink(missing_ok=True)

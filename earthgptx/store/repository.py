@@ -271,12 +271,15 @@ class Repository:
 
     def upsert_tasks(self, tasks: Iterable[TaskRecord]) -> int:
         """Insert tasks that do not exist yet (in one transaction); returns how many were new."""
-        statement = pg_insert(_tasks).on_conflict_do_nothing(index_elements=[_tasks.c.id])
+        # RETURNING: only new rows come back, and it lets SQLAlchemy batch the VALUES (see results).
+        statement = (
+            pg_insert(_tasks).on_conflict_do_nothing(index_elements=[_tasks.c.id]).returning(_tasks.c.id)
+        )
         created = 0
         with self._transaction("upsert tasks") as connection:
             for chunk in _chunks(tasks, self.chunk_size):
                 rows = list({row["id"]: row for row in map(_task_row, chunk)}.values())
-                created += connection.execute(statement, rows).rowcount
+                created += len(connection.execute(statement, rows).all())
         return created
 
     def set_task_status(

@@ -162,6 +162,10 @@ def test_tasks_are_inserted_once_and_replays_do_not_reset_them(repository: Repos
     stored = repository.get_task(task.id)
     assert stored is not None and stored.timings == {"infer_s": 1.5, "store_s": 0.1}
 
+    batch = [_task(_uid("task"), scene.id, level=3) for _ in range(5)]
+    assert repository.upsert_tasks([*batch, batch[0]]) == 5  # a duplicate inside one batch is fine
+    assert repository.upsert_tasks(batch) == 0
+
     with pytest.raises(IntegrityViolation):
         repository.upsert_task(_task(_uid("task"), "no-such-scene"))
 
