@@ -125,7 +125,9 @@ def read_annotations(root: Path) -> list[RsvgImage]:
         height = int(float(_text(tree, "size/height", xml_path)))
         objects = []
         for element in tree.findall("object"):
-            box = tuple(float(_text(element, f"bndbox/{k}", xml_path)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            box = tuple(
+                float(_text(element, f"bndbox/{k}", xml_path)) for k in ("xmin", "ymin", "xmax", "ymax")
+            )
             description_node = element.find("description")
             description = (description_node.text or "").strip() if description_node is not None else ""
             objects.append(
@@ -164,9 +166,16 @@ def _read_rgb(path: Path, size: int | None) -> np.ndarray:
     return data.astype(np.uint8)
 
 
-def _clip_box(box: tuple[float, float, float, float], width: int, height: int) -> tuple[float, float, float, float]:
+def _clip_box(
+    box: tuple[float, float, float, float], width: int, height: int
+) -> tuple[float, float, float, float]:
     x1, y1, x2, y2 = box
-    return (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+    return (
+        min(max(x1, 0.0), width),
+        min(max(y1, 0.0), height),
+        min(max(x2, 0.0), width),
+        min(max(y2, 0.0), height),
+    )
 
 
 def _sentence_start(text: str) -> str:
@@ -207,7 +216,12 @@ def convert_dior_rsvg(
             scale_x, scale_y = width / image.width, height / image.height
             for k, obj in enumerate(image.objects):
                 x1, y1, x2, y2 = _clip_box(obj.box, image.width, image.height)
-                box_px = [round(x1 * scale_x, 2), round(y1 * scale_y, 2), round(x2 * scale_x, 2), round(y2 * scale_y, 2)]
+                box_px = [
+                    round(x1 * scale_x, 2),
+                    round(y1 * scale_y, 2),
+                    round(x2 * scale_x, 2),
+                    round(y2 * scale_y, 2),
+                ]
                 if not (box_px[0] < box_px[2] and box_px[1] < box_px[3]):
                     logger.warning("%s object %d: empty box %s, skipped", image.stem, k, obj.box)
                     continue
@@ -231,14 +245,22 @@ def convert_dior_rsvg(
 
 
 def _record(
-    task: str, obj: RsvgObject, k: int, box_px: list[float], width: int, height: int, common: dict[str, object]
+    task: str,
+    obj: RsvgObject,
+    k: int,
+    box_px: list[float],
+    width: int,
+    height: int,
+    common: dict[str, object],
 ) -> Record:
     # Deterministic phrasing per object, so a re-run writes identical files.
     pick = obj.index
     if task == "grounding":
         grid = box_to_grid(box_px, width, height)
         description = obj.description or f"the {obj.name}"
-        question = GROUNDING_TEMPLATES[pick % len(GROUNDING_TEMPLATES)].format(desc=_sentence_start(description))
+        question = GROUNDING_TEMPLATES[pick % len(GROUNDING_TEMPLATES)].format(
+            desc=_sentence_start(description)
+        )
         answer_text = format_box(grid)
         answer: dict[str, object] = {"box": grid, "class": obj.name, "description": description}
         prompts: list[dict[str, object]] = []
@@ -263,10 +285,16 @@ def _record(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m earthgptx.data.convert_dior_rsvg", description=__doc__.split("\n")[0])
-    parser.add_argument("--root", required=True, type=Path, help="DIOR-RSVG folder (JPEGImages/, Annotations/)")
+    parser = argparse.ArgumentParser(
+        prog="python -m earthgptx.data.convert_dior_rsvg", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--root", required=True, type=Path, help="DIOR-RSVG folder (JPEGImages/, Annotations/)"
+    )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--chip-size", type=int, default=None, help="resize images to a square chip of this size")
+    parser.add_argument(
+        "--chip-size", type=int, default=None, help="resize images to a square chip of this size"
+    )
     parser.add_argument("--tasks", default=",".join(CONVERTED_TASKS))
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

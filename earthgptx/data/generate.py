@@ -104,9 +104,15 @@ def _generate_one(job: _Job) -> tuple[list[str], dict[str, Any]]:
         m = MODALITIES.index(modality)
         image, bands = render(scene, modality, np.random.default_rng([job.seed, job.index, _RENDER + m]))
         name = f"images/{scene.scene_id}_{modality}.tif"
-        tags = {"scene_id": scene.scene_id, "modality": modality, "generator": f"earthgptx-synthetic {DATASET_VERSION}"}
+        tags = {
+            "scene_id": scene.scene_id,
+            "modality": modality,
+            "generator": f"earthgptx-synthetic {DATASET_VERSION}",
+        }
         write_geotiff(job.out_dir / name, image, bands, scene.georef.crs, scene.georef.transform, tags)
-        ctx = ChipContext(scene=scene, modality=modality, bands=bands, image=name, split=split, mask_for=mask_for)
+        ctx = ChipContext(
+            scene=scene, modality=modality, bands=bands, image=name, split=split, mask_for=mask_for
+        )
         rng = np.random.default_rng([job.seed, job.index, _RECORDS + m])
         lines.extend(dump_record(r) for r in build_records(ctx, job.tasks, rng, job.records_per_task))
     truth = scene.to_json()
@@ -161,14 +167,27 @@ def generate_dataset(
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "masks").mkdir(parents=True, exist_ok=True)
     jobs = [
-        _Job(out, i, seed, chip_size, chosen_tasks, chosen_modalities, records_per_task, val_fraction, test_fraction)
+        _Job(
+            out,
+            i,
+            seed,
+            chip_size,
+            chosen_tasks,
+            chosen_modalities,
+            records_per_task,
+            val_fraction,
+            test_fraction,
+        )
         for i in range(n_scenes)
     ]
     records_path = out / "records.jsonl"
     counts: Counter[str] = Counter()
     started = time.perf_counter()
     records_tmp, scenes_tmp = out / "records.jsonl.partial", out / "scenes.jsonl.partial"
-    with records_tmp.open("w", encoding="utf-8") as records_file, scenes_tmp.open("w", encoding="utf-8") as scenes_file:
+    with (
+        records_tmp.open("w", encoding="utf-8") as records_file,
+        scenes_tmp.open("w", encoding="utf-8") as scenes_file,
+    ):
         bar = tqdm(total=n_scenes, disable=not progress, desc="scenes", unit="scene")
         for lines, truth in _run(jobs, workers):
             for line in lines:
@@ -215,7 +234,9 @@ def _parse_list(text: str | None) -> list[str] | None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m earthgptx.data.generate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m earthgptx.data.generate", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--scenes", required=True, type=int, help="number of scenes")
     parser.add_argument("--seed", type=int, default=0)
@@ -225,7 +246,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--records-per-task", type=int, default=1)
     parser.add_argument("--val-fraction", type=float, default=0.1)
     parser.add_argument("--test-fraction", type=float, default=0.1)
-    parser.add_argument("--workers", type=int, default=1, help="processes (output is identical for any value)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="processes (output is identical for any value)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -14,7 +14,7 @@ the rendered pixels in every modality.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
@@ -67,7 +67,13 @@ COVER_TEMPERATURE_K: dict[str, tuple[float, float]] = {
 ASPHALT_TEMPERATURE_K = (317.0, 288.0)
 COVER_TEMPERATURE_SPREAD_K = {"water": 0.25, "vegetation": 0.8, "bare soil": 1.0, "urban": 1.2}
 # Magnitude of an object's contrast to its surroundings; the sign is its warm/cold attribute.
-OBJECT_THERMAL_CONTRAST_K = {"ship": 9.0, "airplane": 12.0, "storage tank": 15.0, "vehicle": 18.0, "building": 7.0}
+OBJECT_THERMAL_CONTRAST_K = {
+    "ship": 9.0,
+    "airplane": 12.0,
+    "storage tank": 15.0,
+    "vehicle": 18.0,
+    "building": 7.0,
+}
 NETD_K = 0.05
 
 
@@ -89,7 +95,7 @@ def render(scene: Scene, modality: str, rng: np.random.Generator) -> tuple[np.nd
     return image, tuple(bands)
 
 
-def _per_cover(scene: Scene, values: dict[str, tuple[float, ...]], channels: int) -> np.ndarray:
+def _per_cover(scene: Scene, values: Mapping[str, tuple[float, ...]], channels: int) -> np.ndarray:
     """(channels, H, W) float32 holding each pixel's cover value."""
     table = np.array([values[name] for name in LAND_COVERS], dtype=np.float32)  # (covers, channels)
     out = table[scene.cover_map]  # (H, W, channels)
@@ -131,9 +137,7 @@ def reflectance(scene: Scene, object_rng: np.random.Generator) -> np.ndarray:
     return refl
 
 
-def render_optical(
-    scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
-) -> np.ndarray:
+def render_optical(scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator) -> np.ndarray:
     """(3, H, W) uint8 red, green, blue."""
     refl = reflectance(scene, object_rng)[[2, 1, 0]] * scene.conditions.optical_gain
     dn = 255.0 * np.sqrt(np.clip(refl, 0.0, 1.0)) + 1.5 * rng.standard_normal(refl.shape, dtype=np.float32)
@@ -149,9 +153,7 @@ def render_multispectral(
     return np.clip(np.rint(dn), 0, 65_535).astype(np.uint16)
 
 
-def render_sar(
-    scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
-) -> np.ndarray:
+def render_sar(scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator) -> np.ndarray:
     """(P, H, W) float32 amplitude for the scene's polarisations (VV, or VV and VH)."""
     sigma_db = _per_cover(scene, COVER_SIGMA0_DB, 2)
     sigma_db += _texture_strength(scene, COVER_SIGMA0_SPREAD_DB)[None] * scene.texture[None]
@@ -160,16 +162,17 @@ def render_sar(
         target = np.array(OBJECT_SIGMA0_DB[obj.cls], dtype=np.float32) + object_rng.normal(0.0, 1.0)
         # Floating roof: the rim's double bounce is stronger than the roof.
         sigma_db[:, obj.mask] = target[:, None] + 10.0 * np.log10(_object_pattern(obj))[None, :]
-    intensity = 10.0 ** (sigma_db / 10.0) + (10.0 ** (np.array(NOISE_FLOOR_DB, dtype=np.float32) / 10.0))[:, None, None]
+    intensity = (
+        10.0 ** (sigma_db / 10.0)
+        + (10.0 ** (np.array(NOISE_FLOOR_DB, dtype=np.float32) / 10.0))[:, None, None]
+    )
     looks = scene.conditions.sar_looks
     intensity *= rng.standard_gamma(looks, size=intensity.shape, dtype=np.float32) / looks
     amplitude = np.sqrt(intensity).astype(np.float32)
     return amplitude[: len(scene.conditions.sar_polarisations)]
 
 
-def render_infrared(
-    scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
-) -> np.ndarray:
+def render_infrared(scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator) -> np.ndarray:
     """(1, H, W) uint16 brightness temperature in K × 100."""
     slot = 0 if scene.conditions.daytime else 1
     temperatures = {name: (value[slot],) for name, value in COVER_TEMPERATURE_K.items()}

@@ -198,19 +198,36 @@ def object_outline(cls: str, length: float, angle_deg: float, centre: tuple[floa
     if cls == "ship":
         beam = max(0.28 * length, 3.6)
         bow = min(beam * 0.9, half)
-        local = [(-half, -beam / 2), (half - bow, -beam / 2), (half, 0.0), (half - bow, beam / 2), (-half, beam / 2)]
+        local = [
+            (-half, -beam / 2),
+            (half - bow, -beam / 2),
+            (half, 0.0),
+            (half - bow, beam / 2),
+            (-half, beam / 2),
+        ]
         return _place(local, angle_deg, centre)
     if cls == "airplane":
         body = max(0.16 * length, 3.0)
         chord = max(0.2 * length, 3.0)
         tail = max(0.12 * length, 2.6)
-        fuselage = [(-half, -body / 2), (half - body / 2, -body / 2), (half, 0.0), (half - body / 2, body / 2), (-half, body / 2)]
+        fuselage = [
+            (-half, -body / 2),
+            (half - body / 2, -body / 2),
+            (half, 0.0),
+            (half - body / 2, body / 2),
+            (-half, body / 2),
+        ]
         wings = [
             (0.12 * length, -body / 2), (-0.10 * length, -half), (-0.10 * length - chord, -half),
             (0.12 * length - chord, -body / 2), (0.12 * length - chord, body / 2),
             (-0.10 * length - chord, half), (-0.10 * length, half), (0.12 * length, body / 2),
         ]  # fmt: skip
-        tailplane = [(-half, -0.2 * length), (-half + tail, -0.2 * length), (-half + tail, 0.2 * length), (-half, 0.2 * length)]
+        tailplane = [
+            (-half, -0.2 * length),
+            (-half + tail, -0.2 * length),
+            (-half + tail, 0.2 * length),
+            (-half, 0.2 * length),
+        ]
         parts = [_place(p, angle_deg, centre) for p in (fuselage, wings, tailplane)]
         merged = unary_union(parts)
         if not isinstance(merged, Polygon):  # parts overlap by construction; guard anyway
@@ -311,7 +328,9 @@ def make_scene(
     )
 
 
-def _place_objects(rng: np.random.Generator, cover_map: np.ndarray, target: int, scale: float) -> list[SceneObject]:
+def _place_objects(
+    rng: np.random.Generator, cover_map: np.ndarray, target: int, scale: float
+) -> list[SceneObject]:
     size = cover_map.shape[0]
     gap = max(3.0, 4.0 * scale)
     edge = max(2.0, 2.0 * scale)
@@ -320,7 +339,9 @@ def _place_objects(rng: np.random.Generator, cover_map: np.ndarray, target: int,
     allowed_pixels: dict[str, np.ndarray] = {}
     allowed_masks: dict[str, np.ndarray] = {}
     for cls, covers in ALLOWED_COVERS.items():
-        allowed = np.isin(cover_map, [cover_index[c] for c in covers])
+        table = np.zeros(len(LAND_COVERS), dtype=bool)
+        table[[cover_index[c] for c in covers]] = True
+        allowed = table[cover_map]
         allowed_masks[cls] = allowed
         allowed_pixels[cls] = np.flatnonzero(allowed)
     # A class needs room for at least a small footprint of its cover.

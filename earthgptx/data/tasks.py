@@ -29,7 +29,12 @@ from earthgptx.data.vocabulary import (
     VISIBLE_ATTRIBUTES,
 )
 
-MODALITY_NAMES = {"optical": "optical", "multispectral": "multispectral", "sar": "SAR", "infrared": "thermal infrared"}
+MODALITY_NAMES = {
+    "optical": "optical",
+    "multispectral": "multispectral",
+    "sar": "SAR",
+    "infrared": "thermal infrared",
+}
 
 SCENE_CLASSIFICATION = (
     "What is the dominant land cover in this image?",
@@ -215,10 +220,18 @@ def describe_object(obj: SceneObject, modality: str) -> str:
     return text
 
 
-def referring_expression(obj: SceneObject, objects: Sequence[SceneObject], modality: str, scale: float) -> str | None:
+def referring_expression(
+    obj: SceneObject, objects: Sequence[SceneObject], modality: str, scale: float
+) -> str | None:
     """The shortest description among a fixed ladder that singles ``obj`` out in the scene, or ``None``."""
     attrs = obj.attributes()
-    tint = "colour" if "colour" in VISIBLE_ATTRIBUTES[modality] else "temperature" if modality == "infrared" else None
+    tint = (
+        "colour"
+        if "colour" in VISIBLE_ATTRIBUTES[modality]
+        else "temperature"
+        if modality == "infrared"
+        else None
+    )
     ladder: list[tuple[tuple[str, ...], str]] = [((), obj.cls), (("size",), f"{attrs['size']} {obj.cls}")]
     if tint is not None:
         ladder.append(((tint,), f"{attrs[tint]} {obj.cls}"))
@@ -227,7 +240,9 @@ def referring_expression(obj: SceneObject, objects: Sequence[SceneObject], modal
     if tint is not None:
         ladder.append((("size", tint), f"{attrs['size']} {attrs[tint]} {obj.cls}"))
     for keys, text in ladder:
-        same = [o for o in objects if o.cls == obj.cls and all(o.attributes().get(k) == attrs[k] for k in keys)]
+        same = [
+            o for o in objects if o.cls == obj.cls and all(o.attributes().get(k) == attrs[k] for k in keys)
+        ]
         if same == [obj]:
             return text
     # Position among objects of its class, when it is clearly the extreme one.
@@ -274,7 +289,9 @@ def relation_is_clear(relation: str, first: SceneObject, second: SceneObject, ch
     if relation == "larger than":
         order = ("small", "medium", "large")
         big, small = (first, second) if first.area_px >= second.area_px else (second, first)
-        return big.area_px >= AREA_RATIO_MARGIN * small.area_px and order.index(big.size) > order.index(small.size)
+        return big.area_px >= AREA_RATIO_MARGIN * small.area_px and order.index(big.size) > order.index(
+            small.size
+        )
     raise ValueError(f"unknown relation {relation!r}; expected one of {RELATIONS}")
 
 
@@ -349,9 +366,15 @@ class _Builder:
             place += " " + SECONDARY_PHRASES[scene.secondary_cover]
         things = _join(counts)
         caption = f"{place[0].upper()}{place[1:]} with {things}."
-        references = [caption, f"{things[0].upper()}{things[1:]} in {place}.", f"An image of {place} containing {things}."]
+        references = [
+            caption,
+            f"{things[0].upper()}{things[1:]} in {place}.",
+            f"An image of {place} containing {things}.",
+        ]
         question = _pick(self.rng, SCENE_CAPTION).format(mod=self.mod)
-        return self.record("scene_caption", key, question, caption, {"caption": caption, "references": references})
+        return self.record(
+            "scene_caption", key, question, caption, {"caption": caption, "references": references}
+        )
 
     def counting(self, key: str) -> Record:
         scene = self.ctx.scene
@@ -465,7 +488,10 @@ class _Builder:
         first, second = pairs[int(self.rng.integers(len(pairs)))]
         value = "yes" if relation_holds(relation, first, second, self.size) else "no"
         kind = self.prompt_type("relation")
-        prompts = [object_prompt(kind, first, self.rng, self.size), object_prompt(kind, second, self.rng, self.size)]
+        prompts = [
+            object_prompt(kind, first, self.rng, self.size),
+            object_prompt(kind, second, self.rng, self.size),
+        ]
         question = _pick(self.rng, RELATION_QUESTIONS[relation])
         answer = {"relation": relation, "value": value, "objects": [first.index, second.index]}
         return self.record("relation", key, question, value, answer, prompts)

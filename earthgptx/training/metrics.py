@@ -52,7 +52,12 @@ _CAPTION_TASKS = ("scene_caption", "region_caption")
 # must each reach the value: the task overall, or every modality and every prompt type separately.
 THRESHOLDS: tuple[dict[str, Any], ...] = (
     {"task": "scene_classification", "metric": "accuracy", "threshold": 0.95, "scope": "overall"},
-    {"task": "region_classification", "metric": "accuracy", "threshold": 0.90, "scope": "each modality and prompt type"},
+    {
+        "task": "region_classification",
+        "metric": "accuracy",
+        "threshold": 0.90,
+        "scope": "each modality and prompt type",
+    },
     {"task": "counting", "metric": "accuracy", "threshold": 0.85, "scope": "overall"},
     {"task": "attributes", "metric": "accuracy", "threshold": 0.85, "scope": "overall"},
     {"task": "relation", "metric": "accuracy", "threshold": 0.90, "scope": "overall"},
@@ -66,7 +71,8 @@ _NUMBER_WORDS = {
 }  # fmt: skip
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
-_PUNCTUATION = str.maketrans({c: " " for c in string.punctuation if c not in "-@"})
+_PUNCTUATION = str.maketrans("".join(c for c in string.punctuation if c != "-"), " " * (len(string.punctuation) - 1))
+_ALL_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
 
 
 # ------------------------------------------------------------------------------------------- parsing
@@ -168,7 +174,7 @@ def mean_iou(preds: Sequence[np.ndarray | None], gts: Sequence[np.ndarray]) -> f
 def _caption_tokens(text: str) -> str:
     # pycocoevalcap expects PTB-tokenised text; its tokenizer needs Java, so use the same lower-case,
     # punctuation-free split COCO tokenisation produces for plain sentences like ours.
-    return " ".join(text.lower().translate(str.maketrans({c: " " for c in string.punctuation})).split())
+    return " ".join(text.lower().translate(_ALL_PUNCTUATION).split())
 
 
 def bleu4(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> float:
@@ -231,11 +237,11 @@ def _score_rows(task: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, float
     if task == "attributes":
         return {"accuracy": accuracy([r["prediction"] for r in rows], [r["answer"]["value"] for r in rows])}
     if task == "counting":
-        preds = [parse_count(r["prediction"]) for r in rows]
-        return {"accuracy": accuracy(preds, [int(r["answer"]["count"]) for r in rows])}
+        counts = [parse_count(r["prediction"]) for r in rows]
+        return {"accuracy": accuracy(counts, [int(r["answer"]["count"]) for r in rows])}
     if task == "relation":
-        preds = [parse_yes_no(r["prediction"]) for r in rows]
-        return {"accuracy": accuracy(preds, [r["answer"]["value"] for r in rows])}
+        verdicts = [parse_yes_no(r["prediction"]) for r in rows]
+        return {"accuracy": accuracy(verdicts, [r["answer"]["value"] for r in rows])}
     if task == "grounding":
         boxes = [parse_box(r["prediction"]) for r in rows]
         targets = [r["answer"]["box"] for r in rows]
@@ -285,7 +291,8 @@ def build_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 m: {"n": len(g), **_score_rows(task, g)} for (m,), g in _group(task_rows, "modality").items()
             },
             "by_prompt_type": {
-                p: {"n": len(g), **_score_rows(task, g)} for (p,), g in _group(task_rows, "prompt_type").items()
+                p: {"n": len(g), **_score_rows(task, g)}
+                for (p,), g in _group(task_rows, "prompt_type").items()
             },
             "cells": [
                 {"modality": m, "prompt_type": p, "n": len(g), **_score_rows(task, g)}
@@ -307,13 +314,25 @@ def check_thresholds(report: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         if target["scope"] == "overall":
             value = entry["overall"][metric]
-            results.append({**target, "value": value, "passed": value >= threshold, "detail": f"n={entry['overall']['n']}"})
+            results.append(
+                {
+                    **target,
+                    "value": value,
+                    "passed": value >= threshold,
+                    "detail": f"n={entry['overall']['n']}",
+                }
+            )
             continue
         groups = {f"modality={k}": v for k, v in entry["by_modality"].items()}
         groups.update({f"prompt_type={k}": v for k, v in entry["by_prompt_type"].items()})
         worst_name, worst = min(groups.items(), key=lambda kv: kv[1][metric])
         results.append(
-            {**target, "value": worst[metric], "passed": worst[metric] >= threshold, "detail": f"worst group {worst_name} (n={worst['n']})"}
+            {
+                **target,
+                "value": worst[metric],
+                "passed": worst[metric] >= threshold,
+                "detail": f"worst group {worst_name} (n={worst['n']})",
+            }
         )
     return results
 
@@ -344,7 +363,12 @@ def report_markdown(report: Mapping[str, Any], thresholds: bool = True) -> str:
         values = " | ".join(f"**{_fmt(entry['overall'][m])}**" for m in metrics)
         lines += [f"| **all** | **all** | {entry['overall']['n']} | {values} |", ""]
     if thresholds:
-        lines += ["## Acceptance", "", "| task | metric | scope | target | measured | passed | detail |", "|---|---|---|---:|---:|---|---|"]
+        lines += [
+            "## Acceptance",
+            "",
+            "| task | metric | scope | target | measured | passed | detail |",
+            "|---|---|---|---:|---:|---|---|",
+        ]
         for check in check_thresholds(report):
             measured = "—" if check["value"] is None else _fmt(float(check["value"]))
             lines.append(

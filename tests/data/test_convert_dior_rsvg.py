@@ -40,7 +40,9 @@ def _write_jpeg(path: Path, width: int, height: int, seed: int) -> np.ndarray:
     data[:, height // 4 : height // 2, width // 4 : width // 2] = 255
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="JPEG", width=width, height=height, count=3, dtype="uint8") as dst:
+        with rasterio.open(
+            path, "w", driver="JPEG", width=width, height=height, count=3, dtype="uint8"
+        ) as dst:
             dst.write(data)
     return data
 
@@ -54,13 +56,31 @@ def dior_root(tmp_path: Path) -> Path:
     _write_jpeg(root / "JPEGImages" / "00002.jpg", 40, 40, 1)
     objects_1 = "\n".join(
         [
-            OBJECT.format(name="storagetank", x1=8, y1=6, x2=40, y2=30, description="<description>The white storage tank on the left</description>"),
-            OBJECT.format(name="Expressway-Service-area", x1=40, y1=30, x2=80, y2=60, description="<description>An expressway service area</description>"),
+            OBJECT.format(
+                name="storagetank",
+                x1=8,
+                y1=6,
+                x2=40,
+                y2=30,
+                description="<description>The white storage tank on the left</description>",
+            ),
+            OBJECT.format(
+                name="Expressway-Service-area",
+                x1=40,
+                y1=30,
+                x2=80,
+                y2=60,
+                description="<description>An expressway service area</description>",
+            ),
         ]
     )
     objects_2 = OBJECT.format(name="vehicle", x1=10, y1=20, x2=20, y2=25, description="")
-    (root / "Annotations" / "00001.xml").write_text(XML.format(filename="00001.jpg", width=80, height=60, objects=objects_1))
-    (root / "Annotations" / "00002.xml").write_text(XML.format(filename="00002.jpg", width=40, height=40, objects=objects_2))
+    (root / "Annotations" / "00001.xml").write_text(
+        XML.format(filename="00001.jpg", width=80, height=60, objects=objects_1)
+    )
+    (root / "Annotations" / "00002.xml").write_text(
+        XML.format(filename="00002.jpg", width=40, height=40, objects=objects_2)
+    )
     (root / "train.txt").write_text("0\n2\n")
     (root / "test.txt").write_text("1\n")
     return root
@@ -70,7 +90,11 @@ def test_read_annotations_numbers_objects_across_files(dior_root: Path) -> None:
     images = read_annotations(dior_root)
     assert [i.stem for i in images] == ["00001", "00002"]
     assert [o.index for i in images for o in i.objects] == [0, 1, 2]
-    assert [o.name for i in images for o in i.objects] == ["storage tank", "expressway service area", "vehicle"]
+    assert [o.name for i in images for o in i.objects] == [
+        "storage tank",
+        "expressway service area",
+        "vehicle",
+    ]
     assert images[1].objects[0].description == ""
 
 

@@ -84,7 +84,9 @@ def test_human_turns_vary_and_answers_stay_short(records: list[dict[str, Any]]) 
             assert len(record["conversations"][1]["value"].split()) <= 4, record["conversations"][1]["value"]
 
 
-def test_images_are_geotiffs_matching_their_records(dataset: Path, records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]) -> None:
+def test_images_are_geotiffs_matching_their_records(
+    dataset: Path, records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]
+) -> None:
     dtypes = {"optical": "uint8", "multispectral": "uint16", "sar": "float32", "infrared": "uint16"}
     checked = set()
     for record in records:
@@ -103,14 +105,18 @@ def test_images_are_geotiffs_matching_their_records(dataset: Path, records: list
             assert 0.3 <= pixel <= 10.0 and src.transform.e == -pixel
             # The chip's top-left corner is the scene's lon/lat, and the zone is the one containing it.
             scene = scenes[record["scene_id"]]
-            lon, lat = Transformer.from_crs(src.crs, 4326, always_xy=True).transform(src.transform.c, src.transform.f)
+            lon, lat = Transformer.from_crs(src.crs, 4326, always_xy=True).transform(
+                src.transform.c, src.transform.f
+            )
             assert (lon, lat) == pytest.approx((scene["lon"], scene["lat"]), abs=1e-5)
             assert epsg % 100 == min(int((scene["lon"] + 180) // 6) + 1, 60)
             assert (epsg // 100 == 326) == (scene["lat"] >= 0)
     assert len(checked) == N_SCENES * 4
 
 
-def test_masks_are_the_objects_and_boxes_bound_them(dataset: Path, records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]) -> None:
+def test_masks_are_the_objects_and_boxes_bound_them(
+    dataset: Path, records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]
+) -> None:
     masks = [r for r in records if r["task"] == "pixel_grounding"]
     assert masks
     for record in masks:
@@ -140,7 +146,9 @@ def _object_indices(record: dict[str, Any]) -> list[int]:
     return [answer["object"]] if "object" in answer else []
 
 
-def test_prompts_lie_in_the_chip_and_on_their_objects(records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]) -> None:
+def test_prompts_lie_in_the_chip_and_on_their_objects(
+    records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]
+) -> None:
     kinds = Counter()
     for record in records:
         for prompt in record["prompts"]:
@@ -174,7 +182,9 @@ def test_prompts_lie_in_the_chip_and_on_their_objects(records: list[dict[str, An
     assert set(kinds) == {"point", "box", "polygon", "scribble"}
 
 
-def test_region_counting_regions_hold_objects_whole(records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]) -> None:
+def test_region_counting_regions_hold_objects_whole(
+    records: list[dict[str, Any]], scenes: dict[str, dict[str, Any]]
+) -> None:
     regional = [r for r in records if r["task"] == "counting" and r["prompts"]]
     assert regional
     for record in regional:
@@ -207,14 +217,21 @@ def test_same_seed_same_bytes_and_scenes_do_not_depend_on_n(tmp_path: Path, data
     d = generate_dataset(tmp_path / "d", 5, seed=5, tasks=tasks, progress=False)
     first = [r for r in load_records(d) if r["scene_id"] in {"scene000000", "scene000001", "scene000002"}]
     assert first == load_records(a)
-    assert (a.parent / "images" / "scene000002_sar.tif").read_bytes() == (d.parent / "images" / "scene000002_sar.tif").read_bytes()
+    assert (a.parent / "images" / "scene000002_sar.tif").read_bytes() == (
+        d.parent / "images" / "scene000002_sar.tif"
+    ).read_bytes()
 
 
 def test_subsets_of_tasks_and_modalities(tmp_path: Path) -> None:
-    path = generate_dataset(tmp_path, 2, seed=1, tasks=["attributes"], modalities=["infrared"], progress=False)
+    path = generate_dataset(
+        tmp_path, 2, seed=1, tasks=["attributes"], modalities=["infrared"], progress=False
+    )
     records = load_records(path)
     assert {r["task"] for r in records} == {"attributes"} and {r["modality"] for r in records} == {"infrared"}
-    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["scene000000_infrared.tif", "scene000001_infrared.tif"]
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == [
+        "scene000000_infrared.tif",
+        "scene000001_infrared.tif",
+    ]
     with pytest.raises(ValueError, match="unknown task"):
         generate_dataset(tmp_path, 1, seed=1, tasks=["dancing"], progress=False)
     with pytest.raises(ValueError, match="unknown modality"):
@@ -222,7 +239,19 @@ def test_subsets_of_tasks_and_modalities(tmp_path: Path) -> None:
 
 
 def test_cli_writes_a_dataset(tmp_path: Path) -> None:
-    main(["--out", str(tmp_path / "cli"), "--scenes", "2", "--seed", "3", "--no-progress", "--tasks", "scene_classification,grounding"])
+    main(
+        [
+            "--out",
+            str(tmp_path / "cli"),
+            "--scenes",
+            "2",
+            "--seed",
+            "3",
+            "--no-progress",
+            "--tasks",
+            "scene_classification,grounding",
+        ]
+    )
     records = load_records(tmp_path / "cli" / "records.jsonl")
     assert {r["task"] for r in records} <= {"scene_classification", "grounding"} and records
     meta = json.loads((tmp_path / "cli" / "dataset.json").read_text())

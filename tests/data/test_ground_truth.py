@@ -138,7 +138,9 @@ def test_relation_answers_are_balanced_and_clear_over_many_scenes() -> None:
     values = []
     for index in range(40):
         scene = build_scene(11, index, 128)
-        ctx = ChipContext(scene, "optical", ("red", "green", "blue"), "images/x.tif", "train", lambda o: "masks/x.png")
+        ctx = ChipContext(
+            scene, "optical", ("red", "green", "blue"), "images/x.tif", "train", lambda o: "masks/x.png"
+        )
         for record in build_records(ctx, ("relation",), np.random.default_rng(index), records_per_task=3):
             values.append(record["answer"]["value"])
     share_yes = values.count("yes") / len(values)

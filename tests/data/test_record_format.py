@@ -93,7 +93,10 @@ def test_pixel_grounding_needs_a_mask_and_seg() -> None:
         level="L2",
         prompts=[{"type": "scribble", "line": [[1.0, 1.0], [5.0, 6.0]]}],
         prompt_type="scribble",
-        conversations=[{"from": "human", "value": "<image>\nSegment <region1>."}, {"from": "gpt", "value": "[SEG]"}],
+        conversations=[
+            {"from": "human", "value": "<image>\nSegment <region1>."},
+            {"from": "gpt", "value": "[SEG]"},
+        ],
         answer={"mask": "masks/scene000001_obj0.png"},
     )
     with pytest.raises(RecordValidationError, match="mask"):
@@ -112,7 +115,10 @@ def test_grounding_answer_text_must_write_the_box() -> None:
         level="L2",
         prompts=[],
         prompt_type="none",
-        conversations=[{"from": "human", "value": "<image>\nLocate the ship."}, {"from": "gpt", "value": "[10, 20, 30, 40]"}],
+        conversations=[
+            {"from": "human", "value": "<image>\nLocate the ship."},
+            {"from": "gpt", "value": "[10, 20, 30, 40]"},
+        ],
         answer={"box": [10, 20, 30, 40]},
     )
     validate_record(record)

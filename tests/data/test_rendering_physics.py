@@ -55,7 +55,9 @@ def test_vegetation_is_bright_in_nir_and_water_is_dark() -> None:
 
 
 def test_sar_water_is_dark_speckled_and_hard_targets_are_bright() -> None:
-    scene = find_scene(lambda s: s.cover == "water" and s.secondary_cover in ("bare soil", "vegetation", "urban"))
+    scene = find_scene(
+        lambda s: s.cover == "water" and s.secondary_cover in ("bare soil", "vegetation", "urban")
+    )
     amplitude, bands = render(scene, "sar", np.random.default_rng(1))
     assert amplitude.dtype == np.float32 and bands == scene.conditions.sar_polarisations
     assert amplitude.shape[0] == len(bands)
@@ -78,8 +80,12 @@ def test_sar_water_is_dark_speckled_and_hard_targets_are_bright() -> None:
 
 
 def test_thermal_inertia_day_and_night() -> None:
-    day = find_scene(lambda s: s.conditions.daytime and s.cover == "bare soil" and s.secondary_cover == "water")
-    night = find_scene(lambda s: not s.conditions.daytime and s.cover == "bare soil" and s.secondary_cover == "water")
+    day = find_scene(
+        lambda s: s.conditions.daytime and s.cover == "bare soil" and s.secondary_cover == "water"
+    )
+    night = find_scene(
+        lambda s: not s.conditions.daytime and s.cover == "bare soil" and s.secondary_cover == "water"
+    )
     for scene, water_warmer in ((day, False), (night, True)):
         image, bands = render(scene, "infrared", np.random.default_rng(3))
         assert bands == ("tir",) and image.dtype == np.uint16

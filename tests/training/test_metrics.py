@@ -61,7 +61,13 @@ def test_mask_iou_and_mean_iou() -> None:
 
 
 def test_accuracy_normalises_text() -> None:
-    assert accuracy(["Ship.", "the storage tank", "bare soil", "urban"], ["ship", "storage tank", "bare soil", "water"]) == 0.75
+    assert (
+        accuracy(
+            ["Ship.", "the storage tank", "bare soil", "urban"],
+            ["ship", "storage tank", "bare soil", "water"],
+        )
+        == 0.75
+    )
     assert accuracy([3, None], [3, 0]) == 0.5
     with pytest.raises(ValueError):
         accuracy([], [])
@@ -86,9 +92,14 @@ def test_bleu4_of_identical_and_disjoint_captions() -> None:
     refs = [["a large red ship oriented north-south"], ["an urban area with 2 buildings and 1 vehicle"]]
     hyps = [r[0] for r in refs]
     assert bleu4(hyps, refs) == pytest.approx(100.0)
-    assert bleu4(["completely different words here now", "nothing in common at all today"], refs) == pytest.approx(0.0)
+    assert bleu4(
+        ["completely different words here now", "nothing in common at all today"], refs
+    ) == pytest.approx(0.0)
     # A second reference that matches rescues a hypothesis the first reference does not.
-    assert bleu4(["a small blue vehicle oriented east-west"], [["x y z w v", "a small blue vehicle oriented east-west"]]) == pytest.approx(100.0)
+    assert bleu4(
+        ["a small blue vehicle oriented east-west"],
+        [["x y z w v", "a small blue vehicle oriented east-west"]],
+    ) == pytest.approx(100.0)
 
 
 def test_bleu4_partial_match_matches_a_hand_computation() -> None:
@@ -105,7 +116,13 @@ def test_cider_of_identical_captions_is_ten_and_wrong_ones_score_lower() -> None
 
 
 def _row(task: str, modality: str, prompt_type: str, prediction: str, answer: dict) -> dict:
-    return {"task": task, "modality": modality, "prompt_type": prompt_type, "prediction": prediction, "answer": answer}
+    return {
+        "task": task,
+        "modality": modality,
+        "prompt_type": prompt_type,
+        "prediction": prediction,
+        "answer": answer,
+    }
 
 
 def test_build_report_groups_by_task_modality_and_prompt_type() -> None:
@@ -122,9 +139,25 @@ def test_build_report_groups_by_task_modality_and_prompt_type() -> None:
         _row("relation", "optical", "scribble", "yes", {"relation": "left of", "value": "yes"}),
         _row("grounding", "optical", "none", "[0, 0, 100, 100]", {"box": [0, 0, 100, 100]}),
         _row("grounding", "optical", "none", "I cannot tell", {"box": [0, 0, 100, 100]}),
-        {**_row("pixel_grounding", "sar", "none", "[SEG]", {"mask": "masks/x.png"}), "pred_mask": half, "gt_mask": mask},
-        _row("scene_caption", "optical", "none", "A water area with 1 ship.", {"caption": "A water area with 1 ship.", "references": ["A water area with 1 ship."]}),
-        _row("scene_caption", "sar", "none", "An urban area with 2 buildings.", {"caption": "An urban area with 2 buildings.", "references": ["An urban area with 2 buildings."]}),
+        {
+            **_row("pixel_grounding", "sar", "none", "[SEG]", {"mask": "masks/x.png"}),
+            "pred_mask": half,
+            "gt_mask": mask,
+        },
+        _row(
+            "scene_caption",
+            "optical",
+            "none",
+            "A water area with 1 ship.",
+            {"caption": "A water area with 1 ship.", "references": ["A water area with 1 ship."]},
+        ),
+        _row(
+            "scene_caption",
+            "sar",
+            "none",
+            "An urban area with 2 buildings.",
+            {"caption": "An urban area with 2 buildings.", "references": ["An urban area with 2 buildings."]},
+        ),
     ]
     report = build_report(rows)
     json.dumps(report)  # plain JSON
@@ -150,14 +183,22 @@ def test_build_report_groups_by_task_modality_and_prompt_type() -> None:
     assert checks["region_classification"]["passed"] is False
     assert checks["region_classification"]["value"] == 0.0  # worst group: prompt_type=box
     assert checks["relation"]["passed"] is True
-    assert checks["scene_classification"]["passed"] is False and checks["scene_classification"]["value"] is None
+    assert (
+        checks["scene_classification"]["passed"] is False and checks["scene_classification"]["value"] is None
+    )
     markdown = report_markdown(report)
     assert "| sar | box | 1 | 0.000 |" in markdown
     assert "## Acceptance" in markdown
 
 
 def test_row_from_record_and_unknown_task() -> None:
-    record = {"id": "r1", "task": "attributes", "modality": "infrared", "prompt_type": "polygon", "answer": {"attribute": "temperature", "value": "warm"}}
+    record = {
+        "id": "r1",
+        "task": "attributes",
+        "modality": "infrared",
+        "prompt_type": "polygon",
+        "answer": {"attribute": "temperature", "value": "warm"},
+    }
     row = row_from_record(record, "warm")
     assert build_report([row])["tasks"]["attributes"]["overall"]["accuracy"] == 1.0
     with pytest.raises(ValueError, match="unknown task"):
