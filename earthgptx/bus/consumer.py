@@ -1,9 +1,10 @@
 """The consumer loop: poll -> decode once -> typed handler -> commit, at least once.
 
 Threads. kafka-python's consumer is driven from one thread (the loop's ``run``); handlers run on a single worker
-thread, one record at a time, in partition order. While the worker handles a batch, every assigned partition is
-paused and ``run`` keeps calling ``poll`` every ``liveness_poll_s``: the consumer stays in its group however long
-a handler takes (``max_poll_interval_ms`` is measured between polls), and no records arrive meanwhile.
+thread, one record at a time, in partition order. When the worker takes longer than ``liveness_poll_s`` over a
+batch, every assigned partition is paused and ``run`` keeps calling ``poll`` every ``liveness_poll_s`` until it is
+done: the consumer stays in its group however long a handler takes (``max_poll_interval_ms`` is measured between
+polls), and no records arrive meanwhile.
 
 Acknowledgement policy. The offset after a record is committed only once the record is done: its handler
 returned, or its dead letter was acknowledged by the broker (acks=all). Commits are made from ``run`` at the end of
@@ -324,7 +325,6 @@ class ConsumerLoop:
         consumer = self._consumer
         assert consumer is not None
         self.stats.batches += 1
-        consumer.pause(*consumer.assignment())
         self._active = set(records)
         self._rebalanced_in_batch = False
         future = worker.submit(self._process_batch, records)
@@ -335,18 +335,21 @@ class ConsumerLoop:
                 break
             except concurrent.futures.TimeoutError:
                 pass
+            # Paused only once a batch turns out slow: pausing drops what the fetcher has prefetched for the
+            # partitions, which would cost a fetch round trip per batch on the fast path.
+            consumer.pause(*consumer.assignment())
             self._commit()
             # Not 0: a rebalance needs a few round trips inside poll (join, then sync) to complete.
             extra = consumer.poll(timeout_ms=LIVENESS_POLL_MS)
             self._after_poll()
-            consumer.pause(*consumer.assignment())
             for tp, recs in extra.items():
                 carry.setdefault(tp, []).extend(recs)
         self._commit()
         if self._rebalanced_in_batch:
             self._restore_positions(records)
         self._active = set()
-        consumer.resume(*consumer.paused())
+        if consumer.paused():
+            consumer.resume(*consumer.paused())
         return carry
 
     def _after_poll(self) -> None:
