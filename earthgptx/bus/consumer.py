@@ -93,6 +93,8 @@ class ConsumerOptions:
     liveness_poll_s: float = 0.5
     # Create the routed topics and the dead-letter topic at start (idempotent).
     create_topics: bool = True
+    # How long to wait at start for the routed topics to appear in the broker's metadata.
+    topic_wait_s: float = 30.0
     # Passed to KafkaConsumer as they are (session_timeout_ms, max_poll_interval_ms, auto_offset_reset...).
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
@@ -214,6 +216,7 @@ class ConsumerLoop:
         self._committed: dict[TopicPartition, int] = {}
         self._rebalanced = False
         self._closing = False
+        self._started = False
         self._consumer: KafkaConsumer | None = None
         self._metrics = {
             t: (
@@ -253,38 +256,46 @@ class ConsumerLoop:
         return dict(previous)
 
     def run(self, *, stop_when: Callable[[], bool] | None = None, handle_signals: bool | None = None) -> LoopStats:
-        """Consume until ``stop()``, a signal, or ``stop_when()`` returns true (checked between polls)."""
+        """Consume until ``stop()``, a signal, or ``stop_when()`` returns true (checked between polls).
+
+        A loop runs once; build a new one to consume again.
+        """
+        if self._started:
+            raise RuntimeError("this ConsumerLoop has already run; build a new one")
+        self._started = True
         if handle_signals is None:
             handle_signals = threading.current_thread() is threading.main_thread()
         previous_handlers = self.install_signal_handlers() if handle_signals else {}
-        if self.options.create_topics:
-            ensure_topics_from_settings(self.settings, [*self.routes, self.dead_letter_topic])
-        if self._dead_letter_producer is None:
-            self._dead_letter_producer = EventProducer(
-                self.settings, client_id=f"{self.client_id}-dlq", producer_name=f"consumer:{self.group_id}"
-            )
-        config = consumer_config(self.settings, self.group_id, self.client_id, self.options)
-        self._consumer = consumer = KafkaConsumer(**config)
-        max_poll_interval_s = config["max_poll_interval_ms"] / 1000
-        liveness_s = min(self.options.liveness_poll_s, max_poll_interval_s / 4)
-        consumer.subscribe(list(self.routes), listener=_Listener(self))
-        self._wait_for_topic_metadata(consumer)
-        worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egx-{self.group_id}")
-        carry: dict[TopicPartition, list[Any]] = {}
-        log.info("group %s: consuming %s (dead letters to %s)", self.group_id, list(self.routes), self.dead_letter_topic)
+        worker: concurrent.futures.ThreadPoolExecutor | None = None
         try:
+            if self.options.create_topics:
+                ensure_topics_from_settings(self.settings, [*self.routes, self.dead_letter_topic])
+            if self._dead_letter_producer is None:
+                self._dead_letter_producer = EventProducer(
+                    self.settings, client_id=f"{self.client_id}-dlq", producer_name=f"consumer:{self.group_id}"
+                )
+            config = consumer_config(self.settings, self.group_id, self.client_id, self.options)
+            self._consumer = consumer = KafkaConsumer(**config)
+            liveness_s = min(self.options.liveness_poll_s, config["max_poll_interval_ms"] / 1000 / 4)
+            consumer.subscribe(list(self.routes), listener=_Listener(self))
+            self._wait_for_topic_metadata(consumer)
+            worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egx-{self.group_id}")
+            log.info("group %s: consuming %s (dead letters to %s)",
+                     self.group_id, list(self.routes), self.dead_letter_topic)
+            carry: dict[TopicPartition, list[Any]] = {}
             while not self._stop.is_set() and not (stop_when is not None and stop_when()):
                 records = carry or consumer.poll(timeout_ms=self.options.poll_timeout_ms)
                 carry = {}
                 self._after_poll()
-                if not records:
-                    continue
-                carry = self._run_batch(worker, records, liveness_s)
+                if records:
+                    carry = self._run_batch(worker, records, liveness_s)
         finally:
             self._closing = True
-            worker.shutdown(wait=True)
-            self._commit()
-            consumer.close(autocommit=False)
+            if worker is not None:
+                worker.shutdown(wait=True)
+            if self._consumer is not None:
+                self._commit()
+                self._consumer.close(autocommit=False)
             if self._owns_producer and self._dead_letter_producer is not None:
                 self._dead_letter_producer.close()
                 self._dead_letter_producer = None
@@ -295,7 +306,7 @@ class ConsumerLoop:
 
     # -- the run thread -------------------------------------------------------------------------------------
 
-    def _wait_for_topic_metadata(self, consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
+    def _wait_for_topic_metadata(self, consumer: KafkaConsumer) -> None:
         """Refresh metadata after subscribing and before the first join, until every routed topic is known.
 
         The group leader assigns from its metadata cache and compares that assignment with later metadata: a
@@ -303,7 +314,7 @@ class ConsumerLoop:
         the metadata arriving afterwards forces a second rebalance. A topic that does not exist at all is an
         error here, rather than a consumer that silently reads nothing (the broker does not auto-create).
         """
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + self.options.topic_wait_s
         while True:
             missing = [t for t in self.routes if t not in consumer.topics()]
             if not missing:

@@ -71,7 +71,9 @@ def only_partition(offsets: dict[TopicPartition, int], topic: str) -> int:
     return next(iter(ours.values()))
 
 
-def test_ensure_topics_is_idempotent(kafka_settings: KafkaSettings, unique_name: str) -> None:
+def test_ensure_topics_is_idempotent(
+    kafka_settings: KafkaSettings, unique_name: str, new_topic: Callable[[str], str]  # new_topic: for cleanup
+) -> None:
     names = [f"test.ensure-a.{unique_name}", f"test.ensure-b.{unique_name}"]
     admin = KafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap.split(","))
     try:
@@ -81,6 +83,16 @@ def test_ensure_topics_is_idempotent(kafka_settings: KafkaSettings, unique_name:
     finally:
         admin.close()
     assert described == {names[0]: 2, names[1]: 2}
+
+
+def test_a_consumer_of_a_missing_topic_fails_fast(kafka_settings: KafkaSettings, unique_name: str) -> None:
+    options = fast_options(create_topics=False, topic_wait_s=1.0)
+    loop = ConsumerLoop(f"missing-{unique_name}", [route(f"test.missing.{unique_name}", SceneIngested, print)],
+                        kafka_settings, options)
+    with pytest.raises(RuntimeError, match="do not exist"):
+        loop.run(handle_signals=False)
+    with pytest.raises(RuntimeError, match="already run"):
+        loop.run(handle_signals=False)
 
 
 def test_producer_stamps_keys_and_refuses_oversized_events(
