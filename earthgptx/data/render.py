@@ -15,6 +15,7 @@ the rendered pixels in every modality.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 
 import numpy as np
 
@@ -119,8 +120,13 @@ def _object_pattern(obj: SceneObject) -> np.ndarray:
     return pattern
 
 
-def reflectance(scene: Scene, object_rng: np.random.Generator) -> np.ndarray:
-    """(4, H, W) surface reflectance in blue, green, red, NIR."""
+@lru_cache(maxsize=4)
+def reflectance(scene: Scene) -> np.ndarray:
+    """(4, H, W) surface reflectance in blue, green, red, NIR (read-only; shared by optical and multispectral).
+
+    It depends on the scene alone, so the optical and multispectral chips of a scene see the same surface;
+    the cache (scenes hash by identity) spares computing it twice.
+    """
     refl = _per_cover(scene, COVER_REFLECTANCE, 4)
     strength = _texture_strength(scene, COVER_TEXTURE)
     modulation = 1.0 + strength * scene.texture
@@ -132,14 +138,15 @@ def reflectance(scene: Scene, object_rng: np.random.Generator) -> np.ndarray:
     refl[3] *= vigour
     refl[:, scene.streets] = np.array(ASPHALT_REFLECTANCE, dtype=np.float32)[:, None]
     for obj in scene.objects:
-        spectrum = np.array(COLOUR_REFLECTANCE[obj.colour], dtype=np.float32) * object_rng.uniform(0.95, 1.05)
+        spectrum = np.array(COLOUR_REFLECTANCE[obj.colour], dtype=np.float32) * obj.paint_gain
         refl[:, obj.mask] = spectrum[:, None] * _object_pattern(obj)[None, :]
+    refl.flags.writeable = False
     return refl
 
 
 def render_optical(scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator) -> np.ndarray:
     """(3, H, W) uint8 red, green, blue."""
-    refl = reflectance(scene, object_rng)[[2, 1, 0]] * scene.conditions.optical_gain
+    refl = reflectance(scene)[[2, 1, 0]] * scene.conditions.optical_gain
     dn = 255.0 * np.sqrt(np.clip(refl, 0.0, 1.0)) + 1.5 * rng.standard_normal(refl.shape, dtype=np.float32)
     return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
 
@@ -148,7 +155,7 @@ def render_multispectral(
     scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator
 ) -> np.ndarray:
     """(4, H, W) uint16 blue, green, red, NIR reflectance × 10 000."""
-    refl = reflectance(scene, object_rng) * scene.conditions.optical_gain
+    refl = reflectance(scene) * scene.conditions.optical_gain
     dn = 10_000.0 * refl + 30.0 * rng.standard_normal(refl.shape, dtype=np.float32)
     return np.clip(np.rint(dn), 0, 65_535).astype(np.uint16)
 

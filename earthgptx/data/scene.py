@@ -50,6 +50,7 @@ class SceneObject:
     angle_deg: float
     colour: str
     temperature: str
+    paint_gain: float  # brightness of this object's paint relative to its colour's nominal spectrum
     polygon: Polygon
     mask: np.ndarray = field(repr=False)
     # Measured once from ``mask`` (see ``measure_mask``): the rendered pixels, not the polygon.
@@ -82,7 +83,7 @@ class SceneConditions:
     optical_gain: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity semantics: renderers cache per-scene intermediates
 class Scene:
     """Everything needed to render the four modalities and to write the ground truth."""
 
@@ -302,7 +303,7 @@ def make_scene(
     texture = 0.65 * smooth_noise(rng, size, 4) + 0.35 * smooth_noise(rng, size, 16)
     parcels = np.floor((smooth_noise(rng, size, 6) + 2.0).clip(0, 3.999)) / 3.0
     urban = cover_map == LAND_COVERS.index("urban")
-    streets = _streets(rng, size, scale) & urban
+    streets = _streets(rng, size, scale) & urban if urban.any() else np.zeros_like(urban)
     target = int(rng.integers(1, MAX_OBJECTS + 1)) if n_objects is None else n_objects
     objects = _place_objects(rng, cover_map, target, scale)
     while not objects:  # every scene has at least one object; an empty draw is vanishingly rare
@@ -384,6 +385,7 @@ def _place_objects(
                 angle_deg=angle % 360.0,
                 colour=COLOURS[int(rng.integers(len(COLOURS)))],
                 temperature=TEMPERATURES[int(rng.integers(len(TEMPERATURES)))],
+                paint_gain=float(rng.uniform(0.95, 1.05)),
                 polygon=polygon,
                 mask=mask,
                 bbox_px=bbox,

@@ -71,7 +71,9 @@ _NUMBER_WORDS = {
 }  # fmt: skip
 _NUMBER = r"[-+]?\d+(?:\.\d+)?"
 _BOX = re.compile(rf"\[\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*,\s*({_NUMBER})\s*\]")
-_PUNCTUATION = str.maketrans("".join(c for c in string.punctuation if c != "-"), " " * (len(string.punctuation) - 1))
+_PUNCTUATION = str.maketrans(
+    "".join(c for c in string.punctuation if c != "-"), " " * (len(string.punctuation) - 1)
+)
 _ALL_PUNCTUATION = str.maketrans(string.punctuation, " " * len(string.punctuation))
 
 
