@@ -42,8 +42,15 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from earthgptx.bus import metrics
-from earthgptx.bus.dead_letter import CAUSE_OF_DECODE_FAILURE, ClaimStore, build_dead_letter, cause_label
-from earthgptx.bus.errors import PermanentError, TransientError
+from earthgptx.bus.dead_letter import (
+    CAUSE_OF_DECODE_FAILURE,
+    ClaimStore,
+    build_dead_letter,
+    cause_label,
+    record_size,
+    stripped,
+)
+from earthgptx.bus.errors import EventTooLargeError, PermanentError, TransientError
 from earthgptx.bus.producer import EventProducer
 from earthgptx.bus.topics import dead_letter_topic, ensure_topics_from_settings
 from earthgptx.events import EventDecodeError, decode_event, event_type_name
@@ -441,7 +448,7 @@ class ConsumerLoop:
         """Handle or dead-letter one record. False if interrupted before it was done (it stays uncommitted)."""
         topic_route = self.routes[record.topic]
         processed, retried, handler_seconds = self._metrics[record.topic]
-        size = len(record.value) if record.value is not None else 0
+        size = record_size(record)
         if size > self._max_event_bytes:
             return self._dead_letter(
                 record,
@@ -527,12 +534,19 @@ class ConsumerLoop:
         )
         producer = self._dead_letter_producer
         assert producer is not None
-        key = (record.key or b"").decode("utf-8", errors="replace")
+        # Keyed like the source (scene id), so one scene's dead letters stay in order too.
+        key = (record.key or b"")[:256].decode("utf-8", errors="replace")
         failures = 0
         while True:
             try:
                 producer.publish_and_wait(self.dead_letter_topic, key, letter)
                 break
+            except EventTooLargeError:
+                if not (letter.payload or letter.source_key or letter.source_headers):
+                    raise
+                log.warning("group %s: dead letter for %s too large; sending it without payload",
+                            self.group_id, _where(record))
+                letter = stripped(letter)
             except TransientError as exc:
                 # The record must not be committed before its dead letter is durable: retry, never drop.
                 failures += 1

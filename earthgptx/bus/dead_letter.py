@@ -39,6 +39,28 @@ def cause_label(cause: DeadLetterCause) -> str:
     return DeadLetterCause.Name(cause).removeprefix("DEAD_LETTER_CAUSE_").lower()
 
 
+def record_size(record: SourceRecord) -> int:
+    """Bytes of key, value and headers: what a consumer holds in memory for this record."""
+    headers = sum(len(k) + len(v or b"") for k, v in (record.headers or []))
+    return len(record.value or b"") + len(record.key or b"") + headers
+
+
+def stripped(letter: DeadLetter) -> DeadLetter:
+    """The dead letter without payload, key and headers: what is left when even the capped letter is refused.
+
+    It still names the source topic, partition and offset, from which the record can be read again while the
+    topic's retention keeps it.
+    """
+    smaller = DeadLetter()
+    smaller.CopyFrom(letter)
+    smaller.ClearField("payload")
+    smaller.ClearField("source_key")
+    smaller.ClearField("source_headers")
+    smaller.payload_truncated = True
+    smaller.reason = f"{letter.reason} [payload, key and headers dropped: the dead letter was too large]"
+    return smaller
+
+
 def build_dead_letter(
     record: SourceRecord,
     *,
@@ -58,9 +80,18 @@ def build_dead_letter(
     The payload is copied whole when it fits in ``max_payload_bytes``; otherwise it is stored through
     ``claim_store`` when there is one (claim check, as for images), and in any case its first ``preview_bytes``
     are kept with ``payload_truncated`` set, together with its size and SHA-256, so the dead letter itself always
-    stays small enough for the broker.
+    stays small enough for the broker. Key and header values are cut to ``preview_bytes`` each, and headers stop
+    once they add up to ``max_payload_bytes``, for the same reason.
     """
     value = bytes(record.value or b"")
+    headers: list[RecordHeader] = []
+    header_bytes = 0
+    for key, header_value in record.headers or []:
+        kept = bytes(header_value or b"")[:preview_bytes]
+        header_bytes += len(key) + len(kept)
+        if header_bytes > max_payload_bytes:
+            break
+        headers.append(RecordHeader(key=key[:preview_bytes], value=kept))
     letter = DeadLetter(
         cause=cause,
         reason=reason,
@@ -69,8 +100,8 @@ def build_dead_letter(
         source_topic=record.topic,
         source_partition=record.partition,
         source_offset=record.offset,
-        source_key=bytes(record.key or b""),
-        source_headers=[RecordHeader(key=k, value=bytes(v or b"")) for k, v in (record.headers or [])],
+        source_key=bytes(record.key or b"")[:preview_bytes],
+        source_headers=headers,
         payload_size=len(value),
         payload_sha256=hashlib.sha256(value).hexdigest(),
         attempts=attempts,

@@ -100,6 +100,9 @@ def test_producer_stamps_keys_and_refuses_oversized_events(
 ) -> None:
     topic = new_topic("produce")
     with EventProducer(kafka_settings, producer_name="ingest", max_event_bytes=2048) as producer:
+        # kafka-python silently turns idempotence off when other settings conflict with it: check what it runs.
+        effective = producer._producer.config
+        assert effective["enable_idempotence"] is True and effective["acks"] == -1
         first = producer.publish_and_wait(topic, "scene-a", scene("scene-a"))
         again = producer.publish_and_wait(topic, "scene-a", scene("scene-a-2"))
         with pytest.raises(EventTooLargeError, match="exceeds max_event_bytes=2048"):

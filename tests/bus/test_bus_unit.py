@@ -14,7 +14,15 @@ from typing import Any, NamedTuple
 import pytest
 from bus_testkit import scene
 
-from earthgptx.bus import ConsumerLoop, ConsumerOptions, PermanentError, PublishError, TransientError, route
+from earthgptx.bus import (
+    ConsumerLoop,
+    ConsumerOptions,
+    EventTooLargeError,
+    PermanentError,
+    PublishError,
+    TransientError,
+    route,
+)
 from earthgptx.bus.dead_letter import build_dead_letter, cause_label
 from earthgptx.events import encode_event, stamp
 from earthgptx.v1.events_pb2 import DeadLetter, DeadLetterCause, ObjectRef, PromptTask, SceneIngested
@@ -35,14 +43,17 @@ class FakeRecord(NamedTuple):
 class RecordingProducer:
     """Stands in for the dead-letter EventProducer; can fail its first ``failures`` publishes."""
 
-    def __init__(self, failures: int = 0) -> None:
+    def __init__(self, failures: int = 0, max_bytes: int | None = None) -> None:
         self.failures = failures
+        self.max_bytes = max_bytes
         self.published: list[tuple[str, str, DeadLetter]] = []
 
     def publish_and_wait(self, topic: str, key: str, message: DeadLetter, **_: Any) -> None:
         if self.failures:
             self.failures -= 1
             raise PublishError("broker not reachable")
+        if self.max_bytes is not None and message.ByteSize() > self.max_bytes:
+            raise EventTooLargeError(f"{message.ByteSize()} bytes")
         self.published.append((topic, key, message))
 
 
@@ -125,7 +136,7 @@ def test_oversized_records_are_dead_lettered_before_decoding() -> None:
     assert loop._process_record(record(value))
     letter = only_letter(dlq)
     assert letter.cause == DeadLetterCause.DEAD_LETTER_CAUSE_OVERSIZE
-    assert letter.reason == f"record of {len(value)} bytes exceeds max_event_bytes=1000"
+    assert letter.reason == f"record of {len(value) + 7 + 2} bytes exceeds max_event_bytes=1000"  # + key, headers
     assert letter.payload == value[:100] and letter.payload_truncated
     assert letter.payload_size == len(value)
 
@@ -214,6 +225,26 @@ def test_a_dead_letter_is_retried_until_the_broker_acknowledges_it() -> None:
     dlq = RecordingProducer(failures=2)
     assert make_loop(lambda e: None, dlq)._process_record(record(b"\xff\xff"))
     assert len(dlq.published) == 1 and dlq.failures == 0
+
+
+def test_a_dead_letter_the_broker_refuses_as_too_large_is_sent_without_payload() -> None:
+    value = b"\xff" + b"x" * 3000
+    dlq = RecordingProducer(max_bytes=1000)
+    assert make_loop(lambda e: None, dlq)._process_record(record(value))
+    letter = only_letter(dlq)
+    assert letter.cause == DeadLetterCause.DEAD_LETTER_CAUSE_DECODE
+    assert letter.payload == b"" and letter.payload_truncated and letter.payload_size == len(value)
+    assert (letter.source_topic, letter.source_offset) == (TOPIC, 7)
+    assert "dropped: the dead letter was too large" in letter.reason
+
+
+def test_dead_letter_headers_and_key_are_capped() -> None:
+    big = FakeRecord(TOPIC, 0, 1, -1, b"k" * 500, b"v", [("a", b"1" * 300), ("b", b"2" * 300), ("c", b"3")])
+    letter = build_dead_letter(big, cause=DeadLetterCause.DEAD_LETTER_CAUSE_DECODE, reason="r", group_id="g",
+                               expected_type="t", max_payload_bytes=400, preview_bytes=200)
+    assert letter.source_key == b"k" * 200
+    assert [(h.key, h.value) for h in letter.source_headers] == [("a", b"1" * 200)]
+    assert not letter.HasField("source_timestamp")
 
 
 def test_backoff_grows_exponentially_up_to_the_cap_with_bounded_jitter() -> None:
