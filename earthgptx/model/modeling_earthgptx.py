@@ -462,7 +462,7 @@ class EarthGPTXMaskDecoder(nn.Module):
 
     ``pixel_features`` depends only on the image (so it is part of the ONNX vision graph);
     ``predict`` turns each ``[SEG]`` hidden state into a kernel (after attending to the pixel features of its
-    sample) and takes its dot product with every pixel feature, at half the chip resolution, upsampled ×2.
+    sample) and takes its dot product with every pixel feature (half the view resolution), upsampled to the chip.
     """
 
     def __init__(self, config: EarthGPTXConfig) -> None:
@@ -471,6 +471,8 @@ class EarthGPTXMaskDecoder(nn.Module):
         conv_sizes = config.vision_config.convnext_config.hidden_sizes
         groups = 8 if dm % 8 == 0 else 1
         self.grid_size = config.vision_config.grid_size
+        # Masks come out at the chip size (twice the view size when the chip is read as 5 views).
+        self.output_size = config.image_size
         self.grid_proj = nn.Conv2d(config.fusion_config.hidden_size, dm, 1)
         self.stride4_proj = nn.Conv2d(conv_sizes[0], dm, 1)
         self.stride8_proj = nn.Conv2d(conv_sizes[1], dm, 1)
@@ -506,14 +508,15 @@ class EarthGPTXMaskDecoder(nn.Module):
         return self.refine(x)
 
     def predict(self, seg_hidden: torch.Tensor, pixel_features: torch.Tensor) -> torch.Tensor:
-        """``seg_hidden`` ``(M, H)``, ``pixel_features`` ``(M, dm, h, w)`` (of each mask's sample) → ``(M, 2h, 2w)``."""
+        """``seg_hidden`` ``(M, H)``, ``pixel_features`` ``(M, dm, h, w)`` (of each mask's sample) → ``(M, S, S)``."""
         query = self.query_in(seg_hidden.to(pixel_features.dtype)).unsqueeze(1)  # (M, 1, dm)
         context = F.adaptive_avg_pool2d(pixel_features, self.grid_size).flatten(2).transpose(1, 2)
         query = query + self.query_attn(self.query_norm(query), context=self.context_norm(context))
         kernel = self.kernel(query).squeeze(1)  # (M, dm)
         logits = torch.einsum("md,mdhw->mhw", kernel, pixel_features) / math.sqrt(kernel.shape[-1])
         logits = logits + self.mask_bias
-        return F.interpolate(logits.unsqueeze(1), scale_factor=2, mode="bilinear", align_corners=False).squeeze(1)
+        size = (self.output_size, self.output_size)
+        return F.interpolate(logits.unsqueeze(1), size=size, mode="bilinear", align_corners=False).squeeze(1)
 
 
 def mask_losses(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -640,18 +643,22 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         image_tokens: torch.Tensor,
         prompt_tokens: torch.Tensor,
         prompt_valid: torch.Tensor,
+        answer_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Embed ``input_ids`` ``(B, L)`` and put vision tokens in place of the placeholders → ``(B, L, H)``.
 
         Every sample must contain exactly ``num_image_tokens`` ``<image>`` ids; each occurrence of
         ``<regionI>`` takes the next of prompt I's K tokens (cycling, so a region mentioned twice gets its K
-        tokens twice). Raises ``ValueError`` naming the sample when counts do not match.
+        tokens twice). Region ids at ``answer_mask`` positions (answer tokens, which the model itself emits) keep
+        their token embedding. Raises ``ValueError`` naming the sample when counts do not match.
         """
         config = self.config
         embed = self.get_input_embeddings()
         image_positions = input_ids == config.image_token_id
         region_ids = torch.tensor(config.region_token_ids, device=input_ids.device)
         is_region = (input_ids.unsqueeze(-1) == region_ids).any(-1)
+        if answer_mask is not None:
+            is_region = is_region & ~answer_mask
         placeholders = image_positions | is_region
         embeds = embed(input_ids.masked_fill(placeholders, 0))
 
@@ -723,7 +730,8 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         config = self.config
         prompt_masks, prompt_valid = self._default_prompts(pixel_values, prompt_masks, prompt_valid)
         vision = self.encode_vision(pixel_values, modality_ids, prompt_masks, prompt_valid)
-        embeds = self.embed_inputs(input_ids, vision.image_tokens, vision.prompt_tokens, prompt_valid)
+        answer_mask = None if labels is None else labels != config.ignore_index
+        embeds = self.embed_inputs(input_ids, vision.image_tokens, vision.prompt_tokens, prompt_valid, answer_mask)
         lm = self.language_model(
             inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )

@@ -2,7 +2,8 @@
 
 - **Bands** (per modality, never one mean/std for all): every chip becomes 13 float32 *band slots*; each modality
   fills its own slots (``BAND_SLOTS``) and leaves the rest zero, and the model's learned band adapter mixes them.
-  Optical (3 bands, uint8 ``/255`` or uint16 reflectance ``/10000``) and multispectral (4–13 Sentinel-2-like bands
+  Optical (3 bands, uint8 ``/255``, uint16 reflectance ``/10000``, float reflectance — or float holding
+  those digital numbers, detected by range) and multispectral (4–13 Sentinel-2-like bands
   selected by name, reflectance) are standardised with fixed per-band statistics; SAR (1–2 polarisations,
   amplitude, intensity or dB) goes to dB, is clipped to the chip's 1st–99th percentile per band
   (speckle-robust) and standardised; thermal infrared (1 band) is scaled per chip between its 2nd and 98th
@@ -10,7 +11,8 @@
 - **Prompts** (point, box, polygon, scribble; chip pixels) are validated, normalised to the integer ``[0, 1000)``
   grid (DESIGN §2) and rasterised with rasterio into one mask per prompt at the model's chip size.
 - **Text**: a chat template (``USER: … ASSISTANT: …``), ``<image>`` expanded to the image tokens and
-  ``<regionI>`` to the K tokens of prompt I, labels ``-100`` everywhere but the assistant's answers.
+  ``<regionI>`` in human turns to the K tokens of prompt I (in answers ``<regionI>`` stays one ordinary token),
+  labels ``-100`` everywhere but the assistant's answers.
 - **Parsing**: answer text, labels, boxes ``[x1, y1, x2, y2]`` (grid and pixels) and ``[SEG]`` masks.
 """
 
@@ -155,12 +157,17 @@ def normalize_bands(
             scaled = data / 255.0
         elif np.issubdtype(array.dtype, np.integer):
             scaled = data / 10000.0  # reflectance × 10 000, the Landsat/Sentinel-2 L2 convention
+        elif _percentile(data, 99.0) <= 2.0:
+            scaled = data  # float reflectance
+        elif modality == "optical" and _percentile(data, 100.0) <= 255.0:
+            scaled = data / 255.0  # 8-bit digital numbers stored as float
         else:
-            scaled = data  # float input is reflectance already
+            scaled = data / 10000.0  # scaled reflectance stored as float
         scaled = np.clip(scaled, 0.0, 1.5)
         mean, std = (_OPTICAL_MEAN, _OPTICAL_STD) if modality == "optical" else (_MS_MEAN, _MS_STD)
         for band, slot in enumerate(slots):
-            out[slot] = (scaled[band] - mean[slot]) / std[slot]
+            # Bright outliers in a low-variance band (cirrus) must not dominate the adapter's input.
+            out[slot] = np.clip((scaled[band] - mean[slot]) / std[slot], -10.0, 10.0)
     elif modality == "sar":
         if sar_scale not in SAR_SCALES:
             raise ValueError(f"unknown sar_scale {sar_scale!r}; expected one of {', '.join(SAR_SCALES)}")
@@ -489,10 +496,10 @@ class EarthGPTXProcessor:
                         f"text refers to <region{index}> but only {num_prompts} visual prompt(s) were given"
                     )
 
-    def _encode_text(self, text: str) -> list[int]:
+    def _encode_text(self, text: str, expand_regions: bool = True) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         expanded: list[int] = []
-        region_ids = set(self.region_token_ids)
+        region_ids = set(self.region_token_ids) if expand_regions else set()
         for token in ids:
             if token == self.image_token_id:
                 expanded.extend([token] * self.num_image_tokens)
@@ -525,6 +532,8 @@ class EarthGPTXProcessor:
         if image_mentions == 0:
             turns[0] = {"from": "human", "value": f"{IMAGE_TOKEN}\n{turns[0]['value']}"}
         self._check_regions((t["value"] for t in turns), num_prompts)
+        if any(IMAGE_TOKEN in t["value"] for t in turns if t["from"] == "gpt"):
+            raise ValueError(f"{IMAGE_TOKEN} may only appear in human turns")
         if SEG_TOKEN in "".join(t["value"] for t in turns if t["from"] == "human"):
             raise ValueError(f"{SEG_TOKEN} may only appear in answers")
 
@@ -538,7 +547,10 @@ class EarthGPTXProcessor:
                 input_ids += ids
                 labels += [-100] * len(ids)
             else:
-                ids = self._encode_text(turn["value"].strip()) + ([eos] if eos is not None else [])
+                # An answer that names a region says it with one ``<regionI>`` token (what the model can emit),
+                # not with the prompt's K placeholders.
+                ids = self._encode_text(turn["value"].strip(), expand_regions=False)
+                ids += [eos] if eos is not None else []
                 input_ids += ids
                 labels += ids
         if train and not any(t["from"] == "gpt" for t in turns):

@@ -1,0 +1,240 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
+
+
+@pytest.fixture(scope="module")
+def train_batch(processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+    root, records = records_dir
+    return processor.collate_records(records, root, train=True)
+
+
+@pytest.fixture(scope="module")
+def infer_batch(processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+    root, records = records_dir
+    return processor.collate_records(records, root, train=False)
+
+
+def test_forward_shapes(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+    config = model.config
+    with torch.no_grad():
+        out = model(**train_batch)
+    b, length = train_batch["input_ids"].shape
+    n = train_batch["prompt_masks"].shape[1]
+    hidden = config.text_config.hidden_size
+    assert out.logits.shape == (b, length, config.text_config.vocab_size)
+    assert out.image_tokens.shape == (b, config.num_image_tokens, hidden)
+    assert out.prompt_tokens.shape == (b, n, config.tokens_per_prompt, hidden)
+    assert out.mask_logits.shape == (1, config.image_size, config.image_size)
+    assert out.seg_batch_index.tolist() == [2]
+    for value in (out.loss, out.lm_loss, out.mask_loss):
+        assert value.ndim == 0 and torch.isfinite(value)
+    assert torch.allclose(out.loss, out.lm_loss + out.mask_loss)
+    # prompt tokens of empty slots are zero
+    assert not out.prompt_tokens[3].any() and out.prompt_tokens[1, 0].abs().sum() > 0
+
+
+def test_loss_counts_only_answer_tokens(
+    model: EarthGPTXForConditionalGeneration,
+    train_batch: dict[str, torch.Tensor],
+    processor: EarthGPTXProcessor,
+    records_dir: tuple[Path, list[dict[str, Any]]],
+) -> None:
+    batch = {k: v for k, v in train_batch.items() if k != "target_masks"}
+    with torch.no_grad():
+        out = model(**batch)
+    labels = batch["labels"]
+    logits = out.logits[:, :-1]
+    target = labels[:, 1:]
+    keep = target != -100
+    expected = F.cross_entropy(logits[keep], target[keep])
+    assert torch.allclose(out.lm_loss, expected, atol=1e-5)
+    assert out.mask_loss is None
+    # exactly the answer tokens (+ </s> each), with region placeholders expanded to K tokens
+    expected_count = 0
+    for record in records_dir[1]:
+        ids = processor._encode_text(record["conversations"][1]["value"], expand_regions=False)
+        expected_count += len(ids) + 1
+    assert int(keep.sum()) == expected_count
+
+
+def test_regions_named_in_answers_keep_their_token_embedding(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor], processor: EarthGPTXProcessor
+) -> None:
+    ids, labels = train_batch["input_ids"][:1], train_batch["labels"][:1]
+    answer = labels != -100
+    region1 = processor.region_token_ids[0]
+    assert int(((ids == region1) & answer).sum()) == 1  # "<region1> is left of <region2>." names it once
+    assert int(((ids == region1) & ~answer).sum()) == processor.tokens_per_prompt
+    with torch.no_grad():
+        vision = model.encode_vision(
+            train_batch["pixel_values"][:1], train_batch["modality_ids"][:1],
+            train_batch["prompt_masks"][:1], train_batch["prompt_valid"][:1],
+        )
+        embeds = model.embed_inputs(ids, vision.image_tokens, vision.prompt_tokens, train_batch["prompt_valid"][:1], answer)
+        table = model.get_input_embeddings().weight
+    at_answer = ((ids == region1) & answer).nonzero()[0]
+    torch.testing.assert_close(embeds[0, at_answer[1]], table[region1])
+    prompt_side = ((ids == region1) & ~answer).nonzero()[:, 1]
+    torch.testing.assert_close(embeds[0, prompt_side], vision.prompt_tokens[0, 0])
+
+
+def test_all_masked_labels_give_zero_not_nan(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+    batch = dict(train_batch, labels=torch.full_like(train_batch["labels"], -100))
+    batch.pop("target_masks")
+    with torch.no_grad():
+        assert model(**batch).loss.item() == 0.0
+
+
+def test_backward_reaches_every_part(config: EarthGPTXConfig, train_batch: dict[str, torch.Tensor]) -> None:
+    torch.manual_seed(1)
+    model = EarthGPTXForConditionalGeneration(config).train()
+    model(**train_batch).loss.backward()
+    for part in ("vision_tower", "prompt_encoder", "fusion", "multi_modal_projector", "language_model", "mask_decoder"):
+        grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), part
+    assert model.vision_tower.band_adapter.weight.grad[:, :, :].abs().sum() > 0
+
+
+def _single(batch: dict[str, torch.Tensor], i: int, n_prompts: int, train: bool) -> dict[str, torch.Tensor]:
+    """Sample i alone, with its own padding removed."""
+    mask = batch["attention_mask"][i].bool()
+    one = {k: v[i : i + 1] for k, v in batch.items() if k not in ("target_masks",)}
+    for key in ("input_ids", "attention_mask") + (("labels",) if train else ()):
+        one[key] = one[key][:, mask]
+    one["prompt_masks"] = one["prompt_masks"][:, : max(1, n_prompts)]
+    one["prompt_valid"] = one["prompt_valid"][:, : max(1, n_prompts)]
+    return one
+
+
+def test_mixed_prompt_counts_match_single_samples(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+    batch = {k: v for k, v in train_batch.items() if k != "target_masks"}
+    with torch.no_grad():
+        full = model(**batch)
+        for i, n in enumerate([2, 1, 3, 0]):
+            alone = model(**_single(batch, i, n, train=True))
+            mask = batch["attention_mask"][i].bool()
+            torch.testing.assert_close(full.logits[i][mask], alone.logits[0], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(full.prompt_tokens[i, :n], alone.prompt_tokens[0, :n], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("modality_id", [0, 1, 2, 3])
+def test_modality_changes_the_image_tokens(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor], modality_id: int) -> None:
+    pixel_values = train_batch["pixel_values"][:1]
+    masks, valid = train_batch["prompt_masks"][:1], train_batch["prompt_valid"][:1]
+    with torch.no_grad():
+        ours = model.encode_vision(pixel_values, torch.tensor([modality_id]), masks, valid).image_tokens
+        other = model.encode_vision(pixel_values, torch.tensor([(modality_id + 1) % 4]), masks, valid).image_tokens
+    assert torch.isfinite(ours).all()
+    assert not torch.allclose(ours, other)
+
+
+def test_prompt_position_changes_prompt_tokens(model: EarthGPTXForConditionalGeneration) -> None:
+    pixel_values = torch.randn(1, 13, 128, 128)
+    masks = torch.zeros(1, 2, 128, 128)
+    masks[0, 0, 40:50, 40:50] = 1
+    masks[0, 1, 40:50, 52:62] = 1  # the same box, shifted next to the first
+    with torch.no_grad():
+        tokens = model.encode_vision(pixel_values, torch.tensor([0]), masks, torch.tensor([[True, True]])).prompt_tokens
+    difference = (tokens[0, 0] - tokens[0, 1]).norm() / tokens[0, 0].norm()
+    assert difference > 0.05
+
+
+def test_error_more_regions_than_prompts(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+    batch = {k: v for k, v in train_batch.items() if k != "target_masks"}
+    batch["prompt_valid"] = batch["prompt_valid"].clone()
+    batch["prompt_valid"][0, 1] = False  # sample 0 mentions <region2>
+    with pytest.raises(ValueError, match=r"sample 0 refers to <region2> but only 1 visual prompt"):
+        model(**batch)
+
+
+def test_error_image_token_count(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor], processor: EarthGPTXProcessor) -> None:
+    batch = {k: v for k, v in train_batch.items() if k != "target_masks"}
+    ids = batch["input_ids"].clone()
+    first = int((ids[1] == processor.image_token_id).nonzero()[0])
+    ids[1, first] = processor.tokenizer.unk_token_id
+    with pytest.raises(ValueError, match=r"image tokens and image features do not match: sample 1 has 63"):
+        model(**dict(batch, input_ids=ids))
+
+
+def test_error_target_mask_count(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+    batch = dict(train_batch, target_masks=torch.zeros(2, 128, 128))
+    with pytest.raises(ValueError, match=r"found 1 \[SEG\] tokens in input_ids but target_masks has 2"):
+        model(**batch)
+
+
+def test_generate_batch_matches_single_requests(model: EarthGPTXForConditionalGeneration, infer_batch: dict[str, torch.Tensor]) -> None:
+    out = model.generate(**infer_batch, max_new_tokens=6)
+    assert out.sequences.shape == (4, 6)
+    for i, n in enumerate([2, 1, 3, 0]):
+        alone = model.generate(**_single(infer_batch, i, n, train=False), max_new_tokens=6)
+        assert out.sequences[i].tolist() == alone.sequences[0].tolist()
+    # the first generated token is the argmax of a plain forward pass at the last position
+    with torch.no_grad():
+        logits = model(**infer_batch).logits[:, -1]
+    assert out.sequences[:, 0].tolist() == logits.argmax(-1).tolist()
+
+
+def test_generate_rejects_right_padding(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+    batch = {k: v for k, v in train_batch.items() if k not in ("labels", "target_masks")}
+    with pytest.raises(ValueError, match="left-padded"):
+        model.generate(**batch, max_new_tokens=2)
+
+
+def test_generated_seg_gives_the_same_mask_as_teacher_forcing(model: EarthGPTXForConditionalGeneration, infer_batch: dict[str, torch.Tensor], processor: EarthGPTXProcessor) -> None:
+    seg = processor.seg_token_id
+    bias = torch.zeros(model.config.text_config.vocab_size)
+    bias[seg] = 1e4  # make the untrained model answer with [SEG]
+    handle = model.language_model.lm_head.register_forward_hook(lambda _m, _i, out: out + bias)
+    try:
+        one = _single(infer_batch, 2, 3, train=False)
+        out = model.generate(**one, max_new_tokens=2)
+        assert out.sequences[0].tolist() == [seg, seg]
+        assert out.mask_logits.shape == (2, 128, 128)
+        assert out.seg_batch_index.tolist() == [0, 0] and out.seg_token_index.tolist() == [0, 1]
+        forced = dict(one)
+        forced["input_ids"] = torch.cat([one["input_ids"], torch.tensor([[seg, seg]])], 1)
+        forced["attention_mask"] = torch.ones_like(forced["input_ids"])
+        with torch.no_grad():
+            teacher = model(**forced)
+        torch.testing.assert_close(out.mask_logits, teacher.mask_logits, rtol=1e-4, atol=1e-4)
+    finally:
+        handle.remove()
+
+
+def test_save_and_load_round_trip(tmp_path: Path, model: EarthGPTXForConditionalGeneration, processor: EarthGPTXProcessor, infer_batch: dict[str, torch.Tensor]) -> None:
+    model.save_pretrained(tmp_path)
+    processor.save_pretrained(tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= names
+    loaded = EarthGPTXForConditionalGeneration.from_pretrained(tmp_path).eval()
+    loaded_processor = EarthGPTXProcessor.from_pretrained(tmp_path)
+    assert loaded_processor.to_dict() == processor.to_dict()
+    original, restored = model.state_dict(), loaded.state_dict()
+    assert original.keys() == restored.keys()
+    assert all(torch.equal(original[k], restored[k]) for k in original)
+    with torch.no_grad():
+        torch.testing.assert_close(model(**infer_batch).logits, loaded(**infer_batch).logits)
+
+
+def test_five_views(tokenizer: Any) -> None:
+    config = EarthGPTXConfig.tiny(
+        tokenizer=tokenizer, vision_config={"num_views": 5}, prompt_config={"mask_size": 256, "patch_size": 32}
+    )
+    model = EarthGPTXForConditionalGeneration(config).eval()
+    masks = torch.zeros(2, 1, 256, 256)
+    masks[:, 0, 10:100, 20:60] = 1
+    with torch.no_grad():
+        out = model.encode_vision(torch.randn(2, 13, 256, 256), torch.tensor([0, 2]), masks, torch.ones(2, 1, dtype=torch.bool))
+    assert out.image_tokens.shape == (2, 5 * 64, config.text_config.hidden_size)
+    assert out.mask_features.shape == (2, config.mask_decoder_hidden_size, 64, 64)
+    with torch.no_grad():
+        masks_out = model.predict_masks(torch.randn(3, config.text_config.hidden_size), torch.tensor([0, 1, 1]), out.mask_features)
+    assert masks_out.shape == (3, 256, 256)
