@@ -48,13 +48,14 @@ COVER_SIGMA0_DB: dict[str, tuple[float, float]] = {
 }
 COVER_SIGMA0_SPREAD_DB = {"water": 1.0, "vegetation": 1.2, "bare soil": 1.5, "urban": 2.5}
 ASPHALT_SIGMA0_DB = (-17.0, -24.0)
-# Hard targets: distinct per class so the class shows in SAR by brightness as well as by shape.
+# Hard targets: distinct per class so the class shows in SAR by brightness as well as by shape, and at least
+# 8 dB above the brightest surface (urban) so even a small target stands out of the speckle.
 OBJECT_SIGMA0_DB: dict[str, tuple[float, float]] = {
-    "ship": (6.0, -3.0),
-    "airplane": (2.0, -7.0),
-    "storage tank": (9.0, 0.0),
-    "vehicle": (-1.0, -9.0),
-    "building": (5.0, -4.0),
+    "ship": (7.0, -2.0),
+    "airplane": (4.0, -5.0),
+    "storage tank": (10.0, 1.0),
+    "vehicle": (2.0, -7.0),
+    "building": (6.0, -3.0),
 }
 NOISE_FLOOR_DB = (-26.0, -31.0)
 
