@@ -258,7 +258,6 @@ def test_cli_writes_a_dataset(tmp_path: Path) -> None:
     assert meta["n_scenes"] == 2 and meta["counts"]["records"] == len(records)
 
 
-@pytest.mark.slow
 def test_worker_processes_do_not_change_the_output(tmp_path: Path) -> None:
     one = generate_dataset(tmp_path / "one", 6, seed=9, progress=False, workers=1)
     two = generate_dataset(tmp_path / "two", 6, seed=9, progress=False, workers=2)
