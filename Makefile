@@ -1,0 +1,64 @@
+# EarthGPT-X platform. `make demo` runs the main job, `make test` the tests; both work on a fresh machine.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+EGX_CACHE ?= $(HOME)/.cache/earthgptx
+VENV ?= $(EGX_CACHE)/venv
+PY := $(VENV)/bin/python
+STACK := deploy/local/stack.sh
+PYTEST_ARGS ?=
+
+export EGX_CACHE
+export EGX_VENV := $(VENV)
+
+.PHONY: help env up down status demo test test-unit lint proto proto-check lock bench train eval compose-check clean-state
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+env: ## build the Python environment (virtualenv in $(VENV) from requirements.lock)
+	@deploy/local/python.sh install
+
+up: ## start the local stack (PostGIS, Kafka, MinIO, Triton); installs what is missing; waits until ready
+	@$(STACK) up
+
+down: ## stop the local stack (data stays in .stack/)
+	@$(STACK) down
+
+status: ## print each service as up or down, with its address
+	@$(STACK) status
+
+demo: up ## the main job: bring the stack up and send events through the pipeline into PostGIS
+	@$(PY) -m earthgptx.demo
+
+test: up ## bring the stack up and run the whole test suite against it
+	@$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: env ## tests that need no running service
+	@$(PY) -m pytest -m "not kafka and not postgis and not minio and not triton" $(PYTEST_ARGS)
+
+lint: env ## ruff + mypy over the library, services, tests and benchmarks
+	@$(PY) -m ruff check earthgptx services tests bench deploy
+	@$(PY) -m mypy earthgptx services
+
+proto: env ## regenerate the Python code of proto/ (never edit the generated files by hand)
+	@deploy/gen_proto.sh
+
+proto-check: env ## check the generated code and the field-number lock are current
+	@$(PY) proto/fields_lock.py check && $(PY) -m pytest -q tests/test_events.py
+
+lock: ## re-resolve requirements.in into the pinned requirements.lock
+	@python3 -m venv /tmp/egx-lock && /tmp/egx-lock/bin/pip install -q -r requirements.in \
+	  && /tmp/egx-lock/bin/pip freeze --exclude-editable | grep -v '^earthgptx' > requirements.lock
+
+bench: up ## run the benchmarks; results land in bench/results/
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+train: env ## reproduce the shipped tiny model (dataset generation + one-stage training)
+	@$(PY) -m earthgptx.training.train --config configs/tiny.yaml
+
+eval: env ## evaluate the shipped model on the held-out split and print the report
+	@$(PY) -m earthgptx.training.evaluate --config configs/tiny.yaml
+
+clean-state: down ## delete the local stack's data and logs
+	@rm -rf .stack
