@@ -1,0 +1,71 @@
+"""docker-compose.yml validates against the Compose Specification's JSON schema (no engine needed).
+
+The schema is the one the reference implementation embeds (module github.com/compose-spec/compose-go/v2,
+file schema/compose-spec.json), fetched through the Go module proxy into the Go module cache, outside the clone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE_GO = "github.com/compose-spec/compose-go/v2@v2.16.2"
+INFRASTRUCTURE = {"kafka", "postgis", "minio", "triton"}
+
+
+@pytest.fixture(scope="module")
+def compose_schema(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    if "EGX_COMPOSE_SCHEMA" in os.environ:
+        return json.loads(Path(os.environ["EGX_COMPOSE_SCHEMA"]).read_text())
+    go = shutil.which("go")
+    assert go, "the Go toolchain is needed to fetch the Compose Specification schema"
+    workdir = tmp_path_factory.mktemp("compose-schema")
+    env = {**os.environ, "GOFLAGS": "-mod=mod"}
+    out = subprocess.run(
+        [go, "mod", "download", "-json", COMPOSE_GO], cwd=workdir, env=env,
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    module_dir = Path(json.loads(out.stdout)["Dir"])
+    return json.loads((module_dir / "schema" / "compose-spec.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def test_compose_file_is_schema_valid(compose: dict, compose_schema: dict) -> None:
+    validator = jsonschema.Draft202012Validator(compose_schema)
+    errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
+    assert not errors, "\n".join(f"{list(e.path)}: {e.message}" for e in errors)
+
+
+def test_schema_rejects_a_broken_file(compose: dict, compose_schema: dict) -> None:
+    """The check can fail: an unknown top-level key and a malformed port are refused."""
+    broken = {**compose, "servics": {}}
+    broken["services"] = {**compose["services"], "kafka": {**compose["services"]["kafka"], "ports": [{"x": 1}]}}
+    assert list(jsonschema.Draft202012Validator(compose_schema).iter_errors(broken))
+
+
+def test_compose_names_the_infrastructure_and_reserves_a_gpu(compose: dict) -> None:
+    services = compose["services"]
+    assert INFRASTRUCTURE <= set(services)
+    devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert any("gpu" in d.get("capabilities", []) for d in devices)
+    assert any(str(v).startswith("./model_repository:") for v in services["triton"]["volumes"])
+    assert services["kafka"]["environment"]["KAFKA_PROCESS_ROLES"] == "broker,controller"
+
+
+def test_no_secret_is_written_in_the_compose_file() -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    for line in text.splitlines():
+        if any(k in line for k in ("PASSWORD:", "SECRET_KEY:", "ACCESS_KEY:")):
+            assert "${" in line, f"secret given literally: {line.strip()}"
