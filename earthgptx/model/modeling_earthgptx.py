@@ -260,7 +260,12 @@ class EarthGPTXVisionTower(nn.Module):
             hidden = stage(hidden)
             stage_maps.append(hidden)
         conv_tokens = torch.cat([resample_to_grid(m, grid) for m in stage_maps], dim=1).flatten(2).transpose(1, 2)
-        dino_tokens = self.dinov2(pixel_values=views).last_hidden_state[:, 1:]
+        # DINOv2's own forward builds an all-ones attention mask when traced for export (it cannot prove the mask
+        # away there), which costs a masked softmax over every attention matrix in the ONNX graph; without
+        # padding there is nothing to mask, so run its parts directly (the same computation, mask-free).
+        dino = self.dinov2
+        dino_hidden = dino.encoder(dino.embeddings(views)).last_hidden_state
+        dino_tokens = dino.layernorm(dino_hidden)[:, 1:]
         tokens = torch.cat([conv_tokens, dino_tokens], dim=-1)
         batch = pixel_values.shape[0]
         tokens = tokens.reshape(batch, num_views * grid * grid, tokens.shape[-1])
