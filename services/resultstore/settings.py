@@ -1,0 +1,80 @@
+"""Settings of the resultstore service (``EGX_RESULTSTORE_*``), composing the shared Kafka and database blocks.
+
+    EGX_RESULTSTORE_GROUP_ID=resultstore          consumer group (its dead letters go to dlq.<group>)
+    EGX_RESULTSTORE_INPUT_TOPIC=inference.results
+    EGX_RESULTSTORE_OUTPUT_TOPIC=results.stored
+    EGX_RESULTSTORE_ALLOW_UNGEOREFERENCED=false   store pixel-only results for tiles without a georeference
+    EGX_RESULTSTORE_METRICS_PORT=9108             Prometheus /metrics (unset: no metrics server)
+    EGX_RESULTSTORE_LOG_FORMAT=json|text
+plus ``EGX_KAFKA_*`` and ``EGX_DB_*`` (``earthgptx.settings``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from earthgptx.bus import topics
+from earthgptx.settings import DatabaseSettings, KafkaSettings
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EGX_RESULTSTORE_", extra="ignore")
+
+    group_id: str = "resultstore"
+    input_topic: str = topics.INFERENCE_RESULTS
+    output_topic: str = topics.RESULTS_STORED
+    # DESIGN §3: a result of a tile without a usable georeference is rejected unless the deployment allows
+    # pixel-only results; it is never placed at (0, 0).
+    allow_ungeoreferenced: bool = False
+    # Transient failures (PostGIS down, publish not acknowledged) are retried this often before dead-lettering.
+    max_attempts: int = 8
+    # Seconds to wait for the broker to acknowledge each ResultStored (acks=all).
+    publish_timeout_s: float = 30.0
+    metrics_port: int | None = None
+    log_format: Literal["json", "text"] = "json"
+    log_level: str = "INFO"
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+
+    @field_validator("group_id", "input_topic", "output_topic")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value.strip()
+
+    @field_validator("max_attempts")
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError(f"must be at least 1, got {value}")
+        return value
+
+
+def load_stack_env(state_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Put the local stack's connection values (``<state_dir>/stack.env``, written by ``make up``) into the
+    environment, without overriding variables already set. Returns the names it set.
+
+    ``state_dir`` defaults to ``EGX_STATE_DIR`` or ``./.stack``. A missing file is not an error: deployed
+    services get their environment from the deployment, not from this file.
+    """
+    folder = Path(state_dir or os.environ.get("EGX_STATE_DIR") or ".stack")
+    env_file = folder / "stack.env"
+    if not env_file.is_file():
+        return []
+    loaded: list[str] = []
+    for raw in env_file.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key and key not in os.environ:
+            os.environ[key] = value.strip().strip("'\"")
+            loaded.append(key)
+    return loaded

@@ -1,0 +1,342 @@
+"""Unit tests of the resultstore handler: no broker, no database (in-memory fakes)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from affine import Affine
+from google.protobuf.message import Message
+from pyproj import Transformer
+from rasterio.windows import Window
+from shapely.geometry import GeometryCollection, Point, Polygon
+
+from earthgptx import events, pixels
+from earthgptx.bus import PermanentError, TransientError
+from earthgptx.store.errors import IntegrityViolation, StoreUnavailable
+from earthgptx.store.records import ResultRecord, TaskRecord
+from earthgptx.v1.events_pb2 import (
+    AffineTransform,
+    Answer,
+    DetectedBox,
+    InferenceResult,
+    Level,
+    PixelBox,
+    PixelPoint,
+    ResultStored,
+    TileWindow,
+    VisualPrompt,
+)
+from services.resultstore.handlers import ResultStoreHandler, result_id
+from services.resultstore.settings import Settings, load_stack_env
+
+UTM_33N = "EPSG:32633"
+# 0.5 m pixels; the scene's top-left corner lies on the central meridian of zone 33 (15° E), where easting is
+# 500 000 m by the definition of UTM.
+SCENE_TRANSFORM = Affine(0.5, 0.0, 500_000.0, 0.0, -0.5, 4_650_000.0)
+WINDOW = Window(64, 32, 256, 256)  # a chip made from this window at half resolution (128 px)
+
+
+class FakeRepository:
+    def __init__(self, fail_with: Exception | None = None) -> None:
+        self.tasks: dict[str, TaskRecord] = {}
+        self.results: dict[tuple[str, int], ResultRecord] = {}
+        self.timings: dict[str, dict[str, float]] = {}
+        self.fail_with = fail_with
+
+    def upsert_tasks(self, tasks: Iterable[TaskRecord]) -> int:
+        if self.fail_with is not None:
+            raise self.fail_with
+        new = [t for t in tasks if t.id not in self.tasks]
+        self.tasks.update((t.id, t) for t in new)
+        return len(new)
+
+    def record_task_results(
+        self, task_id: str, results: Iterable[ResultRecord], *, timings: dict[str, float] | None = None
+    ) -> int:
+        written = 0
+        for record in results:
+            key = (record.task_id, record.ordinal)
+            if self.results.get(key) != record:
+                self.results[key] = record
+                written += 1
+        self.timings[task_id] = dict(timings or {})
+        return written
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str, Message]] = []
+
+    def publish_and_wait(self, topic: str, key: str, message: Message, *, timeout_s: float = 30.0) -> Any:
+        self.published.append((topic, key, message))
+        return None
+
+
+def utm_tile() -> TileWindow:
+    return pixels.make_tile(SCENE_TRANSFORM, UTM_33N, WINDOW, 128, 128, tile_index=3)
+
+
+def grounding_result(**changes: Any) -> InferenceResult:
+    fields: dict[str, Any] = {
+        "task_id": "task-1",
+        "scene_id": "scene-1",
+        "level": Level.LEVEL_L2_GROUNDING,
+        "task": "grounding",
+        "tile": utm_tile(),
+        "answer": Answer(
+            text="[78, 156, 234, 312]",
+            boxes=[
+                DetectedBox(box=PixelBox(x1=10, y1=20, x2=30, y2=40), label="ship", score=0.9),
+                DetectedBox(box=PixelBox(x1=100, y1=0, x2=128, y2=16)),
+            ],
+            label="ship",
+        ),
+        "model_version": "tiny-0.1",
+        "timings_ms": {"total": 12.5},
+    }
+    fields.update(changes)
+    event = InferenceResult(**fields)
+    events.stamp(event, producer="test", trace_id="trace-1")
+    return event
+
+
+def handler(repository: FakeRepository | None = None, **options: Any) -> tuple[ResultStoreHandler, FakeRepository, FakePublisher]:
+    repo = repository or FakeRepository()
+    publisher = FakePublisher()
+    return ResultStoreHandler(repo, publisher, output_topic="results.stored", **options), repo, publisher
+
+
+def lonlat_of_scene_pixel(col: float, row: float) -> tuple[float, float]:
+    """Independent of the handler's path: the *scene* transform and a fresh transformer."""
+    x, y = SCENE_TRANSFORM @ (col, row)
+    lon, lat = Transformer.from_crs(UTM_33N, "EPSG:4326", always_xy=True).transform(x, y)
+    return lon, lat
+
+
+def corners(polygon: Polygon) -> set[tuple[float, float]]:
+    return {(round(x, 9), round(y, 9)) for x, y in polygon.exterior.coords}
+
+
+def test_boxes_are_stored_in_4326_and_scene_pixels_through_the_chip_transform() -> None:
+    h, repo, _ = handler()
+    h.on_inference_result(grounding_result())
+
+    first = repo.results[("task-1", 0)]
+    # Chip pixel (x, y) is scene pixel (64 + 2x, 32 + 2y): window offset, then the 256 -> 128 px resize.
+    assert first.pixel_geom is not None and first.pixel_geom.equals(
+        Polygon([(84, 72), (124, 72), (124, 112), (84, 112)])
+    )
+    assert first.geom is not None and first.geom.geom_type == "Polygon"
+    expected = {tuple(round(v, 9) for v in lonlat_of_scene_pixel(c, r)) for c in (84, 124) for r in (72, 112)}
+    assert corners(first.geom) == expected
+    # Sanity of the independent computation itself: scene pixel column 0 is on the 15° E meridian.
+    assert lonlat_of_scene_pixel(0, 0)[0] == pytest.approx(15.0, abs=1e-9)
+    lon, lat = first.geom.centroid.x, first.geom.centroid.y
+    assert 15.0 < lon < 15.001 and 41.9 < lat < 42.1
+
+
+def test_records_carry_labels_scores_and_answer() -> None:
+    h, repo, _ = handler()
+    h.on_inference_result(grounding_result())
+
+    first, second = repo.results[("task-1", 0)], repo.results[("task-1", 1)]
+    assert (first.label, first.score) == ("ship", pytest.approx(0.9))
+    # A box without its own label takes the answer's; a score of 0.0 means "no score" in proto3.
+    assert (second.label, second.score) == ("ship", None)
+    assert first.answer_text == "[78, 156, 234, 312]" and first.model_version == "tiny-0.1"
+    task = repo.tasks["task-1"]
+    assert (task.scene_id, task.level, task.task, task.window) == ("scene-1", 2, "grounding", (64, 32, 256, 256))
+    assert repo.timings["task-1"] == {"total": 12.5}
+
+
+def test_result_stored_is_published_keyed_by_scene_with_objects_and_trace() -> None:
+    h, _, publisher = handler()
+    event = grounding_result()
+    h.on_inference_result(event)
+
+    [(topic, key, message)] = publisher.published
+    assert (topic, key) == ("results.stored", "scene-1")
+    assert isinstance(message, ResultStored)
+    assert list(message.result_ids) == [result_id("task-1", 0), result_id("task-1", 1)]
+    assert list(message.objects) == list(event.answer.boxes)
+    assert message.tile == event.tile and message.level == Level.LEVEL_L2_GROUNDING
+    assert message.header.trace_id == "trace-1"
+    assert message.timings_ms["total"] == 12.5 and message.timings_ms["resultstore"] >= 0.0
+
+
+def test_redelivery_writes_nothing_new_and_republishes_the_same_event_id() -> None:
+    h, repo, publisher = handler()
+    h.on_inference_result(grounding_result())
+    before = dict(repo.results)
+    h.on_inference_result(grounding_result())  # a new envelope (new event id), same content
+
+    assert repo.results == before and len(repo.tasks) == 1
+    first, second = (m for _, _, m in publisher.published)
+    assert first.header.event_id == second.header.event_id
+    other = grounding_result(answer=Answer(text="[0, 0, 1, 1]", boxes=[DetectedBox(box=PixelBox(x1=0, y1=0, x2=1, y2=1))]))
+    h.on_inference_result(other)
+    assert publisher.published[-1][2].header.event_id != first.header.event_id
+
+
+def test_missing_task_id_is_derived_deterministically() -> None:
+    h, repo, _ = handler()
+    h.on_inference_result(grounding_result(task_id=""))
+    h.on_inference_result(grounding_result(task_id=""))
+    [derived] = repo.tasks
+    event = grounding_result(task_id="")
+    assert derived == events.task_id(
+        event.scene_id, event.tile, event.level, event.task, event.prompts, event.model_version
+    )
+
+
+def test_a_boxless_answer_is_about_its_prompt_or_the_whole_chip() -> None:
+    h, repo, _ = handler()
+    scene_level = grounding_result(
+        task_id="caption", level=Level.LEVEL_L1_SCENE, answer=Answer(text="A harbour.", label="water")
+    )
+    h.on_inference_result(scene_level)
+    [chip] = [r for (t, _), r in repo.results.items() if t == "caption"]
+    assert chip.label == "water" and chip.pixel_geom is not None
+    assert chip.pixel_geom.equals(Polygon([(64, 32), (320, 32), (320, 288), (64, 288)]))
+
+    point = VisualPrompt(point=PixelPoint(x=50, y=60))
+    attribute = grounding_result(
+        task_id="attr", level=Level.LEVEL_L3_ATTRIBUTE, prompts=[point],
+        answer=Answer(text="red", attributes={"colour": "red"}),
+    )
+    h.on_inference_result(attribute)
+    stored = repo.results[("attr", 0)]
+    assert stored.pixel_geom is not None and stored.pixel_geom.equals(Point(164, 152))
+    assert stored.geom is not None and stored.geom.geom_type == "Point"
+    assert stored.geom.coords[0] == pytest.approx(lonlat_of_scene_pixel(164, 152), abs=1e-9)
+    assert stored.attributes == {"colour": "red"}
+
+    pair = [point, VisualPrompt(box=PixelBox(x1=1, y1=2, x2=5, y2=6))]
+    relation = grounding_result(task_id="rel", level=Level.LEVEL_L4_RELATION, prompts=pair, answer=Answer(text="yes"))
+    h.on_inference_result(relation)
+    assert isinstance(repo.results[("rel", 0)].geom, GeometryCollection)
+
+
+def test_counts_relations_and_masks_go_into_attributes() -> None:
+    h, repo, _ = handler()
+    answer = Answer(text="0", count=0)
+    answer.mask.bucket, answer.mask.key = "chips", "masks/a.png"
+    answer.relations.add(subject_index=0, object_index=1, predicate="left of")
+    h.on_inference_result(grounding_result(task_id="count", level=Level.LEVEL_L1_SCENE, task="counting", answer=answer))
+    assert repo.results[("count", 0)].attributes == {
+        "count": 0,
+        "relations": [{"subject": 0, "object": 1, "predicate": "left of"}],
+        "mask": {"bucket": "chips", "key": "masks/a.png"},
+    }
+
+
+def test_a_tile_in_4326_needs_no_reprojection() -> None:
+    tile = TileWindow(
+        width=128, height=128, chip_width=128, chip_height=128, crs="EPSG:4326",
+        chip_transform=AffineTransform(a=0.001, c=10.0, e=-0.001, f=50.0),
+    )
+    h, repo, _ = handler()
+    h.on_inference_result(grounding_result(tile=tile))
+    geom = repo.results[("task-1", 0)].geom
+    assert geom is not None and geom.bounds == pytest.approx((10.01, 49.96, 10.03, 49.98))
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"answer": None}, "no answer"),
+        ({"level": Level.LEVEL_UNSPECIFIED}, "not one of L1..L4"),
+        ({"level": 42}, "not one of L1..L4"),
+        ({"scene_id": ""}, "no scene id"),
+        ({"model_version": ""}, "no model version"),
+        ({"task": " "}, "no task name"),
+        ({"tile": TileWindow(width=256, height=256)}, "positive sizes"),
+        ({"box": PixelBox(x1=30, y1=20, x2=10, y2=40)}, "empty or inverted"),
+        ({"box": PixelBox(x1=10, y1=20, x2=10, y2=40)}, "empty or inverted"),
+        ({"box": PixelBox(x1=10, y1=20, x2=130, y2=40)}, "outside the 128 x 128 chip"),
+        ({"box": PixelBox(x1=-1, y1=20, x2=10, y2=40)}, "outside the 128 x 128 chip"),
+        ({"box": PixelBox(x1=math.nan, y1=20, x2=10, y2=40)}, "non-finite"),
+        ({"crs": ""}, "no georeference"),
+        ({"crs": "EPSG:999999"}, "not usable"),
+        ({"identity": True}, "identity transform"),
+    ],
+)
+def test_invalid_results_are_permanent_errors_with_a_reason(change: dict[str, Any], reason: str) -> None:
+    event = grounding_result()
+    if "answer" in change:
+        event.ClearField("answer")
+    if "box" in change:
+        event.answer.boxes[0].box.CopyFrom(change["box"])
+    if "crs" in change:
+        event.tile.crs = change["crs"]
+    if change.get("identity"):
+        event.tile.chip_transform.CopyFrom(AffineTransform(a=1, e=1))
+    for field in ("level", "scene_id", "model_version", "task", "tile"):
+        if field in change:
+            if isinstance(change[field], Message):
+                getattr(event, field).CopyFrom(change[field])
+            else:
+                setattr(event, field, change[field])
+    h, repo, publisher = handler()
+    with pytest.raises(PermanentError, match=reason):
+        h.on_inference_result(event)
+    assert not repo.tasks and not repo.results and not publisher.published
+
+
+def test_ungeoreferenced_tiles_give_pixel_only_results_when_allowed() -> None:
+    event = grounding_result()
+    event.tile.ClearField("chip_transform")
+    event.tile.crs = ""
+    h, repo, _ = handler(allow_ungeoreferenced=True)
+    h.on_inference_result(event)
+    stored = repo.results[("task-1", 0)]
+    assert stored.geom is None and stored.pixel_geom is not None
+
+
+def test_database_outage_is_transient_and_integrity_violation_is_permanent() -> None:
+    h, _, publisher = handler(FakeRepository(fail_with=StoreUnavailable("connection refused")))
+    with pytest.raises(TransientError, match="connection refused"):
+        h.on_inference_result(grounding_result())
+    h, _, publisher2 = handler(FakeRepository(fail_with=IntegrityViolation("scene-1 is not a scene")))
+    with pytest.raises(PermanentError, match="not a scene"):
+        h.on_inference_result(grounding_result())
+    assert not publisher.published and not publisher2.published
+
+
+def test_prompt_geometry_shapes_and_errors() -> None:
+    polygon = VisualPrompt()
+    polygon.polygon.points.extend([PixelPoint(x=0, y=0), PixelPoint(x=4, y=0), PixelPoint(x=0, y=4)])
+    assert pixels.prompt_geometry(polygon).area == pytest.approx(8.0)
+    scribble = VisualPrompt()
+    scribble.scribble.points.extend([PixelPoint(x=0, y=0), PixelPoint(x=10, y=0)])
+    scribble.scribble.stroke_width = 2.0
+    assert pixels.prompt_geometry(scribble).bounds == pytest.approx((-1.0, -1.0, 11.0, 1.0))
+    with pytest.raises(ValueError, match="no shape"):
+        pixels.prompt_geometry(VisualPrompt())
+    bad = VisualPrompt()
+    bad.polygon.points.extend([PixelPoint(x=0, y=0), PixelPoint(x=1, y=1)])
+    with pytest.raises(ValueError, match="at least 3 points"):
+        pixels.prompt_geometry(bad)
+
+
+def test_settings_prefix_and_stack_env(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EGX_RESULTSTORE_GROUP_ID", "rs-test")
+    monkeypatch.setenv("EGX_RESULTSTORE_OUTPUT_TOPIC", "out.topic")
+    monkeypatch.setenv("EGX_DB_URL", "postgresql+psycopg2://u:p@h/db")
+    settings = Settings()
+    assert (settings.group_id, settings.output_topic, settings.input_topic) == ("rs-test", "out.topic", "inference.results")
+    assert settings.database.url.get_secret_value().endswith("/db")
+    monkeypatch.setenv("EGX_RESULTSTORE_MAX_ATTEMPTS", "0")
+    with pytest.raises(ValueError, match="at least 1"):
+        Settings()
+
+    (tmp_path / "stack.env").write_text("# comment\nEGX_DB_URL=ignored\nEGX_TEST_ONLY_VALUE='x y'\n")
+    monkeypatch.delenv("EGX_TEST_ONLY_VALUE", raising=False)
+    assert load_stack_env(tmp_path) == ["EGX_TEST_ONLY_VALUE"]
+    import os
+
+    assert os.environ["EGX_TEST_ONLY_VALUE"] == "x y" and os.environ["EGX_DB_URL"].endswith("/db")
+    monkeypatch.delenv("EGX_TEST_ONLY_VALUE")
