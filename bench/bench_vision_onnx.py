@@ -56,7 +56,9 @@ def make_session(path: Path, threads: int, profile: bool = False) -> ort.Inferen
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
 
 
-def timed_blocks(engines: dict[str, Callable[[], Any]], rounds: int, per_block: int, pause: float) -> dict[str, list[float]]:
+def timed_blocks(
+    engines: dict[str, Callable[[], Any]], rounds: int, per_block: int, pause: float
+) -> dict[str, list[float]]:
     times: dict[str, list[float]] = collections.defaultdict(list)
     names = list(engines)
     for round_index in range(rounds):
@@ -72,7 +74,9 @@ def timed_blocks(engines: dict[str, Callable[[], Any]], rounds: int, per_block: 
     return times
 
 
-def ort_profile(path: Path, feeds: dict[str, np.ndarray], threads: int, runs: int = 10) -> list[dict[str, Any]]:
+def ort_profile(
+    path: Path, feeds: dict[str, np.ndarray], threads: int, runs: int = 10
+) -> list[dict[str, Any]]:
     session = make_session(path, threads, profile=True)
     for _ in range(runs):
         session.run(None, feeds)
@@ -98,9 +102,26 @@ def ort_profile(path: Path, feeds: dict[str, np.ndarray], threads: int, runs: in
     ]
 
 
-DENSE_ATEN = ("aten::addmm", "aten::mm", "aten::bmm", "aten::mkldnn_convolution", "aten::convolution_overrideable",
-              "aten::_scaled_dot_product_flash_attention_for_cpu", "aten::slow_conv_transpose2d", "aten::_convolution")
-DENSE_ORT = ("MatMul", "FusedMatMul", "Gemm", "Conv", "FusedConv", "ConvTranspose", "Attention", "MultiHeadAttention")
+DENSE_ATEN = (
+    "aten::addmm",
+    "aten::mm",
+    "aten::bmm",
+    "aten::mkldnn_convolution",
+    "aten::convolution_overrideable",
+    "aten::_scaled_dot_product_flash_attention_for_cpu",
+    "aten::slow_conv_transpose2d",
+    "aten::_convolution",
+)
+DENSE_ORT = (
+    "MatMul",
+    "FusedMatMul",
+    "Gemm",
+    "Conv",
+    "FusedConv",
+    "ConvTranspose",
+    "Attention",
+    "MultiHeadAttention",
+)
 
 
 def eager_profile(run: Callable[[], Any], runs: int = 5) -> dict[str, Any]:
@@ -120,7 +141,10 @@ def eager_profile(run: Callable[[], Any], runs: int = 5) -> dict[str, Any]:
         "ms_per_run": total / runs / 1000,
         "dense_kernel_ms_per_run": dense / runs / 1000,
         "dense_share": dense / total,
-        "ops": [{"op": k, "ms_per_run": t / runs / 1000, "share": t / total, "calls": c // runs} for k, t, c in top],
+        "ops": [
+            {"op": k, "ms_per_run": t / runs / 1000, "share": t / total, "calls": c // runs}
+            for k, t, c in top
+        ],
     }
 
 
@@ -129,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--prompts", type=int, default=4, help="prompt slots per sample")
     parser.add_argument("--rounds", type=int, default=6)
-    parser.add_argument("--per-block", type=int, default=0, help="runs per block (default: 10 at batch 1, 3 at 8)")
+    parser.add_argument(
+        "--per-block", type=int, default=0, help="runs per block (default: 10 at batch 1, 3 at 8)"
+    )
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between blocks")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vision_onnx")
@@ -152,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
             with torch.inference_mode():
                 expected = [t.numpy() for t in wrapper(*inputs)]
             got = session.run(list(OUTPUT_NAMES), feeds)
-            parity = max(float(np.abs(g - e).max() / np.abs(e).max()) for g, e in zip(got, expected, strict=True))
+            parity = max(
+                float(np.abs(g - e).max() / np.abs(e).max()) for g, e in zip(got, expected, strict=True)
+            )
 
             def eager(inputs: tuple[torch.Tensor, ...] = inputs) -> None:
                 with torch.inference_mode():
@@ -162,16 +190,23 @@ def main(argv: list[str] | None = None) -> int:
                 session.run(None, feeds)
 
             per_block = args.per_block or (10 if batch == 1 else 3)
-            print(f"batch {batch}: timing {args.rounds} rounds x {per_block} runs per engine ...", flush=True)
-            times = timed_blocks({"pytorch_eager": eager, "onnxruntime": onnxruntime}, args.rounds, per_block, args.pause)
-            row: dict[str, Any] = {"batch": batch, "prompts": args.prompts, "parity_max_rel_err": parity, "runs": len(times["onnxruntime"])}
+            print(f"batch {batch}: timing {args.rounds} rounds x {per_block} runs per engine ...", flush=True)  # noqa: T201 (a bench script prints its progress)
+            times = timed_blocks(
+                {"pytorch_eager": eager, "onnxruntime": onnxruntime}, args.rounds, per_block, args.pause
+            )
+            row: dict[str, Any] = {
+                "batch": batch,
+                "prompts": args.prompts,
+                "parity_max_rel_err": parity,
+                "runs": len(times["onnxruntime"]),
+            }
             for name, values in times.items():
                 row[f"{name}_ms_min"] = 1000 * min(values)
                 row[f"{name}_ms_median"] = 1000 * statistics.median(values)
             row["speedup_min"] = row["pytorch_eager_ms_min"] / row["onnxruntime_ms_min"]
             row["speedup_median"] = row["pytorch_eager_ms_median"] / row["onnxruntime_ms_median"]
             row["target_met"] = row["speedup_min"] >= TARGET_RATIO
-            print(f"batch {batch}: profiling both engines ...", flush=True)
+            print(f"batch {batch}: profiling both engines ...", flush=True)  # noqa: T201 (a bench script prints its progress)
             row["onnxruntime_profile"] = ort_profile(path, feeds, args.threads)
             row["eager_profile"] = eager_profile(eager)
             # If ONNX Runtime ran everything but the dense kernels for free, and those no faster than eager:
@@ -179,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(row)
         onnx_mb = path.stat().st_size / 1e6
 
-    report = {
+    report: dict[str, Any] = {
         "benchmark": "vision side (tower + prompt encoder + fusion + projector + mask features), tiny config",
         "method": "alternating blocks, pause between blocks, same thread count; speedup = eager / onnxruntime",
         "target_speedup": TARGET_RATIO,
@@ -190,7 +225,11 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
         },
-        "versions": {"torch": torch.__version__, "onnxruntime": ort.__version__, "python": platform.python_version()},
+        "versions": {
+            "torch": torch.__version__,
+            "onnxruntime": ort.__version__,
+            "python": platform.python_version(),
+        },
         "onnx_file_mb": onnx_mb,
         "parameters": sum(p.numel() for p in wrapper.parameters()),
         "results": results,
@@ -226,14 +265,17 @@ def main(argv: list[str] | None = None) -> int:
             "| eager op (self time) | ms/run | share | calls |",
             "|---|---|---|---|",
         ]
-        lines += [f"| {p['op']} | {p['ms_per_run']:.2f} | {100 * p['share']:.1f}% | {p['calls']} |" for p in ep["ops"]]
+        lines += [
+            f"| {p['op']} | {p['ms_per_run']:.2f} | {100 * p['share']:.1f}% | {p['calls']} |"
+            for p in ep["ops"]
+        ]
         lines += ["", "| ONNX Runtime op | ms/run | share | nodes |", "|---|---|---|---|"]
         lines += [
             f"| {p['op']} | {p['ms_per_run']:.2f} | {100 * p['share']:.1f}% | {p['nodes']} |"
             for p in r["onnxruntime_profile"]
         ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines), flush=True)
+    print("\n".join(lines), flush=True)  # noqa: T201 (a bench script prints its progress)
     return 0 if all(r["target_met"] for r in results) else 1
 
 

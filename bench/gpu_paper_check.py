@@ -20,8 +20,8 @@ import sys
 import tempfile
 import time
 import traceback
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -37,7 +37,7 @@ START = time.perf_counter()
 
 
 def log(message: str) -> None:
-    print(f"[{time.perf_counter() - START:7.1f}s] {message}", flush=True)
+    print(f"[{time.perf_counter() - START:7.1f}s] {message}", flush=True)  # noqa: T201 (a bench script prints its progress)
 
 
 def sync(device: torch.device) -> None:
@@ -66,10 +66,13 @@ def request_ids(config: EarthGPTXConfig, num_prompts: int, words: int, rng: np.r
 
 
 def prompt_masks(size: int, kinds: list[str]) -> torch.Tensor:
-    shapes = {
+    shapes: dict[str, dict[str, Any]] = {
         "box": {"type": "box", "box": [0.2 * size, 0.25 * size, 0.45 * size, 0.6 * size]},
         "point": {"type": "point", "point": [0.7 * size, 0.3 * size]},
-        "polygon": {"type": "polygon", "polygon": [[0.1 * size, 0.7 * size], [0.4 * size, 0.65 * size], [0.3 * size, 0.95 * size]]},
+        "polygon": {
+            "type": "polygon",
+            "polygon": [[0.1 * size, 0.7 * size], [0.4 * size, 0.65 * size], [0.3 * size, 0.95 * size]],
+        },
         "scribble": {"type": "scribble", "line": [[0.5 * size, 0.5 * size], [0.9 * size, 0.8 * size]]},
     }
     masks = [rasterize_prompt(shapes[k], size, size, size, index=i) for i, k in enumerate(kinds)]
@@ -77,7 +80,11 @@ def prompt_masks(size: int, kinds: list[str]) -> torch.Tensor:
 
 
 def make_batch(
-    config: EarthGPTXConfig, prompt_counts: list[int], words: list[int], device: torch.device, dtype: torch.dtype
+    config: EarthGPTXConfig,
+    prompt_counts: list[int],
+    words: list[int],
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> dict[str, torch.Tensor]:
     """A left-padded inference batch of random chips whose requests differ in prompt count and text length."""
     rng = np.random.default_rng(0)
@@ -118,7 +125,10 @@ def timed(device: torch.device, fn: Any) -> tuple[Any, float]:
 
 
 def onnx_vision_check(
-    model: EarthGPTXForConditionalGeneration, report: dict[str, Any], device: torch.device, allow_cpu: bool = False
+    model: EarthGPTXForConditionalGeneration,
+    report: dict[str, Any],
+    device: torch.device,
+    allow_cpu: bool = False,
 ) -> None:
     """Vision side through onnxruntime's CUDA EP (fp32 copy of the vision parts), against PyTorch.
 
@@ -179,10 +189,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="where to write the JSON report")
     parser.add_argument("--smoke", action="store_true", help="tiny config (for a CPU test of this script)")
     parser.add_argument("--device", default=None, help="default: cuda if available")
-    parser.add_argument("--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU")
+    parser.add_argument(
+        "--dtype", choices=["bf16", "fp16", "fp32"], default=None, help="default: bf16 on CUDA, fp32 on CPU"
+    )
     parser.add_argument("--new-tokens", type=int, default=16)
-    parser.add_argument("--onnx", choices=["auto", "off"], default="auto", help="vision side through ORT CUDA EP")
-    parser.add_argument("--onnx-budget-s", type=float, default=90.0, help="skip ONNX if this much time has passed")
+    parser.add_argument(
+        "--onnx", choices=["auto", "off"], default="auto", help="vision side through ORT CUDA EP"
+    )
+    parser.add_argument(
+        "--onnx-budget-s", type=float, default=90.0, help="skip ONNX if this much time has passed"
+    )
     args = parser.parse_args(argv)
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -194,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     ]
     report: dict[str, Any] = {
         "config": "tiny" if args.smoke else "paper",
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else platform.processor() or "cpu",
         "dtype": str(dtype).replace("torch.", ""),
         "versions": {"torch": torch.__version__, "python": platform.python_version()},
         "stages": {},
@@ -215,7 +233,14 @@ def main(argv: list[str] | None = None) -> int:
         report["stages"]["build_s"] = seconds
         report["parameters"] = {
             name: sum(p.numel() for p in getattr(model, name).parameters())
-            for name in ("vision_tower", "prompt_encoder", "fusion", "multi_modal_projector", "language_model", "mask_decoder")
+            for name in (
+                "vision_tower",
+                "prompt_encoder",
+                "fusion",
+                "multi_modal_projector",
+                "language_model",
+                "mask_decoder",
+            )
         }
         report["parameters"]["total"] = sum(report["parameters"].values())
         log(f"built: {report['parameters']['total'] / 1e9:.3f} B parameters in {seconds:.1f} s")
@@ -236,14 +261,18 @@ def main(argv: list[str] | None = None) -> int:
         }
         if not torch.isfinite(out.loss):
             raise RuntimeError(f"forward loss is not finite: {out.loss}")
-        log(f"forward: seq {report['forward']['seq_len']}, loss {float(out.loss):.3f}, {seconds * 1000:.0f} ms")
+        log(
+            f"forward: seq {report['forward']['seq_len']}, loss {float(out.loss):.3f}, {seconds * 1000:.0f} ms"
+        )
         del out
 
         report["generate"] = {}
         for counts, words in (([2], [12]), ([2, 0, 1, 3], [12, 5, 20, 8])):
             gen_batch = make_batch(config, counts, words, device, dtype)
             model.generate(**gen_batch, max_new_tokens=2)  # warm-up (kernels, allocator)
-            out, seconds = timed(device, lambda b=gen_batch: model.generate(**b, max_new_tokens=args.new_tokens))
+            out, seconds = timed(
+                device, lambda b=gen_batch: model.generate(**b, max_new_tokens=args.new_tokens)
+            )
             # Greedy decoding of a random model may stop early at </s>; count what was produced.
             produced = int((out.sequences != config.text_config.pad_token_id).sum())
             key = f"batch{len(counts)}"
@@ -255,7 +284,9 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": seconds,
                 "tokens_per_s": produced / seconds,
             }
-            log(f"generate {key}: {list(out.sequences.shape)} in {seconds:.2f} s ({produced / seconds:.1f} tok/s)")
+            log(
+                f"generate {key}: {list(out.sequences.shape)} in {seconds:.2f} s ({produced / seconds:.1f} tok/s)"
+            )
         if device.type == "cuda":
             report["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
             log(f"peak memory {report['peak_memory_gib']:.1f} GiB")

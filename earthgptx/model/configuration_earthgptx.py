@@ -10,9 +10,9 @@ naming the offending field.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from transformers import AutoConfig, PreTrainedConfig
+from transformers import AutoConfig, ConvNextConfig, Dinov2Config, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 # The checkpoint format produced by ``save_pretrained``. Bump it when the parameter layout or the meaning of a
@@ -63,8 +63,12 @@ class EarthGPTXVisionConfig(PreTrainedConfig):
         ),
     }
 
-    convnext_config: dict | PreTrainedConfig | None = None
-    dinov2_config: dict | PreTrainedConfig | None = None
+    if TYPE_CHECKING:  # after __post_init__ the sub-configs are config objects, whatever was passed in
+        convnext_config: ConvNextConfig
+        dinov2_config: Dinov2Config
+    else:
+        convnext_config: dict | PreTrainedConfig | None = None
+        dinov2_config: dict | PreTrainedConfig | None = None
     image_size: int = 128
     num_views: int = 1
     num_band_slots: int = NUM_BAND_SLOTS
@@ -93,7 +97,7 @@ class EarthGPTXVisionConfig(PreTrainedConfig):
             f"vision_config.image_size={self.image_size} must be a multiple of 32 (ConvNeXt stride)",
         )
         _require(
-            len(self.convnext_config.hidden_sizes) == 4,
+            len(self.convnext_config.hidden_sizes or ()) == 4,
             f"vision_config.convnext_config.hidden_sizes must have 4 stages, got {self.convnext_config.hidden_sizes}",
         )
         # The sub-encoders always see a 3-channel picture made by the band adapter, at the view size.
@@ -120,7 +124,7 @@ class EarthGPTXVisionConfig(PreTrainedConfig):
     @property
     def feature_size(self) -> int:
         """Channels of one image token out of the tower."""
-        return int(sum(self.convnext_config.hidden_sizes)) + int(self.dinov2_config.hidden_size)
+        return int(sum(self.convnext_config.hidden_sizes or ())) + int(self.dinov2_config.hidden_size)
 
 
 class EarthGPTXPromptConfig(PreTrainedConfig):
@@ -223,13 +227,20 @@ class EarthGPTXConfig(PreTrainedConfig):
         "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
     }
 
-    vision_config: dict | PreTrainedConfig | None = None
-    prompt_config: dict | PreTrainedConfig | None = None
-    fusion_config: dict | PreTrainedConfig | None = None
-    text_config: dict | PreTrainedConfig | None = None
+    if TYPE_CHECKING:  # after __post_init__ the sub-configs are config objects, whatever was passed in
+        vision_config: EarthGPTXVisionConfig
+        prompt_config: EarthGPTXPromptConfig
+        fusion_config: EarthGPTXFusionConfig
+        text_config: Any  # a Llama-family config
+        region_token_ids: list[int]
+    else:
+        vision_config: dict | PreTrainedConfig | None = None
+        prompt_config: dict | PreTrainedConfig | None = None
+        fusion_config: dict | PreTrainedConfig | None = None
+        text_config: dict | PreTrainedConfig | None = None
+        region_token_ids: list[int] | None = None
     image_token_id: int = 4
     seg_token_id: int = 5
-    region_token_ids: list[int] | None = None
     projector_downsample: int = 1
     projector_hidden_act: str = "gelu"
     mask_decoder_hidden_size: int = 64
@@ -423,7 +434,11 @@ class EarthGPTXConfig(PreTrainedConfig):
     @classmethod
     def _build(cls, fields: dict[str, Any], tokenizer: Any, overrides: dict[str, Any]) -> EarthGPTXConfig:
         for key, value in overrides.items():
-            if key in cls.sub_configs_defaults and isinstance(value, dict) and isinstance(fields.get(key), dict):
+            if (
+                key in cls.sub_configs_defaults
+                and isinstance(value, dict)
+                and isinstance(fields.get(key), dict)
+            ):
                 merged = dict(fields[key])
                 for sub_key, sub_value in value.items():
                     if isinstance(sub_value, dict) and isinstance(merged.get(sub_key), dict):

@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 
 # ---------------------------------------------------------------------------------------------------- outputs
 @dataclass
-class EarthGPTXVisionOutput(ModelOutput):
+class EarthGPTXVisionOutput:
     """Everything the vision side produces (what the ONNX graph returns).
 
     Args:
@@ -61,9 +61,9 @@ class EarthGPTXVisionOutput(ModelOutput):
             the mask decoder applies its ``[SEG]`` kernels to.
     """
 
-    image_tokens: torch.Tensor | None = None
-    prompt_tokens: torch.Tensor | None = None
-    mask_features: torch.Tensor | None = None
+    image_tokens: torch.Tensor
+    prompt_tokens: torch.Tensor
+    mask_features: torch.Tensor
 
 
 @dataclass
@@ -229,14 +229,14 @@ def resample_to_grid(features: torch.Tensor, grid: int) -> torch.Tensor:
 
 
 @dataclass
-class EarthGPTXTowerOutput(ModelOutput):
+class EarthGPTXTowerOutput:
     """Internal: ``image_features`` ``(B, V*g*g, feature_size)``; ``stride4`` / ``stride8`` the global view's
     ConvNeXt maps ``(B, C, S/4, S/4)`` / ``(B, C, S/8, S/8)``; ``adapted`` the band-adapted image ``(B, 3, S, S)``."""
 
-    image_features: torch.Tensor | None = None
-    stride4: torch.Tensor | None = None
-    stride8: torch.Tensor | None = None
-    adapted: torch.Tensor | None = None
+    image_features: torch.Tensor
+    stride4: torch.Tensor
+    stride8: torch.Tensor
+    adapted: torch.Tensor
 
 
 class EarthGPTXVisionTower(nn.Module):
@@ -247,7 +247,7 @@ class EarthGPTXVisionTower(nn.Module):
         self.convnext = ConvNextModel(config.convnext_config)
         self.dinov2 = Dinov2Model(config.dinov2_config)
         # The ConvNeXt pooled-output norm is not used (we read the stage maps); drop it from the parameters.
-        self.convnext.layernorm = nn.Identity()
+        self.convnext.layernorm = nn.Identity()  # type: ignore[assignment]
 
     def forward(self, pixel_values: torch.Tensor, modality_ids: torch.Tensor) -> EarthGPTXTowerOutput:
         num_views = self.config.num_views
@@ -259,7 +259,9 @@ class EarthGPTXVisionTower(nn.Module):
         for stage in self.convnext.encoder.stages:
             hidden = stage(hidden)
             stage_maps.append(hidden)
-        conv_tokens = torch.cat([resample_to_grid(m, grid) for m in stage_maps], dim=1).flatten(2).transpose(1, 2)
+        conv_tokens = (
+            torch.cat([resample_to_grid(m, grid) for m in stage_maps], dim=1).flatten(2).transpose(1, 2)
+        )
         # DINOv2's own forward builds an all-ones attention mask when traced for export (it cannot prove the mask
         # away there), which costs a masked softmax over every attention matrix in the ONNX graph; without
         # padding there is nothing to mask, so run its parts directly (the same computation, mask-free).
@@ -473,7 +475,7 @@ class EarthGPTXMaskDecoder(nn.Module):
     def __init__(self, config: EarthGPTXConfig) -> None:
         super().__init__()
         dm = config.mask_decoder_hidden_size
-        conv_sizes = config.vision_config.convnext_config.hidden_sizes
+        conv_sizes = list(config.vision_config.convnext_config.hidden_sizes or ())
         groups = 8 if dm % 8 == 0 else 1
         self.grid_size = config.vision_config.grid_size
         # Masks come out at the chip size (twice the view size when the chip is read as 5 views).
@@ -558,11 +560,17 @@ def run_vision_side(
     prompt_masks = prompt_masks.to(dtype)
     tower = parts.vision_tower(pixel_values, modality_ids)
     prompt_features = parts.prompt_encoder(prompt_masks)
-    fused_image, fused_prompts = parts.fusion(tower.image_features, prompt_features, prompt_masks, prompt_valid)
+    fused_image, fused_prompts = parts.fusion(
+        tower.image_features, prompt_features, prompt_masks, prompt_valid
+    )
     image_tokens, prompt_tokens = parts.multi_modal_projector(fused_image, fused_prompts, modality_ids)
     prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
-    mask_features = parts.mask_decoder.pixel_features(fused_image, tower.stride4, tower.stride8, tower.adapted)
-    return EarthGPTXVisionOutput(image_tokens=image_tokens, prompt_tokens=prompt_tokens, mask_features=mask_features)
+    mask_features = parts.mask_decoder.pixel_features(
+        fused_image, tower.stride4, tower.stride8, tower.adapted
+    )
+    return EarthGPTXVisionOutput(
+        image_tokens=image_tokens, prompt_tokens=prompt_tokens, mask_features=mask_features
+    )
 
 
 class EarthGPTXPreTrainedModel(PreTrainedModel):
@@ -570,7 +578,7 @@ class EarthGPTXPreTrainedModel(PreTrainedModel):
     config: EarthGPTXConfig
     base_model_prefix = ""
     main_input_name = "input_ids"
-    input_modalities = ("image", "text")
+    input_modalities = ["image", "text"]
     supports_gradient_checkpointing = True
     _no_split_modules = ["LlamaDecoderLayer", "Dinov2Layer", "ConvNextLayer", "EarthGPTXFusionLayer"]
     _supports_sdpa = True
@@ -606,8 +614,15 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
     def get_output_embeddings(self) -> nn.Module:
         return self.language_model.get_output_embeddings()
 
-    def resize_token_embeddings(self, new_num_tokens: int | None = None, **options: int | bool | None) -> nn.Embedding:
-        embeddings = self.language_model.resize_token_embeddings(new_num_tokens, **options)
+    def resize_token_embeddings(
+        self,
+        new_num_tokens: int | None = None,
+        pad_to_multiple_of: int | None = None,
+        mean_resizing: bool = True,
+    ) -> nn.Embedding:
+        embeddings = self.language_model.resize_token_embeddings(
+            new_num_tokens, pad_to_multiple_of, mean_resizing
+        )
         self.config.text_config.vocab_size = embeddings.num_embeddings
         return embeddings
 
@@ -736,7 +751,9 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         prompt_masks, prompt_valid = self._default_prompts(pixel_values, prompt_masks, prompt_valid)
         vision = self.encode_vision(pixel_values, modality_ids, prompt_masks, prompt_valid)
         answer_mask = None if labels is None else labels != config.ignore_index
-        embeds = self.embed_inputs(input_ids, vision.image_tokens, vision.prompt_tokens, prompt_valid, answer_mask)
+        embeds = self.embed_inputs(
+            input_ids, vision.image_tokens, vision.prompt_tokens, prompt_valid, answer_mask
+        )
         lm = self.language_model(
             inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )

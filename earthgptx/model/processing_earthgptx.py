@@ -64,22 +64,60 @@ PROMPT_TYPES = ("point", "box", "polygon", "scribble")
 BAND_SLOTS: dict[str, tuple[str, ...]] = {
     "optical": ("red", "green", "blue"),
     "multispectral": (
-        "coastal", "blue", "green", "red", "rededge1", "rededge2", "rededge3",
-        "nir", "nir08", "water_vapour", "cirrus", "swir16", "swir22",
+        "coastal",
+        "blue",
+        "green",
+        "red",
+        "rededge1",
+        "rededge2",
+        "rededge3",
+        "nir",
+        "nir08",
+        "water_vapour",
+        "cirrus",
+        "swir16",
+        "swir22",
     ),  # fmt: skip
     "sar": ("co", "cross"),
     "infrared": ("tir",),
 }
-BAND_COUNTS: dict[str, tuple[int, int]] = {"optical": (3, 3), "multispectral": (4, 13), "sar": (1, 2), "infrared": (1, 1)}
+BAND_COUNTS: dict[str, tuple[int, int]] = {
+    "optical": (3, 3),
+    "multispectral": (4, 13),
+    "sar": (1, 2),
+    "infrared": (1, 1),
+}
 _ALIASES: dict[str, dict[str, str]] = {
     "optical": {"r": "red", "g": "green", "b": "blue"},
     "multispectral": {
-        "b01": "coastal", "b1": "coastal", "coastal_aerosol": "coastal",
-        "b02": "blue", "b2": "blue", "b03": "green", "b3": "green", "b04": "red", "b4": "red",
-        "b05": "rededge1", "b5": "rededge1", "b06": "rededge2", "b6": "rededge2", "b07": "rededge3",
-        "b7": "rededge3", "b08": "nir", "b8": "nir", "nir1": "nir", "b8a": "nir08", "nir_narrow": "nir08",
-        "b09": "water_vapour", "b9": "water_vapour", "watervapour": "water_vapour", "b10": "cirrus",
-        "b11": "swir16", "swir1": "swir16", "b12": "swir22", "swir2": "swir22",
+        "b01": "coastal",
+        "b1": "coastal",
+        "coastal_aerosol": "coastal",
+        "b02": "blue",
+        "b2": "blue",
+        "b03": "green",
+        "b3": "green",
+        "b04": "red",
+        "b4": "red",
+        "b05": "rededge1",
+        "b5": "rededge1",
+        "b06": "rededge2",
+        "b6": "rededge2",
+        "b07": "rededge3",
+        "b7": "rededge3",
+        "b08": "nir",
+        "b8": "nir",
+        "nir1": "nir",
+        "b8a": "nir08",
+        "nir_narrow": "nir08",
+        "b09": "water_vapour",
+        "b9": "water_vapour",
+        "watervapour": "water_vapour",
+        "b10": "cirrus",
+        "b11": "swir16",
+        "swir1": "swir16",
+        "b12": "swir22",
+        "swir2": "swir22",
     },  # fmt: skip
     "sar": {"vv": "co", "hh": "co", "vh": "cross", "hv": "cross"},
     "infrared": {"thermal": "tir", "lwir": "tir", "tir1": "tir", "b10_tir": "tir", "bt": "tir"},
@@ -196,7 +234,9 @@ def resize_chip(slots: np.ndarray, size: int) -> torch.Tensor:
     tensor = torch.from_numpy(np.ascontiguousarray(slots))
     if tensor.shape[-2:] == (size, size):
         return tensor
-    return F.interpolate(tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return F.interpolate(
+        tensor[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False
+    )[0]
 
 
 # --------------------------------------------------------------------------------------------------- prompts
@@ -224,7 +264,9 @@ def prompt_geometry(prompt: dict[str, Any], width: float, height: float, index: 
     """
     kind = prompt.get("type")
     if kind not in PROMPT_TYPES:
-        raise ValueError(f"prompt {index + 1} has unknown type {kind!r}; expected one of {', '.join(PROMPT_TYPES)}")
+        raise ValueError(
+            f"prompt {index + 1} has unknown type {kind!r}; expected one of {', '.join(PROMPT_TYPES)}"
+        )
     key = {"point": "point", "box": "box", "polygon": "polygon", "scribble": "line"}[kind]
     if key not in prompt:
         raise ValueError(f"prompt {index + 1} ({kind}) has no {key!r} field")
@@ -240,7 +282,12 @@ def prompt_geometry(prompt: dict[str, Any], width: float, height: float, index: 
     else:
         points = _points(raw, kind, index)
     eps = 1e-6
-    outside = (points[:, 0] < -eps) | (points[:, 0] > width + eps) | (points[:, 1] < -eps) | (points[:, 1] > height + eps)
+    outside = (
+        (points[:, 0] < -eps)
+        | (points[:, 0] > width + eps)
+        | (points[:, 1] < -eps)
+        | (points[:, 1] > height + eps)
+    )
     if outside.any():
         x, y = points[int(np.argmax(outside))]
         raise ValueError(
@@ -284,7 +331,10 @@ def prompt_to_grid(prompt: dict[str, Any], width: float, height: float, index: i
         return {"type": "point", "point": [_to_grid(x, width), _to_grid(y, height)]}
     if kind == "box":
         x1, y1, x2, y2 = np.asarray(prompt["box"], dtype=float).reshape(4)
-        return {"type": "box", "box": [_to_grid(x1, width), _to_grid(y1, height), _to_grid(x2, width), _to_grid(y2, height)]}
+        return {
+            "type": "box",
+            "box": [_to_grid(x1, width), _to_grid(y1, height), _to_grid(x2, width), _to_grid(y2, height)],
+        }
     key = "polygon" if kind == "polygon" else "line"
     points = [[_to_grid(x, width), _to_grid(y, height)] for x, y in np.asarray(prompt[key], dtype=float)]
     return {"type": kind, key: points}
@@ -403,7 +453,8 @@ class EarthGPTXProcessor:
         self.tokens_per_prompt = int(tokens_per_prompt or (config.tokens_per_prompt if config else 4))
         self.max_prompts = int(max_prompts or (config.max_prompts if config else 8))
         self.max_length = int(
-            max_length or (config.text_config.max_position_embeddings if config else tokenizer.model_max_length)
+            max_length
+            or (config.text_config.max_position_embeddings if config else tokenizer.model_max_length)
         )
         self.point_radius = float(point_radius)
         self.line_width = float(line_width)
@@ -421,19 +472,24 @@ class EarthGPTXProcessor:
                 if getattr(config, name) != ours
             }
             if mismatched:
-                raise ValueError(f"tokenizer and config disagree on special token ids (config, tokenizer): {mismatched}")
+                raise ValueError(
+                    f"tokenizer and config disagree on special token ids (config, tokenizer): {mismatched}"
+                )
             if len(tokenizer) > config.text_config.vocab_size:
                 raise ValueError(
                     f"tokenizer has {len(tokenizer)} tokens but the language model only "
                     f"{config.text_config.vocab_size} embeddings"
                 )
-        self._word_level = type(getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)).__name__ == "WordLevel"
+        self._word_level = (
+            type(getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)).__name__
+            == "WordLevel"
+        )
 
     def _token_id(self, token: str) -> int:
         value = self.tokenizer.convert_tokens_to_ids(token)
-        if value is None or value == self.tokenizer.unk_token_id:
+        if not isinstance(value, int) or value == self.tokenizer.unk_token_id:
             raise ValueError(f"tokenizer has no special token {token!r}")
-        return int(value)
+        return value
 
     # ------------------------------------------------------------------ persistence
     def to_dict(self) -> dict[str, Any]:
@@ -474,7 +530,9 @@ class EarthGPTXProcessor:
     def prompt_masks(self, prompts: Sequence[dict[str, Any]], width: float, height: float) -> torch.Tensor:
         """Prompts in chip pixels → ``(n, S, S)`` masks (validated; at most ``max_prompts``)."""
         if len(prompts) > self.max_prompts:
-            raise ValueError(f"{len(prompts)} visual prompts given but the model supports at most {self.max_prompts}")
+            raise ValueError(
+                f"{len(prompts)} visual prompts given but the model supports at most {self.max_prompts}"
+            )
         masks = [
             rasterize_prompt(p, width, height, self.image_size, self.point_radius, self.line_width, index=i)
             for i, p in enumerate(prompts)
@@ -522,13 +580,17 @@ class EarthGPTXProcessor:
             raise ValueError("a conversation must start with a 'human' turn")
         for turn in turns:
             if turn.get("from") not in ("human", "gpt") or not isinstance(turn.get("value"), str):
-                raise ValueError(f"bad conversation turn {turn!r}: needs 'from' human|gpt and a string 'value'")
+                raise ValueError(
+                    f"bad conversation turn {turn!r}: needs 'from' human|gpt and a string 'value'"
+                )
         if not train:
             while turns and turns[-1]["from"] == "gpt":
                 turns.pop()
         image_mentions = sum(t["value"].count(IMAGE_TOKEN) for t in turns)
         if image_mentions > 1:
-            raise ValueError(f"the conversation mentions {IMAGE_TOKEN} {image_mentions} times; one image per sample")
+            raise ValueError(
+                f"the conversation mentions {IMAGE_TOKEN} {image_mentions} times; one image per sample"
+            )
         if image_mentions == 0:
             turns[0] = {"from": "human", "value": f"{IMAGE_TOKEN}\n{turns[0]['value']}"}
         self._check_regions((t["value"] for t in turns), num_prompts)
@@ -556,7 +618,9 @@ class EarthGPTXProcessor:
         if train and not any(t["from"] == "gpt" for t in turns):
             raise ValueError("a training conversation needs at least one 'gpt' answer")
         if len(input_ids) > self.max_length:
-            raise ValueError(f"the sample is {len(input_ids)} tokens long; the model takes at most {self.max_length}")
+            raise ValueError(
+                f"the sample is {len(input_ids)} tokens long; the model takes at most {self.max_length}"
+            )
         return input_ids, labels
 
     # ------------------------------------------------------------------ records
@@ -602,7 +666,9 @@ class EarthGPTXProcessor:
     def _resize_mask(self, mask: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy((np.asarray(mask) > 0).astype(np.float32))
         if tensor.shape != (self.image_size, self.image_size):
-            tensor = F.interpolate(tensor[None, None], size=(self.image_size, self.image_size), mode="nearest")[0, 0]
+            tensor = F.interpolate(
+                tensor[None, None], size=(self.image_size, self.image_size), mode="nearest"
+            )[0, 0]
         return tensor
 
     def encode_record(self, record: dict[str, Any], root: str | Path, train: bool = True) -> EncodedSample:
@@ -619,7 +685,9 @@ class EarthGPTXProcessor:
                 for mask_path in mask_paths:
                     with rasterio.open(root / mask_path) as src:
                         masks.append(
-                            src.read(1, out_shape=(self.image_size, self.image_size), resampling=Resampling.nearest)
+                            src.read(
+                                1, out_shape=(self.image_size, self.image_size), resampling=Resampling.nearest
+                            )
                         )
         width = float(record.get("width", image.shape[-1]))
         height = float(record.get("height", image.shape[-2]))
@@ -703,7 +771,7 @@ class EarthGPTXProcessor:
                 break
             if token not in drop:
                 kept.append(int(token))
-        text = self.tokenizer.decode(kept, skip_special_tokens=False)
+        text = str(self.tokenizer.decode(kept, skip_special_tokens=False))
         return detokenize(text) if self._word_level else text.strip()
 
     def post_process_generation(

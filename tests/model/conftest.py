@@ -28,7 +28,12 @@ def _write_raster(path: Path, array: np.ndarray, driver: str = "GTiff") -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(
-            path, "w", driver=driver, width=array.shape[2], height=array.shape[1], count=array.shape[0],
+            path,
+            "w",
+            driver=driver,
+            width=array.shape[2],
+            height=array.shape[1],
+            count=array.shape[0],
             dtype=array.dtype,
         ) as dst:
             dst.write(array)
@@ -39,7 +44,11 @@ def make_records(root: Path) -> list[dict[str, Any]]:
     rng = np.random.default_rng(7)
     images = {
         "opt": ("optical", ["red", "green", "blue"], rng.integers(0, 256, (3, CHIP, CHIP), dtype=np.uint8)),
-        "ms": ("multispectral", ["blue", "green", "red", "nir"], rng.integers(0, 6000, (4, CHIP, CHIP), dtype=np.uint16)),
+        "ms": (
+            "multispectral",
+            ["blue", "green", "red", "nir"],
+            rng.integers(0, 6000, (4, CHIP, CHIP), dtype=np.uint16),
+        ),
         "sar": ("sar", ["vv", "vh"], rng.gamma(1.0, 0.1, (2, CHIP, CHIP)).astype(np.float32)),
         "ir": ("infrared", ["tir"], rng.integers(28000, 31000, (1, CHIP, CHIP), dtype=np.uint16)),
     }
@@ -49,7 +58,9 @@ def make_records(root: Path) -> list[dict[str, Any]]:
     mask[0, 30:70, 40:90] = 255
     _write_raster(root / "masks" / "sar.png", mask, driver="PNG")
 
-    def record(name: str, prompts: list[dict[str, Any]], question: str, answer: str, **extra: Any) -> dict[str, Any]:
+    def record(
+        name: str, prompts: list[dict[str, Any]], question: str, answer: str, **extra: Any
+    ) -> dict[str, Any]:
         modality, bands, _ = images[name]
         return {
             "id": f"{name}-{len(prompts)}",
@@ -59,7 +70,10 @@ def make_records(root: Path) -> list[dict[str, Any]]:
             "width": CHIP,
             "height": CHIP,
             "prompts": prompts,
-            "conversations": [{"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": answer}],
+            "conversations": [
+                {"from": "human", "value": f"<image>\n{question}"},
+                {"from": "gpt", "value": answer},
+            ],
             "level": "L2",
             "task": "region_classification",
             **extra,

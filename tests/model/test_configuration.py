@@ -74,7 +74,9 @@ def test_bad_values_raise_value_error_naming_them(overrides: dict[str, object], 
 
 
 def test_five_views_need_a_double_size_chip() -> None:
-    config = EarthGPTXConfig.tiny(vision_config={"num_views": 5}, prompt_config={"mask_size": 256, "patch_size": 32})
+    config = EarthGPTXConfig.tiny(
+        vision_config={"num_views": 5}, prompt_config={"mask_size": 256, "patch_size": 32}
+    )
     assert config.image_size == 256
     assert config.num_image_tokens == 5 * 64
     with pytest.raises(ValueError, match="mask_size"):

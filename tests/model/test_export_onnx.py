@@ -30,7 +30,12 @@ def test_signature_is_fixed_and_dynamic(exported: Path) -> None:
     assert [i.name for i in graph.input] == list(INPUT_NAMES)
     assert [o.name for o in graph.output] == list(OUTPUT_NAMES)
     elem = onnx.TensorProto
-    assert [i.type.tensor_type.elem_type for i in graph.input] == [elem.FLOAT, elem.INT64, elem.FLOAT, elem.BOOL]
+    assert [i.type.tensor_type.elem_type for i in graph.input] == [
+        elem.FLOAT,
+        elem.INT64,
+        elem.FLOAT,
+        elem.BOOL,
+    ]
 
     def dims(value: onnx.ValueInfoProto) -> list[str | int]:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
@@ -62,7 +67,9 @@ def test_parity_with_pytorch_on_fresh_inputs(
 def test_runner_rejects_a_foreign_graph(tmp_path: Path) -> None:
     node = onnx.helper.make_node("Identity", ["X"], ["Y"])
     graph = onnx.helper.make_graph(
-        [node], "g", [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [1])],
+        [node],
+        "g",
+        [onnx.helper.make_tensor_value_info("X", onnx.TensorProto.FLOAT, [1])],
         [onnx.helper.make_tensor_value_info("Y", onnx.TensorProto.FLOAT, [1])],
     )
     path = tmp_path / "other.onnx"

@@ -11,18 +11,24 @@ from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, 
 
 
 @pytest.fixture(scope="module")
-def train_batch(processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+def train_batch(
+    processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
+) -> dict[str, torch.Tensor]:
     root, records = records_dir
     return processor.collate_records(records, root, train=True)
 
 
 @pytest.fixture(scope="module")
-def infer_batch(processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]) -> dict[str, torch.Tensor]:
+def infer_batch(
+    processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
+) -> dict[str, torch.Tensor]:
     root, records = records_dir
     return processor.collate_records(records, root, train=False)
 
 
-def test_forward_shapes(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+def test_forward_shapes(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]
+) -> None:
     config = model.config
     with torch.no_grad():
         out = model(**train_batch)
@@ -66,7 +72,9 @@ def test_loss_counts_only_answer_tokens(
 
 
 def test_regions_named_in_answers_keep_their_token_embedding(
-    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor], processor: EarthGPTXProcessor
+    model: EarthGPTXForConditionalGeneration,
+    train_batch: dict[str, torch.Tensor],
+    processor: EarthGPTXProcessor,
 ) -> None:
     ids, labels = train_batch["input_ids"][:1], train_batch["labels"][:1]
     answer = labels != -100
@@ -75,10 +83,14 @@ def test_regions_named_in_answers_keep_their_token_embedding(
     assert int(((ids == region1) & ~answer).sum()) == processor.tokens_per_prompt
     with torch.no_grad():
         vision = model.encode_vision(
-            train_batch["pixel_values"][:1], train_batch["modality_ids"][:1],
-            train_batch["prompt_masks"][:1], train_batch["prompt_valid"][:1],
+            train_batch["pixel_values"][:1],
+            train_batch["modality_ids"][:1],
+            train_batch["prompt_masks"][:1],
+            train_batch["prompt_valid"][:1],
         )
-        embeds = model.embed_inputs(ids, vision.image_tokens, vision.prompt_tokens, train_batch["prompt_valid"][:1], answer)
+        embeds = model.embed_inputs(
+            ids, vision.image_tokens, vision.prompt_tokens, train_batch["prompt_valid"][:1], answer
+        )
         table = model.get_input_embeddings().weight
     at_answer = ((ids == region1) & answer).nonzero()[0]
     torch.testing.assert_close(embeds[0, at_answer[1]], table[region1])
@@ -86,7 +98,9 @@ def test_regions_named_in_answers_keep_their_token_embedding(
     torch.testing.assert_close(embeds[0, prompt_side], vision.prompt_tokens[0, 0])
 
 
-def test_all_masked_labels_give_zero_not_nan(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+def test_all_masked_labels_give_zero_not_nan(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]
+) -> None:
     batch = dict(train_batch, labels=torch.full_like(train_batch["labels"], -100))
     batch.pop("target_masks")
     with torch.no_grad():
@@ -97,7 +111,14 @@ def test_backward_reaches_every_part(config: EarthGPTXConfig, train_batch: dict[
     torch.manual_seed(1)
     model = EarthGPTXForConditionalGeneration(config).train()
     model(**train_batch).loss.backward()
-    for part in ("vision_tower", "prompt_encoder", "fusion", "multi_modal_projector", "language_model", "mask_decoder"):
+    for part in (
+        "vision_tower",
+        "prompt_encoder",
+        "fusion",
+        "multi_modal_projector",
+        "language_model",
+        "mask_decoder",
+    ):
         grads = [p.grad for p in getattr(model, part).parameters() if p.grad is not None]
         assert grads and any(g.abs().sum() > 0 for g in grads), part
     assert model.vision_tower.band_adapter.weight.grad[:, :, :].abs().sum() > 0
@@ -114,7 +135,9 @@ def _single(batch: dict[str, torch.Tensor], i: int, n_prompts: int, train: bool)
     return one
 
 
-def test_mixed_prompt_counts_match_single_samples(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+def test_mixed_prompt_counts_match_single_samples(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]
+) -> None:
     batch = {k: v for k, v in train_batch.items() if k != "target_masks"}
     with torch.no_grad():
         full = model(**batch)
@@ -122,16 +145,22 @@ def test_mixed_prompt_counts_match_single_samples(model: EarthGPTXForConditional
             alone = model(**_single(batch, i, n, train=True))
             mask = batch["attention_mask"][i].bool()
             torch.testing.assert_close(full.logits[i][mask], alone.logits[0], rtol=1e-4, atol=1e-4)
-            torch.testing.assert_close(full.prompt_tokens[i, :n], alone.prompt_tokens[0, :n], rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                full.prompt_tokens[i, :n], alone.prompt_tokens[0, :n], rtol=1e-4, atol=1e-4
+            )
 
 
 @pytest.mark.parametrize("modality_id", [0, 1, 2, 3])
-def test_modality_changes_the_image_tokens(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor], modality_id: int) -> None:
+def test_modality_changes_the_image_tokens(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor], modality_id: int
+) -> None:
     pixel_values = train_batch["pixel_values"][:1]
     masks, valid = train_batch["prompt_masks"][:1], train_batch["prompt_valid"][:1]
     with torch.no_grad():
         ours = model.encode_vision(pixel_values, torch.tensor([modality_id]), masks, valid).image_tokens
-        other = model.encode_vision(pixel_values, torch.tensor([(modality_id + 1) % 4]), masks, valid).image_tokens
+        other = model.encode_vision(
+            pixel_values, torch.tensor([(modality_id + 1) % 4]), masks, valid
+        ).image_tokens
     assert torch.isfinite(ours).all()
     assert not torch.allclose(ours, other)
 
@@ -142,12 +171,16 @@ def test_prompt_position_changes_prompt_tokens(model: EarthGPTXForConditionalGen
     masks[0, 0, 40:50, 40:50] = 1
     masks[0, 1, 40:50, 52:62] = 1  # the same box, shifted next to the first
     with torch.no_grad():
-        tokens = model.encode_vision(pixel_values, torch.tensor([0]), masks, torch.tensor([[True, True]])).prompt_tokens
+        tokens = model.encode_vision(
+            pixel_values, torch.tensor([0]), masks, torch.tensor([[True, True]])
+        ).prompt_tokens
     difference = (tokens[0, 0] - tokens[0, 1]).norm() / tokens[0, 0].norm()
     assert difference > 0.05
 
 
-def test_error_more_regions_than_prompts(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+def test_error_more_regions_than_prompts(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]
+) -> None:
     batch = {k: v for k, v in train_batch.items() if k != "target_masks"}
     batch["prompt_valid"] = batch["prompt_valid"].clone()
     batch["prompt_valid"][0, 1] = False  # sample 0 mentions <region2>
@@ -155,7 +188,11 @@ def test_error_more_regions_than_prompts(model: EarthGPTXForConditionalGeneratio
         model(**batch)
 
 
-def test_error_image_token_count(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor], processor: EarthGPTXProcessor) -> None:
+def test_error_image_token_count(
+    model: EarthGPTXForConditionalGeneration,
+    train_batch: dict[str, torch.Tensor],
+    processor: EarthGPTXProcessor,
+) -> None:
     batch = {k: v for k, v in train_batch.items() if k != "target_masks"}
     ids = batch["input_ids"].clone()
     first = int((ids[1] == processor.image_token_id).nonzero()[0])
@@ -164,13 +201,17 @@ def test_error_image_token_count(model: EarthGPTXForConditionalGeneration, train
         model(**dict(batch, input_ids=ids))
 
 
-def test_error_target_mask_count(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+def test_error_target_mask_count(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]
+) -> None:
     batch = dict(train_batch, target_masks=torch.zeros(2, 128, 128))
     with pytest.raises(ValueError, match=r"found 1 \[SEG\] tokens in input_ids but target_masks has 2"):
         model(**batch)
 
 
-def test_generate_batch_matches_single_requests(model: EarthGPTXForConditionalGeneration, infer_batch: dict[str, torch.Tensor]) -> None:
+def test_generate_batch_matches_single_requests(
+    model: EarthGPTXForConditionalGeneration, infer_batch: dict[str, torch.Tensor]
+) -> None:
     out = model.generate(**infer_batch, max_new_tokens=6)
     assert out.sequences.shape == (4, 6)
     for i, n in enumerate([2, 1, 3, 0]):
@@ -182,13 +223,19 @@ def test_generate_batch_matches_single_requests(model: EarthGPTXForConditionalGe
     assert out.sequences[:, 0].tolist() == logits.argmax(-1).tolist()
 
 
-def test_generate_rejects_right_padding(model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]) -> None:
+def test_generate_rejects_right_padding(
+    model: EarthGPTXForConditionalGeneration, train_batch: dict[str, torch.Tensor]
+) -> None:
     batch = {k: v for k, v in train_batch.items() if k not in ("labels", "target_masks")}
     with pytest.raises(ValueError, match="left-padded"):
         model.generate(**batch, max_new_tokens=2)
 
 
-def test_generated_seg_gives_the_same_mask_as_teacher_forcing(model: EarthGPTXForConditionalGeneration, infer_batch: dict[str, torch.Tensor], processor: EarthGPTXProcessor) -> None:
+def test_generated_seg_gives_the_same_mask_as_teacher_forcing(
+    model: EarthGPTXForConditionalGeneration,
+    infer_batch: dict[str, torch.Tensor],
+    processor: EarthGPTXProcessor,
+) -> None:
     seg = processor.seg_token_id
     bias = torch.zeros(model.config.text_config.vocab_size)
     bias[seg] = 1e4  # make the untrained model answer with [SEG]
@@ -209,7 +256,12 @@ def test_generated_seg_gives_the_same_mask_as_teacher_forcing(model: EarthGPTXFo
         handle.remove()
 
 
-def test_save_and_load_round_trip(tmp_path: Path, model: EarthGPTXForConditionalGeneration, processor: EarthGPTXProcessor, infer_batch: dict[str, torch.Tensor]) -> None:
+def test_save_and_load_round_trip(
+    tmp_path: Path,
+    model: EarthGPTXForConditionalGeneration,
+    processor: EarthGPTXProcessor,
+    infer_batch: dict[str, torch.Tensor],
+) -> None:
     model.save_pretrained(tmp_path)
     processor.save_pretrained(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
@@ -226,15 +278,21 @@ def test_save_and_load_round_trip(tmp_path: Path, model: EarthGPTXForConditional
 
 def test_five_views(tokenizer: Any) -> None:
     config = EarthGPTXConfig.tiny(
-        tokenizer=tokenizer, vision_config={"num_views": 5}, prompt_config={"mask_size": 256, "patch_size": 32}
+        tokenizer=tokenizer,
+        vision_config={"num_views": 5},
+        prompt_config={"mask_size": 256, "patch_size": 32},
     )
     model = EarthGPTXForConditionalGeneration(config).eval()
     masks = torch.zeros(2, 1, 256, 256)
     masks[:, 0, 10:100, 20:60] = 1
     with torch.no_grad():
-        out = model.encode_vision(torch.randn(2, 13, 256, 256), torch.tensor([0, 2]), masks, torch.ones(2, 1, dtype=torch.bool))
+        out = model.encode_vision(
+            torch.randn(2, 13, 256, 256), torch.tensor([0, 2]), masks, torch.ones(2, 1, dtype=torch.bool)
+        )
     assert out.image_tokens.shape == (2, 5 * 64, config.text_config.hidden_size)
     assert out.mask_features.shape == (2, config.mask_decoder_hidden_size, 64, 64)
     with torch.no_grad():
-        masks_out = model.predict_masks(torch.randn(3, config.text_config.hidden_size), torch.tensor([0, 1, 1]), out.mask_features)
+        masks_out = model.predict_masks(
+            torch.randn(3, config.text_config.hidden_size), torch.tensor([0, 1, 1]), out.mask_features
+        )
     assert masks_out.shape == (3, 256, 256)

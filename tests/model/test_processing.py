@@ -26,13 +26,20 @@ CONV = [{"from": "human", "value": "<image>\nWhat is <region1>?"}, {"from": "gpt
         ("optical", ["red", "green", "blue"], np.uint8, [0, 1, 2]),
         ("optical", ["blue", "green", "red"], np.uint16, [2, 1, 0]),
         ("multispectral", ["blue", "green", "red", "nir"], np.uint16, [1, 2, 3, 7]),
-        ("multispectral", [f"B{i:02d}" for i in range(1, 13)] + ["B8A"], np.float32, list(range(8)) + list(range(9, 13)) + [8]),
+        (
+            "multispectral",
+            [f"B{i:02d}" for i in range(1, 13)] + ["B8A"],
+            np.float32,
+            list(range(8)) + list(range(9, 13)) + [8],
+        ),
         ("sar", ["vv", "vh"], np.float32, [0, 1]),
         ("sar", ["hv"], np.float32, [1]),
         ("infrared", ["tir"], np.uint16, [0]),
     ],
 )
-def test_every_modality_fills_its_slots(modality: str, bands: list[str], dtype: type, slots: list[int]) -> None:
+def test_every_modality_fills_its_slots(
+    modality: str, bands: list[str], dtype: type, slots: list[int]
+) -> None:
     rng = np.random.default_rng(0)
     high = 255 if dtype == np.uint8 else 8000
     array = (rng.random((len(bands), 32, 40)) * high).astype(dtype) + (1 if dtype != np.uint8 else 0)
@@ -79,12 +86,19 @@ def test_sar_clipping_is_robust_to_speckle_outliers() -> None:
 def test_infrared_is_scaled_per_chip() -> None:
     cold = np.random.default_rng(3).integers(27000, 28000, (1, 32, 32)).astype(np.uint16)
     warm = cold + 3000
-    np.testing.assert_allclose(normalize_bands(cold, "infrared", ["tir"]), normalize_bands(warm, "infrared", ["tir"]), atol=1e-5)
+    np.testing.assert_allclose(
+        normalize_bands(cold, "infrared", ["tir"]), normalize_bands(warm, "infrared", ["tir"]), atol=1e-5
+    )
 
 
 @pytest.mark.parametrize(
     ("modality", "bands", "count"),
-    [("optical", ["red", "green", "blue", "nir"], 4), ("sar", ["vv", "vh", "hh"], 3), ("infrared", ["tir", "tir2"], 2), ("multispectral", ["red", "green", "blue"], 3)],
+    [
+        ("optical", ["red", "green", "blue", "nir"], 4),
+        ("sar", ["vv", "vh", "hh"], 3),
+        ("infrared", ["tir", "tir2"], 2),
+        ("multispectral", ["red", "green", "blue"], 3),
+    ],
 )
 def test_wrong_band_count_names_the_modality(modality: str, bands: list[str], count: int) -> None:
     with pytest.raises(ValueError, match=rf"modality '{modality}' needs .* bands, got {count}"):
@@ -144,18 +158,24 @@ def test_bad_prompts_raise_value_error_naming_the_problem(prompt: dict[str, Any]
 
 
 def test_prompt_to_grid() -> None:
-    assert prompt_to_grid({"type": "box", "box": [0, 64, 127.9, 128]}, 128, 128) == {"type": "box", "box": [0, 500, 999, 999]}
+    assert prompt_to_grid({"type": "box", "box": [0, 64, 127.9, 128]}, 128, 128) == {
+        "type": "box",
+        "box": [0, 500, 999, 999],
+    }
     assert prompt_to_grid({"type": "point", "point": [32, 96]}, 128, 128)["point"] == [250, 750]
-    assert prompt_to_grid({"type": "scribble", "line": [[0, 0], [64, 32]]}, 128, 64)["line"] == [[0, 0], [500, 500]]
+    assert prompt_to_grid({"type": "scribble", "line": [[0, 0], [64, 32]]}, 128, 64)["line"] == [
+        [0, 0],
+        [500, 500],
+    ]
 
 
 # ------------------------------------------------------------------ text and labels
 def test_labels_cover_only_the_answer(processor: EarthGPTXProcessor) -> None:
     ids, labels = processor.build_conversation(CONV, num_prompts=1, train=True)
-    answer = [t for t, l in zip(ids, labels, strict=True) if l != -100]
+    answer = [t for t, lab in zip(ids, labels, strict=True) if lab != -100]
     tok = processor.tokenizer
     assert tok.convert_ids_to_tokens(answer) == ["a", "ship", tok.eos_token]
-    assert all(l == -100 or l == t for t, l in zip(ids, labels, strict=True))
+    assert all(lab == -100 or lab == t for t, lab in zip(ids, labels, strict=True))
     assert ids.count(processor.image_token_id) == processor.num_image_tokens
     assert ids.count(processor.region_token_ids[0]) == processor.tokens_per_prompt
 
@@ -163,7 +183,7 @@ def test_labels_cover_only_the_answer(processor: EarthGPTXProcessor) -> None:
 def test_multi_turn_labels_every_answer(processor: EarthGPTXProcessor) -> None:
     conv = CONV + [{"from": "human", "value": "And <region1>?"}, {"from": "gpt", "value": "a storage tank"}]
     ids, labels = processor.build_conversation(conv, num_prompts=1, train=True)
-    answered = processor.tokenizer.decode([t for t, l in zip(ids, labels, strict=True) if l != -100])
+    answered = processor.tokenizer.decode([t for t, lab in zip(ids, labels, strict=True) if lab != -100])
     assert answered.split() == ["a", "ship", "</s>", "a", "storage", "tank", "</s>"]
     prompt_ids, _ = processor.build_conversation(conv, num_prompts=1, train=False)
     # inference keeps both human turns and the first answer, and ends where the model must continue
@@ -194,7 +214,9 @@ def test_too_many_prompts(processor: EarthGPTXProcessor) -> None:
 
 
 # ------------------------------------------------------------------ records and batches
-def test_training_batch_from_records(processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_training_batch_from_records(
+    processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
+) -> None:
     root, records = records_dir
     batch = processor.collate_records(records, root, train=True)
     b, length = batch["input_ids"].shape
@@ -202,7 +224,12 @@ def test_training_batch_from_records(processor: EarthGPTXProcessor, records_dir:
     assert batch["pixel_values"].shape == (4, 13, 128, 128)
     assert batch["modality_ids"].tolist() == [0, 1, 2, 3]
     assert batch["prompt_masks"].shape == (4, 3, 128, 128)
-    assert batch["prompt_valid"].tolist() == [[True, True, False], [True, False, False], [True, True, True], [False, False, False]]
+    assert batch["prompt_valid"].tolist() == [
+        [True, True, False],
+        [True, False, False],
+        [True, True, True],
+        [False, False, False],
+    ]
     assert batch["target_masks"].shape == (1, 128, 128)
     assert batch["target_masks"][0, 50, 60] == 1 and batch["target_masks"][0, 10, 10] == 0
     # right padding: every row starts with <s>
@@ -212,7 +239,9 @@ def test_training_batch_from_records(processor: EarthGPTXProcessor, records_dir:
     assert ((batch["labels"] != -100) <= batch["attention_mask"].bool()).all()
 
 
-def test_inference_batch_is_left_padded(processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_inference_batch_is_left_padded(
+    processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
+) -> None:
     root, records = records_dir
     batch = processor.collate_records(records, root, train=False)
     assert "labels" not in batch
@@ -222,7 +251,9 @@ def test_inference_batch_is_left_padded(processor: EarthGPTXProcessor, records_d
     assert not (batch["input_ids"] == seg).any()  # the answer is not in the prompt
 
 
-def test_record_errors_name_the_record(processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]) -> None:
+def test_record_errors_name_the_record(
+    processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
+) -> None:
     root, records = records_dir
     bad = dict(records[0], bands=["red", "green"])
     with pytest.raises(ValueError, match=r"record opt-2: .*3 bands but 2 band names"):
@@ -234,7 +265,9 @@ def test_record_errors_name_the_record(processor: EarthGPTXProcessor, records_di
 
 def test_encode_in_memory_request(processor: EarthGPTXProcessor) -> None:
     image = np.random.default_rng(0).integers(0, 255, (3, 256, 200), dtype=np.uint8)
-    sample = processor.encode(image, "optical", ["red", "green", "blue"], CONV, [{"type": "box", "box": [100, 128, 200, 256]}])
+    sample = processor.encode(
+        image, "optical", ["red", "green", "blue"], CONV, [{"type": "box", "box": [100, 128, 200, 256]}]
+    )
     assert sample.pixel_values.shape == (13, 128, 128)
     mask = sample.prompt_masks[0]
     assert mask[100, 100] == 1 and mask[20, 20] == 0  # prompt scaled with the chip
@@ -253,7 +286,11 @@ def test_parse_answer() -> None:
 
 def test_decode_and_post_process(processor: EarthGPTXProcessor) -> None:
     tok = processor.tokenizer
-    ids = tok("It is at [120, 340, 450, 800]. [SEG]", add_special_tokens=False)["input_ids"] + [tok.eos_token_id, 0, 0]
+    ids = tok("It is at [120, 340, 450, 800]. [SEG]", add_special_tokens=False)["input_ids"] + [
+        tok.eos_token_id,
+        0,
+        0,
+    ]
     sequences = torch.tensor([ids])
     logits = torch.full((1, 128, 128), -5.0)
     logits[0, :10, :10] = 5.0
