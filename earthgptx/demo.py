@@ -124,7 +124,7 @@ class DemoScene:
 
 def load_stack_env() -> list[str]:
     """The local stack's connection values (``.stack/stack.env`` of this checkout), unless already set."""
-    from services.resultstore.settings import load_stack_env as load
+    from earthgptx.settings import load_stack_env as load
 
     return load(os.environ.get("EGX_STATE_DIR") or REPO_ROOT / ".stack")
 

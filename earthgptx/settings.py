@@ -7,6 +7,9 @@ Each block has its own environment prefix; a service composes the blocks it need
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -68,3 +71,27 @@ def refuse_placeholder(name: str, secret: SecretStr, environment: str) -> None:
     """Raise if a placeholder secret is used outside development."""
     if environment != "development" and secret.get_secret_value().strip().lower() in PLACEHOLDER_SECRETS:
         raise ValueError(f"{name} is a placeholder secret; set a real one for environment {environment!r}")
+
+
+def load_stack_env(state_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Put the local stack's connection values (``<state_dir>/stack.env``, written by ``make up``) into the
+    environment, without overriding variables already set. Returns the names it set.
+
+    ``state_dir`` defaults to ``EGX_STATE_DIR`` or ``./.stack``. A missing file is not an error: deployed
+    services get their environment from the deployment, not from this file.
+    """
+    folder = Path(state_dir or os.environ.get("EGX_STATE_DIR") or ".stack")
+    env_file = folder / "stack.env"
+    if not env_file.is_file():
+        return []
+    loaded: list[str] = []
+    for raw in env_file.read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if key and key not in os.environ:
+            os.environ[key] = value.strip().strip("'\"")
+            loaded.append(key)
+    return loaded

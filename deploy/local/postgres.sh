@@ -4,9 +4,23 @@
 # `earthgptx` database; PostGIS is installed in template1 too, so databases that tests create have it.
 source "$(dirname "$0")/common.sh"
 
-PG_STATE="$EGX_STATE_DIR/postgres"
+# The server runs as `postgres`, which must be able to reach its data folder. When the state folder lies under a
+# directory that user cannot traverse (a clone under /root, say), the cluster lives in /var/tmp instead and
+# .stack/postgres is a link to it, so the state still has one entry point.
+resolve_pg_state() {
+  local here="$EGX_STATE_DIR/postgres"
+  if [[ -L "$here" ]]; then readlink "$here"; return; fi
+  if runuser -u postgres -- test -x "$EGX_STATE_DIR" 2>/dev/null; then echo "$here"; return; fi
+  local alt; alt="/var/tmp/earthgptx-postgres-$(printf '%s' "$EGX_STATE_DIR" | sha256sum | cut -c1-12)"
+  mkdir -p "$alt"
+  rm -rf "$here" && ln -s "$alt" "$here"
+  say "postgres cannot traverse $EGX_STATE_DIR; its cluster lives in $alt (linked from $here)"
+  echo "$alt"
+}
+PG_STATE="$(resolve_pg_state)"
 PGDATA="$PG_STATE/data"
 SOCKET_DIR="$PG_STATE/socket"
+PG_LOG="$PG_STATE/postgres.log"
 
 install() {
   if [[ -x "$EGX_PG_BIN/postgres" && -f /usr/share/postgresql/15/extension/postgis.control ]]; then return; fi
@@ -25,7 +39,8 @@ psql_admin() { PGOPTIONS="-c client_min_messages=warning" as_pg "$EGX_PG_BIN/psq
 init_cluster() {
   mkdir -p "$PG_STATE" "$SOCKET_DIR" "$LOG_DIR"
   chown postgres:postgres "$PG_STATE" "$SOCKET_DIR"
-  touch "$LOG_DIR/postgres.log"; chown postgres:postgres "$LOG_DIR/postgres.log"
+  touch "$PG_LOG"; chown postgres:postgres "$PG_LOG"
+  ln -sfn "$PG_LOG" "$LOG_DIR/postgres.log"
   if [[ -f "$PGDATA/PG_VERSION" ]]; then return; fi
   say "initialising cluster in $PGDATA"
   as_pg "$EGX_PG_BIN/initdb" -D "$PGDATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
@@ -67,7 +82,7 @@ start() {
   init_cluster
   if ! as_pg "$EGX_PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
     say "starting postgres on 127.0.0.1:$EGX_PG_PORT"
-    as_pg "$EGX_PG_BIN/pg_ctl" -D "$PGDATA" -l "$LOG_DIR/postgres.log" -w -t 60 start >/dev/null \
+    as_pg "$EGX_PG_BIN/pg_ctl" -D "$PGDATA" -l "$PG_LOG" -w -t 60 start >/dev/null \
       || die "postgres did not start; see $LOG_DIR/postgres.log"
   fi
   wait_until 60 postgres ready || die "postgres not ready; see $LOG_DIR/postgres.log"

@@ -11,15 +11,17 @@ plus ``EGX_KAFKA_*`` and ``EGX_DB_*`` (``earthgptx.settings``).
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from earthgptx.bus import topics
-from earthgptx.settings import DatabaseSettings, KafkaSettings
+from earthgptx.settings import (
+    DatabaseSettings,
+    KafkaSettings,
+    load_stack_env,  # noqa: F401  (re-exported for the service)
+)
 
 
 class Settings(BaseSettings):
@@ -56,25 +58,3 @@ class Settings(BaseSettings):
         return value
 
 
-def load_stack_env(state_dir: str | os.PathLike[str] | None = None) -> list[str]:
-    """Put the local stack's connection values (``<state_dir>/stack.env``, written by ``make up``) into the
-    environment, without overriding variables already set. Returns the names it set.
-
-    ``state_dir`` defaults to ``EGX_STATE_DIR`` or ``./.stack``. A missing file is not an error: deployed
-    services get their environment from the deployment, not from this file.
-    """
-    folder = Path(state_dir or os.environ.get("EGX_STATE_DIR") or ".stack")
-    env_file = folder / "stack.env"
-    if not env_file.is_file():
-        return []
-    loaded: list[str] = []
-    for raw in env_file.read_text(encoding="utf-8").splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip()
-        if key and key not in os.environ:
-            os.environ[key] = value.strip().strip("'\"")
-            loaded.append(key)
-    return loaded
