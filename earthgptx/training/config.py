@@ -1,0 +1,200 @@
+"""The training/evaluation recipe, read from a YAML file (``configs/tiny.yaml``).
+
+One file describes a whole run: where the training and held-out data come from (generator seeds, scene counts),
+the model (a preset plus overrides), what is trained (everything, or frozen encoders + LoRA through peft), the
+optimiser and schedule, the sampling weights per task, and where checkpoints and the final model go. Every
+section is a dataclass with defaults; unknown keys raise ``ValueError`` naming them, so a typo never silently
+falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from earthgptx.data.vocabulary import TASKS
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Training data (generated from ``train_seed``) and the held-out set (generated from ``eval_seed``)."""
+
+    train_dir: str = "data/generated/tiny-train"
+    train_seed: int = 0
+    n_scenes: int = 2000
+    records_per_task: int = 1
+    eval_dir: str = "data/generated/tiny-eval"
+    eval_seed: int = 90210
+    n_eval_scenes: int = 300
+    # Every scene of the eval-seed dataset is unseen in training; ``all`` evaluates all of them, or name splits.
+    eval_splits: list[str] = field(default_factory=lambda: ["all"])
+    chip_size: int = 128
+    # Processes for generation and pre-encoding (0: all cores).
+    workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.train_seed == self.eval_seed:
+            raise ValueError(f"data.eval_seed must differ from data.train_seed (both {self.train_seed})")
+        if self.n_scenes < 1 or self.n_eval_scenes < 1:
+            raise ValueError(
+                f"data.n_scenes and data.n_eval_scenes must be >= 1, got {self.n_scenes}, {self.n_eval_scenes}"
+            )
+
+
+@dataclass
+class LoraSettings:
+    """peft LoRA on the language model (used when ``trainable: frozen_encoders_lora``)."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class ModelSettings:
+    """Which preset, with which overrides (top-level fields or parts of sub-configs, as ``EarthGPTXConfig.tiny``)."""
+
+    preset: str = "tiny"
+    overrides: dict[str, Any] = field(default_factory=dict)
+    # ``all`` trains every parameter; ``frozen_encoders_lora`` freezes the ConvNeXt/DINOv2 encoders and the LM
+    # and trains LoRA adapters in the LM plus the new parts (band adapter, prompt encoder, fusion, projector,
+    # mask decoder, token embeddings and LM head).
+    trainable: str = "all"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    # dtype of the weights written into the shipped checkpoint; the config keeps float32 so that loading casts
+    # them back (halves the file size; fp16's 11-bit mantissa is far finer than the weights need).
+    save_dtype: str = "float16"
+
+    def __post_init__(self) -> None:
+        if self.preset not in ("tiny", "paper"):
+            raise ValueError(f"model.preset must be 'tiny' or 'paper', got {self.preset!r}")
+        if self.trainable not in ("all", "frozen_encoders_lora"):
+            raise ValueError(
+                f"model.trainable must be 'all' or 'frozen_encoders_lora', got {self.trainable!r}"
+            )
+        if self.save_dtype not in ("float32", "float16", "bfloat16"):
+            raise ValueError(
+                f"model.save_dtype must be float32, float16 or bfloat16, got {self.save_dtype!r}"
+            )
+
+
+@dataclass
+class OptimSettings:
+    """AdamW with linear warm-up and a cosine decay to ``min_lr_ratio × lr``."""
+
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.98)
+    warmup_steps: int = 200
+    min_lr_ratio: float = 0.05
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        self.betas = (float(self.betas[0]), float(self.betas[1]))
+        if self.lr <= 0:
+            raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+
+
+@dataclass
+class TrainSettings:
+    """Steps, batch, sampling, checkpoints, devices."""
+
+    steps: int = 3000
+    batch_size: int = 32
+    seed: int = 0
+    # Relative sampling weight per task (missing tasks weigh 1): hard tasks get more steps.
+    task_weights: dict[str, float] = field(default_factory=dict)
+    checkpoint_dir: str = "runs/tiny"
+    checkpoint_every: int = 500
+    log_every: int = 50
+    val_every: int = 0
+    val_batches: int = 8
+    device: str = "auto"
+    threads: int = 0
+    # bf16 autocast on CUDA (ignored on CPU).
+    bf16: bool = True
+    # Stop and save cleanly after this many seconds of training (0: no limit); the schedule then spans the
+    # steps that fit, estimated from a timing warm-up.
+    time_budget_s: float = 0.0
+    output_dir: str = "models/earthgptx-tiny"
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.task_weights) - set(TASKS))
+        if unknown:
+            raise ValueError(f"train.task_weights names unknown tasks {unknown}; tasks are {list(TASKS)}")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"train.steps and train.batch_size must be >= 1, got {self.steps}, {self.batch_size}"
+            )
+
+
+@dataclass
+class EvalSettings:
+    """Batched greedy decoding of the held-out set."""
+
+    batch_size: int = 64
+    max_new_tokens: int = 48
+
+
+@dataclass
+class RunConfig:
+    """A whole run: data, model, optimiser, training and evaluation settings."""
+
+    name: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type[T], values: Any, where: str) -> T:
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        nested = _NESTED.get((cls, name))
+        kwargs[name] = _build(nested, value, f"{where}.{name}") if nested else value
+    return cls(**kwargs)
+
+
+_NESTED: dict[tuple[type, str], type] = {
+    (RunConfig, "data"): DataConfig,
+    (RunConfig, "model"): ModelSettings,
+    (RunConfig, "optim"): OptimSettings,
+    (RunConfig, "train"): TrainSettings,
+    (RunConfig, "eval"): EvalSettings,
+    (ModelSettings, "lora"): LoraSettings,
+}
+
+
+def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
+    """A ``RunConfig`` from plain values (as read from YAML); raises ``ValueError`` on unknown keys."""
+    return _build(RunConfig, values, "config")
+
+
+def load_run_config(path: str | Path) -> RunConfig:
+    """Read a run configuration from a YAML file."""
+    with Path(path).open(encoding="utf-8") as handle:
+        values = yaml.safe_load(handle) or {}
+    return run_config_from_dict(values)

@@ -1,0 +1,510 @@
+"""Training data: generate (or reuse) the synthetic dataset, build the tokenizer, pre-encode once into tensors.
+
+GeoTIFF reading, band normalisation and prompt rasterisation are far slower than a training step of the tiny
+model, so every record is encoded exactly once, in parallel, into an :class:`EncodedDataset`: a few large
+tensors that can live on the GPU. Each (scene, modality) chip is stored once (``float16``, 13 band slots) and
+shared by its ~9 records; prompt and target masks are stored as ``uint8`` banks. A batch is then a gather on
+the device (:meth:`EncodedDataset.batch`) that yields exactly what ``EarthGPTXProcessor.collate(train=True)``
+would.
+
+:class:`WeightedStepSampler` draws each step's indices from per-task weights with a generator seeded by the step
+number, so a resumed run sees the same batches as an uninterrupted one, and each DDP rank takes its own slice.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import warnings
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import torch
+from rasterio.enums import Resampling
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerFast
+
+from earthgptx.data import generate_dataset, load_records
+from earthgptx.data.vocabulary import DATASET_VERSION, TASKS
+from earthgptx.model import EarthGPTXProcessor, build_tokenizer
+from earthgptx.model.processing_earthgptx import EncodedSample
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+
+
+def cpu_workers(requested: int) -> int:
+    """``requested`` processes, or every core this process may use when it is 0."""
+    if requested > 0:
+        return requested
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def ensure_dataset(
+    out_dir: str | Path,
+    n_scenes: int,
+    seed: int,
+    chip_size: int = 128,
+    records_per_task: int = 1,
+    workers: int = 1,
+    progress: bool = True,
+) -> Path:
+    """``records.jsonl`` of the dataset with these settings: reused when ``out_dir`` already holds it, else
+    generated (the generator is deterministic, so reuse is exact)."""
+    out = Path(out_dir)
+    records = out / "records.jsonl"
+    meta_path = out / "dataset.json"
+    if records.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        wanted = {
+            "seed": seed,
+            "n_scenes": n_scenes,
+            "chip_size": chip_size,
+            "records_per_task": records_per_task,
+            "version": DATASET_VERSION,
+        }
+        if all(meta.get(k) == v for k, v in wanted.items()) and len(meta.get("tasks", [])) == len(TASKS):
+            logger.info("reusing the dataset in %s (seed %d, %d scenes)", out, seed, n_scenes)
+            return records
+        logger.info("dataset in %s has other settings; regenerating", out)
+    logger.info("generating %d scenes (seed %d) into %s with %d process(es)", n_scenes, seed, out, workers)
+    return generate_dataset(
+        out,
+        n_scenes,
+        seed,
+        chip_size=chip_size,
+        progress=progress,
+        records_per_task=records_per_task,
+        workers=workers,
+    )
+
+
+def tokenizer_texts(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every turn of every record, plus the chat template's words (the tokenizer's training text)."""
+    texts = [str(turn["value"]) for record in records for turn in record["conversations"]]
+    texts.append(f"{EarthGPTXProcessor.user_prefix} {EarthGPTXProcessor.assistant_prefix}")
+    return texts
+
+
+def build_run_tokenizer(
+    records: Sequence[Mapping[str, Any]], max_regions: int = 8
+) -> PreTrainedTokenizerFast:
+    """The word-level tokenizer of the training records (deterministic for the same records)."""
+    return build_tokenizer(tokenizer_texts(records), max_regions=max_regions, min_frequency=1)
+
+
+# ------------------------------------------------------------------------------------------- encoding
+_WORKER_PROCESSOR: EarthGPTXProcessor | None = None
+
+
+def _init_worker(processor: EarthGPTXProcessor, threads: int) -> None:
+    global _WORKER_PROCESSOR
+    _WORKER_PROCESSOR = processor
+    torch.set_num_threads(threads)
+
+
+def _read_mask(path: Path, size: int) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read(1, out_shape=(size, size), resampling=Resampling.nearest)
+
+
+@dataclass
+class _EncodedChip:
+    pixels: np.ndarray  # (13, S, S) float16
+    samples: list[dict[str, Any]]
+
+
+def _encode_chip(job: tuple[str, str, list[dict[str, Any]], bool]) -> _EncodedChip:
+    """Encode every record of one chip (the image is read once)."""
+    root_text, image_name, records, train = job
+    processor = _WORKER_PROCESSOR
+    assert processor is not None, "worker not initialised"
+    root = Path(root_text)
+    size = processor.image_size
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(root / image_name) as src:
+            image = src.read()
+        pixels: np.ndarray | None = None
+        samples = []
+        for record in records:
+            masks: list[np.ndarray] = []
+            if train and record.get("mask"):
+                paths = record["mask"] if isinstance(record["mask"], list) else [record["mask"]]
+                masks = [_read_mask(root / p, size) for p in paths]
+            try:
+                sample: EncodedSample = processor.encode(
+                    image,
+                    record["modality"],
+                    record["bands"],
+                    record["conversations"],
+                    record.get("prompts", []),
+                    train=train,
+                    sar_scale=record.get("sar_scale", "amplitude"),
+                    target_masks=masks,
+                    sample_id=str(record.get("id", "")),
+                )
+            except ValueError as exc:
+                raise ValueError(f"record {record.get('id')}: {exc}") from exc
+            if pixels is None:
+                pixels = sample.pixel_values.numpy().astype(np.float16)
+            samples.append(
+                {
+                    "input_ids": np.asarray(sample.input_ids, dtype=np.int32),
+                    "labels": np.asarray(sample.labels, dtype=np.int32),
+                    "modality_id": sample.modality_id,
+                    "prompt_masks": (sample.prompt_masks.numpy() > 0.5).astype(np.uint8),
+                    "target_masks": (sample.target_masks.numpy() > 0.5).astype(np.uint8),
+                }
+            )
+    assert pixels is not None
+    return _EncodedChip(pixels=pixels, samples=samples)
+
+
+class EncodedDataset:
+    """Pre-encoded records as tensors (on CPU or moved to a device with :meth:`to`).
+
+    ``images (n_chips, 13, S, S)`` float16; per sample ``image_index``, ``modality_ids``, right-padded
+    ``input_ids``/``labels`` ``(n, L_max)``, ``lengths``; prompt masks in ``prompt_bank (1 + P, S, S)`` uint8 (row 0
+    is an empty mask for padded prompt slots) addressed by ``prompt_offsets``/``prompt_counts``; target masks
+    likewise in ``target_bank``. ``records`` keeps the source records in sample order.
+    """
+
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        images: torch.Tensor,
+        image_index: torch.Tensor,
+        modality_ids: torch.Tensor,
+        input_ids: torch.Tensor,
+        labels: torch.Tensor,
+        lengths: torch.Tensor,
+        prompt_bank: torch.Tensor,
+        prompt_offsets: torch.Tensor,
+        prompt_counts: torch.Tensor,
+        target_bank: torch.Tensor,
+        target_offsets: torch.Tensor,
+        target_counts: torch.Tensor,
+    ) -> None:
+        self.records = records
+        self.images = images
+        self.image_index = image_index
+        self.modality_ids = modality_ids
+        self.input_ids = input_ids
+        self.labels = labels
+        self.lengths = lengths
+        self.prompt_bank = prompt_bank
+        self.prompt_offsets = prompt_offsets
+        self.prompt_counts = prompt_counts
+        self.target_bank = target_bank
+        self.target_offsets = target_offsets
+        self.target_counts = target_counts
+        # Small per-sample facts kept on the CPU so a batch needs no device→host sync to size itself.
+        self._lengths_cpu = lengths.cpu()
+        self._prompt_counts_cpu = prompt_counts.cpu()
+        self._target_counts_cpu = target_counts.cpu()
+        self._target_offsets_cpu = target_offsets.cpu()
+        self.tasks = [str(r["task"]) for r in records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    def nbytes(self) -> int:
+        tensors = [getattr(self, name) for name in _TENSORS]
+        return int(sum(t.numel() * t.element_size() for t in tensors))
+
+    def to(self, device: torch.device | str) -> EncodedDataset:
+        """A copy with every tensor on ``device``."""
+        moved = {name: getattr(self, name).to(device) for name in _TENSORS}
+        return EncodedDataset(self.records, **moved)
+
+    def subset(self, indices: Sequence[int]) -> EncodedDataset:
+        """The samples at ``indices`` (sharing the image and mask banks)."""
+        index = torch.as_tensor(list(indices), dtype=torch.long)
+        dev_index = index.to(self.device)
+        return EncodedDataset(
+            [self.records[i] for i in index.tolist()],
+            images=self.images,
+            image_index=self.image_index[dev_index],
+            modality_ids=self.modality_ids[dev_index],
+            input_ids=self.input_ids[dev_index],
+            labels=self.labels[dev_index],
+            lengths=self.lengths[dev_index],
+            prompt_bank=self.prompt_bank,
+            prompt_offsets=self.prompt_offsets[dev_index],
+            prompt_counts=self.prompt_counts[dev_index],
+            target_bank=self.target_bank,
+            target_offsets=self.target_offsets[dev_index],
+            target_counts=self.target_counts[dev_index],
+        )
+
+    def batch(self, indices: torch.Tensor, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+        """The training batch of samples ``indices`` (right-padded, as ``processor.collate(train=True)``)."""
+        cpu_index = indices.cpu().long()
+        index = cpu_index.to(self.device)
+        batch = index.shape[0]
+        length = int(self._lengths_cpu[cpu_index].max())
+        input_ids = self.input_ids[index, :length].long()
+        labels = self.labels[index, :length].long()
+        positions = torch.arange(length, device=self.device)
+        attention_mask = (positions[None, :] < self.lengths[index, None]).long()
+        input_ids = input_ids.masked_fill(attention_mask == 0, pad_token_id)
+        labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
+
+        counts = self.prompt_counts[index]
+        slots = max(1, int(self._prompt_counts_cpu[cpu_index].max()))
+        slot = torch.arange(slots, device=self.device)
+        prompt_valid = slot[None, :] < counts[:, None]
+        bank_rows = torch.where(prompt_valid, self.prompt_offsets[index, None] + slot[None, :], 0)
+        prompt_masks = self.prompt_bank[bank_rows].float()
+
+        target_counts = self._target_counts_cpu[cpu_index]
+        total = int(target_counts.sum())
+        if total:
+            owner = torch.repeat_interleave(torch.arange(batch), target_counts)
+            first = torch.cumsum(target_counts, 0) - target_counts
+            within = torch.arange(total) - first[owner]
+            rows = (self._target_offsets_cpu[cpu_index][owner] + within).to(self.device)
+            target_masks = self.target_bank[rows].float()
+        else:
+            size = self.images.shape[-1]
+            target_masks = torch.zeros(0, size, size, device=self.device)
+        return {
+            "input_ids": input_ids,
+            "attention_mask": attention_mask,
+            "labels": labels,
+            "pixel_values": self.images[self.image_index[index]].float(),
+            "modality_ids": self.modality_ids[index],
+            "prompt_masks": prompt_masks,
+            "prompt_valid": prompt_valid,
+            "target_masks": target_masks,
+        }
+
+
+_TENSORS = (
+    "images",
+    "image_index",
+    "modality_ids",
+    "input_ids",
+    "labels",
+    "lengths",
+    "prompt_bank",
+    "prompt_offsets",
+    "prompt_counts",
+    "target_bank",
+    "target_offsets",
+    "target_counts",
+)
+
+
+def encode_dataset(
+    records: Sequence[dict[str, Any]],
+    root: str | Path,
+    processor: EarthGPTXProcessor,
+    workers: int = 1,
+    progress: bool = True,
+) -> EncodedDataset:
+    """Encode ``records`` (training form: answers labelled, target masks read) into an :class:`EncodedDataset`.
+
+    Records are grouped by chip so each GeoTIFF is read once; ``workers`` processes share the work. The result
+    keeps the order of ``records``.
+    """
+    if not records:
+        raise ValueError("cannot encode an empty list of records")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        groups[str(record["image"])].append(i)
+    jobs = [(str(root), name, [records[i] for i in members], True) for name, members in groups.items()]
+    order = [i for members in groups.values() for i in members]
+
+    chips: list[_EncodedChip] = []
+    bar = tqdm(total=len(records), disable=not progress, desc="encoding", unit="rec", mininterval=2.0)
+    if workers <= 1:
+        _init_worker(processor, torch.get_num_threads())
+        for job in jobs:
+            chips.append(_encode_chip(job))
+            bar.update(len(job[2]))
+    else:
+        context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with context.Pool(workers, initializer=_init_worker, initargs=(processor, 1)) as pool:
+            for chip in pool.imap(_encode_chip, jobs, chunksize=8):
+                chips.append(chip)
+                bar.update(len(chip.samples))
+    bar.close()
+
+    n = len(records)
+    max_length = max(len(s["input_ids"]) for chip in chips for s in chip.samples)
+    size = processor.image_size
+    images = torch.from_numpy(np.stack([chip.pixels for chip in chips]))
+    image_index = torch.zeros(n, dtype=torch.long)
+    modality_ids = torch.zeros(n, dtype=torch.long)
+    input_ids = torch.zeros(n, max_length, dtype=torch.int32)
+    labels = torch.full((n, max_length), IGNORE_INDEX, dtype=torch.int32)
+    lengths = torch.zeros(n, dtype=torch.long)
+    prompt_offsets = torch.zeros(n, dtype=torch.long)
+    prompt_counts = torch.zeros(n, dtype=torch.long)
+    target_offsets = torch.zeros(n, dtype=torch.long)
+    target_counts = torch.zeros(n, dtype=torch.long)
+    prompt_parts: list[np.ndarray] = [np.zeros((1, size, size), dtype=np.uint8)]
+    target_parts: list[np.ndarray] = []
+    next_prompt, next_target = 1, 0
+    position = 0
+    for chip_index, chip in enumerate(chips):
+        for sample in chip.samples:
+            i = order[position]
+            position += 1
+            ids = sample["input_ids"]
+            image_index[i] = chip_index
+            modality_ids[i] = sample["modality_id"]
+            input_ids[i, : len(ids)] = torch.from_numpy(ids)
+            labels[i, : len(ids)] = torch.from_numpy(sample["labels"])
+            lengths[i] = len(ids)
+            prompts, targets = sample["prompt_masks"], sample["target_masks"]
+            prompt_offsets[i], prompt_counts[i] = next_prompt, len(prompts)
+            target_offsets[i], target_counts[i] = next_target, len(targets)
+            if len(prompts):
+                prompt_parts.append(prompts)
+                next_prompt += len(prompts)
+            if len(targets):
+                target_parts.append(targets)
+                next_target += len(targets)
+    prompt_bank = torch.from_numpy(np.concatenate(prompt_parts))
+    target_bank = torch.from_numpy(
+        np.concatenate(target_parts) if target_parts else np.zeros((0, size, size), dtype=np.uint8)
+    )
+    dataset = EncodedDataset(
+        list(records),
+        images=images,
+        image_index=image_index,
+        modality_ids=modality_ids,
+        input_ids=input_ids,
+        labels=labels,
+        lengths=lengths,
+        prompt_bank=prompt_bank,
+        prompt_offsets=prompt_offsets,
+        prompt_counts=prompt_counts,
+        target_bank=target_bank,
+        target_offsets=target_offsets,
+        target_counts=target_counts,
+    )
+    logger.info(
+        "encoded %d records on %d chips (max length %d tokens, %.0f MB)",
+        n, len(chips), max_length, dataset.nbytes() / 1e6,
+    )  # fmt: skip
+    return dataset
+
+
+def encode_for_inference(
+    records: Sequence[dict[str, Any]],
+    root: str | Path,
+    processor: EarthGPTXProcessor,
+    workers: int = 1,
+    progress: bool = True,
+) -> list[EncodedSample]:
+    """Encode ``records`` in inference form (the prompt up to ``ASSISTANT:``), keeping their order."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        groups[str(record["image"])].append(i)
+    jobs = [(str(root), name, [records[i] for i in members], False) for name, members in groups.items()]
+    order = [i for members in groups.values() for i in members]
+    results: list[EncodedSample | None] = [None] * len(records)
+    bar = tqdm(total=len(records), disable=not progress, desc="encoding", unit="rec", mininterval=2.0)
+
+    def collect(chip: _EncodedChip, start: int) -> int:
+        pixels = torch.from_numpy(chip.pixels.astype(np.float32))
+        for offset, sample in enumerate(chip.samples):
+            i = order[start + offset]
+            record = records[i]
+            results[i] = EncodedSample(
+                input_ids=sample["input_ids"].tolist(),
+                labels=[IGNORE_INDEX] * len(sample["input_ids"]),
+                pixel_values=pixels,
+                modality_id=int(sample["modality_id"]),
+                prompt_masks=torch.from_numpy(sample["prompt_masks"].astype(np.float32)),
+                target_masks=torch.zeros(0, processor.image_size, processor.image_size),
+                width=float(record.get("width", processor.image_size)),
+                height=float(record.get("height", processor.image_size)),
+                sample_id=str(record.get("id", "")),
+            )
+        bar.update(len(chip.samples))
+        return start + len(chip.samples)
+
+    position = 0
+    if workers <= 1:
+        _init_worker(processor, torch.get_num_threads())
+        for job in jobs:
+            position = collect(_encode_chip(job), position)
+    else:
+        context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with context.Pool(workers, initializer=_init_worker, initargs=(processor, 1)) as pool:
+            for chip in pool.imap(_encode_chip, jobs, chunksize=8):
+                position = collect(chip, position)
+    bar.close()
+    return [r for r in results if r is not None]
+
+
+# ------------------------------------------------------------------------------------------- sampling
+class WeightedStepSampler:
+    """Indices for each training step, drawn (with replacement) with per-task weights.
+
+    A sample of task ``t`` is drawn with probability proportional to ``task_weights[t]`` (default 1), so a task's
+    share of the steps is its share of the records times its weight. The draw for step ``s`` depends only on
+    ``(seed, s)``: resuming at step ``s`` continues exactly where an uninterrupted run would be. With DDP each
+    rank takes its slice of the global batch.
+    """
+
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        task_weights: Mapping[str, float],
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        weights = torch.tensor([float(task_weights.get(t, 1.0)) for t in tasks], dtype=torch.double)
+        if not len(weights) or float(weights.sum()) <= 0:
+            raise ValueError("sampling weights must have a positive sum")
+        self.weights = weights
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+
+    def task_shares(self, tasks: Sequence[str]) -> dict[str, float]:
+        """Expected share of each task in the sampled stream."""
+        shares: dict[str, float] = defaultdict(float)
+        total = float(self.weights.sum())
+        for task, weight in zip(tasks, self.weights.tolist(), strict=True):
+            shares[task] += weight / total
+        return dict(sorted(shares.items()))
+
+    def indices(self, step: int) -> torch.Tensor:
+        """This rank's ``batch_size`` indices for ``step``."""
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+        drawn = torch.multinomial(self.weights, self.batch_size * self.world_size, True, generator=generator)
+        return drawn[self.rank :: self.world_size]
+
+
+def load_split(records_path: Path, splits: Sequence[str]) -> list[dict[str, Any]]:
+    """Records of ``records_path`` whose ``split`` is in ``splits`` (``all``: every record)."""
+    records = load_records(records_path)
+    if "all" in splits:
+        return records
+    return [r for r in records if r.get("split") in splits]

@@ -1,0 +1,634 @@
+"""One-stage fusion training of EarthGPT-X: every modality and every task mixed in one single stage.
+
+Command line (``make train`` runs the first)::
+
+    python -m earthgptx.training.train --config configs/tiny.yaml
+    python -m earthgptx.training.train --config configs/tiny.yaml --steps 200 --out runs/try --resume
+    torchrun --nproc-per-node 4 -m earthgptx.training.train --config configs/tiny.yaml   # DDP on GPUs
+
+The run generates (or reuses) the training data, builds the tokenizer from the training records, pre-encodes the
+records once (in parallel) into tensors on the training device, and trains with AdamW under a linear warm-up +
+cosine schedule, sampling tasks with configurable weights. Checkpoints (model, optimiser, schedule, step, RNG
+states) are written every ``checkpoint_every`` steps and ``--resume`` continues from the last one. With a time
+budget the schedule spans the steps that fit (estimated from a timing warm-up) and the run stops cleanly when
+the budget is spent. The final model (+ processor files and ``training_log.json``) goes to ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import random
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from earthgptx.data import load_records
+from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
+from earthgptx.training.config import ModelSettings, RunConfig, load_run_config
+from earthgptx.training.datasets import (
+    EncodedDataset,
+    WeightedStepSampler,
+    build_run_tokenizer,
+    cpu_workers,
+    encode_dataset,
+    ensure_dataset,
+)
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "last.pt"
+TRAINING_LOG_NAME = "training_log.json"
+# Steps timed before planning the schedule under a time budget (the first few are discarded as warm-up).
+_TIMING_STEPS, _TIMING_SKIP = 40, 10
+# Seconds kept back from a time budget for the final save.
+_SAVE_RESERVE_S = 5.0
+
+
+# ------------------------------------------------------------------------------------------- setup
+@dataclass
+class DistInfo:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup_distributed() -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1), else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    dist.init_process_group(backend=backend)
+    info = DistInfo(rank=dist.get_rank(), local_rank=int(os.environ.get("LOCAL_RANK", "0")), world_size=world)
+    if torch.cuda.is_available():
+        torch.cuda.set_device(info.local_rank)
+    return info
+
+
+def pick_device(requested: str, info: DistInfo) -> torch.device:
+    """``auto`` → this rank's GPU when CUDA is available, else the CPU."""
+    if requested == "auto":
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device 'cuda' requested but CUDA is not available")
+        return torch.device("cuda", info.local_rank)
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def hardware_summary(device: torch.device) -> dict[str, Any]:
+    """What the run ran on (for ``training_log.json`` and the docs)."""
+    info: dict[str, Any] = {
+        "device": str(device),
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        info.update(
+            gpu=props.name, gpu_memory_gb=round(props.total_memory / 2**30, 1), cuda=torch.version.cuda
+        )
+    return info
+
+
+# ------------------------------------------------------------------------------------------- model
+def build_model_config(settings: ModelSettings, tokenizer: Any) -> EarthGPTXConfig:
+    preset = EarthGPTXConfig.tiny if settings.preset == "tiny" else EarthGPTXConfig.paper
+    return preset(tokenizer=tokenizer, **settings.overrides)
+
+
+def apply_trainable(model: EarthGPTXForConditionalGeneration, settings: ModelSettings) -> Any:
+    """Set which parameters train. Returns the peft LoRA tuner (or ``None`` when everything trains).
+
+    ``frozen_encoders_lora`` freezes the pretrained ConvNeXt/DINOv2 encoders and the language model, injects
+    LoRA adapters (peft) into the LM's ``target_modules``, and keeps the new parts trainable: band adapter,
+    prompt encoder, fusion, projector, mask decoder, token embeddings and LM head (new tokens live there).
+    """
+    if settings.trainable == "all":
+        for parameter in model.parameters():
+            parameter.requires_grad_(True)
+        return None
+    from peft import LoraConfig, LoraModel
+
+    lora = settings.lora
+    config = LoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(lora.target_modules)
+    )
+    # LoraModel injects the adapters into the LM in place; merge_and_unload() gives the plain LM back for saving.
+    tuner = LoraModel(model.language_model, config, "default")
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for name, parameter in model.named_parameters():
+        if "lora_" in name:
+            parameter.requires_grad_(True)
+    trainable_parts: list[nn.Module] = [
+        model.vision_tower.band_adapter,
+        model.prompt_encoder,
+        model.fusion,
+        model.multi_modal_projector,
+        model.mask_decoder,
+        model.get_input_embeddings(),
+        model.get_output_embeddings(),
+    ]
+    for part in trainable_parts:
+        for parameter in part.parameters():
+            parameter.requires_grad_(True)
+    return tuner
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return total, trainable
+
+
+def make_optimizer(model: nn.Module, run: RunConfig) -> torch.optim.AdamW:
+    """AdamW; matrices decay, biases / norms / 1-d parameters do not."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for parameter in model.parameters():
+        if not parameter.requires_grad:
+            continue
+        (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+    groups = [
+        {"params": decay, "weight_decay": run.optim.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=run.optim.lr, betas=run.optim.betas, fused=False)
+
+
+class WarmupCosine:
+    """Learning-rate factor: linear warm-up over ``warmup`` steps, then a cosine to ``min_ratio`` at ``total``.
+
+    ``total`` may be set once the run knows how many steps fit its time budget (before the warm-up ends).
+    """
+
+    def __init__(self, warmup: int, total: int, min_ratio: float) -> None:
+        self.warmup = warmup
+        self.total = total
+        self.min_ratio = min_ratio
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / max(1, self.warmup)
+        span = max(1, self.total - self.warmup)
+        progress = min(1.0, (step - self.warmup) / span)
+        return self.min_ratio + (1.0 - self.min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+# ------------------------------------------------------------------------------------------- checkpoints
+def _rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically, so an interrupted save never leaves a truncated ``last.pt``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    # The checkpoint holds RNG states and python objects that we wrote ourselves.
+    return torch.load(path, map_location="cpu", weights_only=False)  # type: ignore[no-any-return]
+
+
+def save_model(
+    model: EarthGPTXForConditionalGeneration,
+    processor: EarthGPTXProcessor,
+    out_dir: Path,
+    save_dtype: str,
+) -> None:
+    """``save_pretrained`` (float32 config) + processor files; weights stored in ``save_dtype``.
+
+    The config keeps ``dtype: float32``, so ``from_pretrained`` casts half-precision weights back to float32.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in ("eval_report.json", "eval_report.md"):
+        (out_dir / stale).unlink(missing_ok=True)
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    if save_dtype != "float32":
+        dtype = getattr(torch, save_dtype)
+        weights = out_dir / "model.safetensors"
+        tensors = load_file(weights)
+        cast = {k: (v.to(dtype) if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+        save_file(cast, weights, metadata={"format": "pt"})
+
+
+# ------------------------------------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    losses: list[dict[str, float]] = field(default_factory=list)
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else float("nan")
+
+
+def _tensor_mean(values: Sequence[torch.Tensor]) -> float:
+    return float(torch.stack(list(values)).float().mean()) if values else float("nan")
+
+
+@torch.no_grad()
+def validation_loss(
+    model: nn.Module, data: EncodedDataset, batch_size: int, batches: int, autocast: Any, pad_id: int
+) -> float:
+    model.eval()
+    losses = []
+    for b in range(min(batches, math.ceil(len(data) / batch_size))):
+        index = torch.arange(b * batch_size, min(len(data), (b + 1) * batch_size))
+        with autocast():
+            out = model(**data.batch(index, pad_id))
+        losses.append(float(out.loss))
+    model.train()
+    return _mean(losses)
+
+
+def train(
+    run: RunConfig, resume: bool = False, progress: bool = True, deadline: float | None = None
+) -> TrainResult:
+    """Run the whole recipe; returns where the model went and the loss history (rank 0's view).
+
+    ``deadline`` (a ``time.time()`` value) caps the training loop like ``train.time_budget_s`` does, for callers
+    whose budget also covers data generation and encoding.
+    """
+    started = time.perf_counter()
+    info = setup_distributed()
+    device = pick_device(run.train.device, info)
+    if run.train.threads > 0:
+        torch.set_num_threads(run.train.threads)
+    seed_everything(run.train.seed)
+    workers = cpu_workers(run.data.workers)
+    timings: dict[str, float] = {}
+
+    # ---- data (rank 0 generates, the others reuse what it wrote)
+    t0 = time.perf_counter()
+    if info.is_main:
+        records_path = ensure_dataset(
+            run.data.train_dir, run.data.n_scenes, run.data.train_seed, run.data.chip_size,
+            run.data.records_per_task, workers, progress,
+        )  # fmt: skip
+    if info.enabled:
+        dist.barrier()
+    if not info.is_main:
+        records_path = ensure_dataset(
+            run.data.train_dir, run.data.n_scenes, run.data.train_seed, run.data.chip_size,
+            run.data.records_per_task, workers, False,
+        )  # fmt: skip
+    timings["data_s"] = time.perf_counter() - t0
+    records = load_records(records_path)
+    train_records = [r for r in records if r.get("split") == "train"]
+    val_records = [r for r in records if r.get("split") == "val"]
+    tokenizer = build_run_tokenizer(train_records)
+    model_config = build_model_config(run.model, tokenizer)
+    processor = EarthGPTXProcessor(tokenizer, model_config)
+    pad_id = int(tokenizer.pad_token_id or 0)
+
+    t0 = time.perf_counter()
+    train_data = encode_dataset(
+        train_records, records_path.parent, processor, workers, progress and info.is_main
+    )
+    val_data = None
+    if run.train.val_every > 0 and val_records:
+        val_take = val_records[: run.train.val_batches * run.train.batch_size]
+        val_data = encode_dataset(val_take, records_path.parent, processor, workers, False).to(device)
+    train_data = train_data.to(device)
+    timings["encode_s"] = time.perf_counter() - t0
+
+    # ---- model, optimiser, schedule
+    seed_everything(run.train.seed)
+    model = EarthGPTXForConditionalGeneration(model_config)
+    tuner = apply_trainable(model, run.model)
+    total_params, trainable_params = count_parameters(model)
+    model.to(device)  # type: ignore[arg-type]
+    model.train()
+    optimizer = make_optimizer(model, run)
+    schedule = WarmupCosine(run.optim.warmup_steps, run.train.steps, run.optim.min_lr_ratio)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+    checkpoint_path = Path(run.train.checkpoint_dir) / CHECKPOINT_NAME
+    start_step = 0
+    losses: list[dict[str, float]] = []
+    val_history: list[dict[str, float]] = []
+    trained_s_before = 0.0
+    planned = run.train.steps
+    budget = float(run.train.time_budget_s)
+    if resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        schedule.total = planned = int(state["planned_steps"])
+        start_step = int(state["step"])
+        losses = list(state.get("losses", []))
+        val_history = list(state.get("val", []))
+        trained_s_before = float(state.get("train_s", 0.0))
+        _set_rng_state(state["rng"])
+        logger.info("resumed from %s at step %d of %d", checkpoint_path, start_step, planned)
+    elif resume:
+        logger.info("no checkpoint at %s; starting from scratch", checkpoint_path)
+
+    train_model: nn.Module = model
+    if info.enabled:
+        train_model = DistributedDataParallel(
+            model, device_ids=[info.local_rank] if device.type == "cuda" else None
+        )
+    use_bf16 = device.type == "cuda" and run.train.bf16
+
+    def autocast() -> Any:
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    sampler = WeightedStepSampler(
+        train_data.tasks,
+        run.train.task_weights,
+        run.train.batch_size,
+        run.train.seed,
+        info.rank,
+        info.world_size,
+    )
+    shares = sampler.task_shares(train_data.tasks)
+    if info.is_main:
+        logger.info(
+            "training %d records (%s) on %s: %.2f M parameters (%.2f M trainable), batch %d x %d, %s steps",
+            len(train_data), ", ".join(f"{t} {s:.0%}" for t, s in shares.items()), device,
+            total_params / 1e6, trainable_params / 1e6, run.train.batch_size, info.world_size,
+            f"~{planned}" if budget else planned,
+        )  # fmt: skip
+
+    def checkpoint_state(step: int, train_s: float) -> dict[str, Any]:
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "planned_steps": planned,
+            "step": step,
+            "losses": losses,
+            "val": val_history,
+            "train_s": train_s,
+            "rng": _rng_state(),
+            "config": run.to_dict(),
+        }
+
+    # ---- loop
+    if deadline is not None:
+        remaining = deadline - time.time() + trained_s_before
+        budget = min(budget, remaining) if budget else remaining
+        if info.is_main:
+            logger.info("training until the deadline: %.0f s of training left", remaining - trained_s_before)
+    # Losses stay on the device until they are logged, so steps do not wait for each other.
+    window: dict[str, list[torch.Tensor]] = {"loss": [], "lm_loss": [], "mask_loss": []}
+    bar = tqdm(
+        total=planned, initial=start_step, disable=not (progress and info.is_main), desc="training", unit="step",
+        dynamic_ncols=True, mininterval=1.0,
+    )  # fmt: skip
+    loop_start = time.perf_counter()
+    step_marks: list[float] = []
+    step = start_step
+    stopped_by_budget = False
+    while step < planned:
+        batch = train_data.batch(sampler.indices(step), pad_id)
+        with autocast():
+            out = train_model(**batch)
+        loss = out.loss
+        loss.backward()
+        if run.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        window["loss"].append(loss.detach())
+        if out.lm_loss is not None:
+            window["lm_loss"].append(out.lm_loss.detach())
+        if out.mask_loss is not None:
+            window["mask_loss"].append(out.mask_loss.detach())
+        if budget and step in (start_step + _TIMING_SKIP, start_step + _TIMING_STEPS):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            step_marks.append(time.perf_counter())
+        elapsed = time.perf_counter() - loop_start
+
+        if budget and step == start_step + _TIMING_STEPS:
+            per_step = (step_marks[1] - step_marks[0]) / (_TIMING_STEPS - _TIMING_SKIP)
+            fits = int((budget - trained_s_before - elapsed - _SAVE_RESERVE_S) / max(per_step, 1e-6) * 0.97)
+            new_total = max(step + 1, min(run.train.steps, step + fits))
+            if info.enabled:
+                agreed = torch.tensor([new_total], device=device)
+                dist.broadcast(agreed, 0)
+                new_total = int(agreed.item())
+            planned = schedule.total = new_total
+            bar.total = planned
+            if info.is_main:
+                logger.info(
+                    "%.3f s/step: planning %d steps within the %.0f s budget", per_step, planned, budget
+                )
+
+        if step % run.train.log_every == 0 or step == planned:
+            entry = {
+                "step": step,
+                "loss": _tensor_mean(window["loss"]),
+                "lm_loss": _tensor_mean(window["lm_loss"]),
+                "mask_loss": _tensor_mean(window["mask_loss"]),
+                "lr": float(scheduler.get_last_lr()[0]),
+                "elapsed_s": round(trained_s_before + elapsed, 2),
+            }
+            losses.append(entry)
+            window = {k: [] for k in window}
+            if info.is_main:
+                bar.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{entry['lr']:.2e}")
+                if not progress:
+                    logger.info(
+                        "step %d/%d loss %.4f (lm %.4f, mask %.4f) lr %.2e, %.0f s",
+                        step, planned, entry["loss"], entry["lm_loss"], entry["mask_loss"], entry["lr"],
+                        entry["elapsed_s"],
+                    )  # fmt: skip
+        bar.update(1)
+        if val_data is not None and step % run.train.val_every == 0:
+            value = validation_loss(
+                train_model, val_data, run.train.batch_size, run.train.val_batches, autocast, pad_id
+            )
+            val_history.append({"step": step, "val_loss": value})
+            if info.is_main:
+                logger.info("step %d: validation loss %.4f", step, value)
+        if info.is_main and run.train.checkpoint_every and step % run.train.checkpoint_every == 0:
+            save_checkpoint(checkpoint_path, checkpoint_state(step, trained_s_before + elapsed))
+
+        over = bool(budget) and trained_s_before + elapsed + _SAVE_RESERVE_S >= budget
+        if info.enabled:
+            flag = torch.tensor([1.0 if over else 0.0], device=device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            over = bool(flag.item() > 0)
+        if over and step < planned:
+            stopped_by_budget = True
+            if info.is_main:
+                logger.info("time budget of %.0f s reached at step %d of %d; stopping", budget, step, planned)
+            break
+    bar.close()
+    train_s = trained_s_before + time.perf_counter() - loop_start
+    timings["train_s"] = train_s
+
+    # ---- save (rank 0)
+    out_dir = Path(run.train.output_dir)
+    log: dict[str, Any] = {}
+    if info.is_main:
+        if run.train.checkpoint_every:
+            save_checkpoint(checkpoint_path, checkpoint_state(step, train_s))
+        final_model = model
+        if tuner is not None:
+            model.language_model = tuner.merge_and_unload()
+        final_model.to("cpu").float()  # type: ignore[arg-type]
+        save_model(final_model, processor, out_dir, run.model.save_dtype)
+        timings["total_s"] = time.perf_counter() - started
+        log = {
+            "name": run.name,
+            "hardware": hardware_summary(device),
+            "world_size": info.world_size,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "steps": step,
+            "planned_steps": planned,
+            "stopped_by_time_budget": stopped_by_budget,
+            "samples_seen": step * run.train.batch_size * info.world_size,
+            "train_records": len(train_data),
+            "task_shares": {k: round(v, 4) for k, v in shares.items()},
+            "parameters": total_params,
+            "trainable_parameters": trainable_params,
+            "first_loss": losses[0]["loss"] if losses else None,
+            "final_loss": losses[-1]["loss"] if losses else None,
+            "losses": losses,
+            "validation": val_history,
+            "config": run.to_dict(),
+        }
+        (out_dir / TRAINING_LOG_NAME).write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
+        logger.info(
+            "saved the model to %s after %d steps (training %.0f s, total %.0f s)", out_dir, step, train_s,
+            timings["total_s"],
+        )  # fmt: skip
+    if info.enabled:
+        dist.barrier()
+        dist.destroy_process_group()
+    return TrainResult(output_dir=out_dir, steps=step, losses=losses, log=log)
+
+
+# ------------------------------------------------------------------------------------------- CLI
+def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
+    """Command-line values win over the YAML file."""
+    pairs = {
+        ("train", "steps"): args.steps,
+        ("train", "batch_size"): args.batch_size,
+        ("train", "device"): args.device,
+        ("train", "output_dir"): args.out,
+        ("train", "checkpoint_dir"): args.checkpoint_dir,
+        ("train", "time_budget_s"): args.time_budget_s,
+        ("train", "threads"): args.threads,
+        ("train", "seed"): args.seed,
+        ("optim", "lr"): args.lr,
+        ("optim", "warmup_steps"): args.warmup_steps,
+        ("data", "n_scenes"): args.n_scenes,
+        ("data", "workers"): args.workers,
+        ("data", "train_dir"): args.train_dir,
+    }
+    for (section, key), value in pairs.items():
+        if value is not None:
+            setattr(getattr(run, section), key, value)
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m earthgptx.training.train", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--config", required=True, type=Path, help="run configuration (YAML)")
+    parser.add_argument("--steps", type=int, help="training steps (the most, under a time budget)")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--warmup-steps", type=int)
+    parser.add_argument("--device", help="auto | cpu | cuda")
+    parser.add_argument("--out", help="output directory of the final model")
+    parser.add_argument("--checkpoint-dir", help="where last.pt goes")
+    parser.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
+    parser.add_argument(
+        "--time-budget-s", type=float, help="stop and save after this many seconds of training"
+    )
+    parser.add_argument(
+        "--deadline", type=float, help="stop and save by this Unix time (covers data preparation too)"
+    )
+    parser.add_argument("--threads", type=int, help="torch CPU threads")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--n-scenes", type=int, help="training scenes to generate")
+    parser.add_argument("--train-dir", help="folder of the generated training data")
+    parser.add_argument(
+        "--workers", type=int, help="processes for data generation and encoding (0: all cores)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    run = apply_overrides(load_run_config(args.config), args)
+    train(run, resume=args.resume, progress=not args.no_progress, deadline=args.deadline)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
