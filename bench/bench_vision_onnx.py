@@ -156,12 +156,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--per-block", type=int, default=0, help="runs per block (default: 10 at batch 1, 3 at 8)"
     )
-    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=sorted({1, min(2, os.cpu_count() or 1)}),
+        help="thread counts to measure (each engine gets the same)",
+    )
     parser.add_argument("--pause", type=float, default=0.3, help="seconds between blocks")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "vision_onnx")
     args = parser.parse_args(argv)
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = EarthGPTXForConditionalGeneration(EarthGPTXConfig.tiny()).eval()
     wrapper = EarthGPTXVisionOnnx(model).eval()
@@ -170,9 +175,10 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_vision_onnx(model, Path(tmp) / "vision.onnx")
-        session = make_session(path, args.threads)
         results: list[dict[str, Any]] = []
-        for batch in args.batches:
+        for threads, batch in [(t, b) for t in args.threads for b in args.batches]:
+            torch.set_num_threads(threads)
+            session = make_session(path, threads)
             inputs = example_inputs(size, batch, args.prompts, seed=1000 + batch)
             feeds = dict(zip(INPUT_NAMES, (t.numpy() for t in inputs), strict=True))
             with torch.inference_mode():
@@ -186,15 +192,21 @@ def main(argv: list[str] | None = None) -> int:
                 with torch.inference_mode():
                     wrapper(*inputs)
 
-            def onnxruntime(feeds: dict[str, np.ndarray] = feeds) -> None:
+            def onnxruntime(
+                feeds: dict[str, np.ndarray] = feeds, session: ort.InferenceSession = session
+            ) -> None:
                 session.run(None, feeds)
 
             per_block = args.per_block or (10 if batch == 1 else 3)
-            print(f"batch {batch}: timing {args.rounds} rounds x {per_block} runs per engine ...", flush=True)  # noqa: T201 (a bench script prints its progress)
+            print(
+                f"{threads} thread(s), batch {batch}: timing {args.rounds} rounds x {per_block} runs ...",
+                flush=True,
+            )  # noqa: T201 (a bench script prints its progress)
             times = timed_blocks(
                 {"pytorch_eager": eager, "onnxruntime": onnxruntime}, args.rounds, per_block, args.pause
             )
             row: dict[str, Any] = {
+                "threads": threads,
                 "batch": batch,
                 "prompts": args.prompts,
                 "parity_max_rel_err": parity,
@@ -206,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             row["speedup_min"] = row["pytorch_eager_ms_min"] / row["onnxruntime_ms_min"]
             row["speedup_median"] = row["pytorch_eager_ms_median"] / row["onnxruntime_ms_median"]
             row["target_met"] = row["speedup_min"] >= TARGET_RATIO
-            print(f"batch {batch}: profiling both engines ...", flush=True)  # noqa: T201 (a bench script prints its progress)
-            row["onnxruntime_profile"] = ort_profile(path, feeds, args.threads)
+            print(f"{threads} thread(s), batch {batch}: profiling both engines ...", flush=True)  # noqa: T201 (a bench script prints its progress)
+            row["onnxruntime_profile"] = ort_profile(path, feeds, threads)
             row["eager_profile"] = eager_profile(eager)
             # If ONNX Runtime ran everything but the dense kernels for free, and those no faster than eager:
             row["graph_level_speedup_bound"] = 1.0 / max(row["eager_profile"]["dense_share"], 1e-9)
@@ -218,10 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "vision side (tower + prompt encoder + fusion + projector + mask features), tiny config",
         "method": "alternating blocks, pause between blocks, same thread count; speedup = eager / onnxruntime",
         "target_speedup": TARGET_RATIO,
+        "target_met_at_some_thread_count": {
+            str(b): any(r["target_met"] for r in results if r["batch"] == b) for b in args.batches
+        },
         "machine": {
             "cpu_count": os.cpu_count(),
             "processor": platform.processor() or platform.machine(),
-            "threads": args.threads,
             "loadavg_before": load_before,
             "loadavg_after": os.getloadavg(),
         },
@@ -240,23 +254,34 @@ def main(argv: list[str] | None = None) -> int:
         "# Vision side: ONNX Runtime vs PyTorch eager (CPU)",
         "",
         f"tiny config, {report['parameters'] / 1e6:.1f} M parameters, {args.prompts} prompt slots, "
-        f"{args.threads} threads each, torch {torch.__version__}, onnxruntime {ort.__version__}; "
+        f"same thread count for both engines, torch {torch.__version__}, onnxruntime {ort.__version__}; "
         f"load average {load_before[0]:.2f} before, {report['machine']['loadavg_after'][0]:.2f} after (shared machine).",
         "",
-        "| batch | eager min (ms) | ORT min (ms) | speedup (min) | eager median (ms) | ORT median (ms) | speedup (median) | parity (max rel err) | ≥ 1.5× |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| threads | batch | eager min (ms) | ORT min (ms) | speedup (min) | eager median (ms) | ORT median (ms) "
+        "| speedup (median) | bound from eager profile | parity (max rel err) | ≥ 1.5× |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| {r['batch']} | {r['pytorch_eager_ms_min']:.1f} | {r['onnxruntime_ms_min']:.1f} | {r['speedup_min']:.2f}× "
-            f"| {r['pytorch_eager_ms_median']:.1f} | {r['onnxruntime_ms_median']:.1f} | {r['speedup_median']:.2f}× "
-            f"| {r['parity_max_rel_err']:.1e} | {'yes' if r['target_met'] else 'no'} |"
+            f"| {r['threads']} | {r['batch']} | {r['pytorch_eager_ms_min']:.1f} | {r['onnxruntime_ms_min']:.1f} "
+            f"| {r['speedup_min']:.2f}× | {r['pytorch_eager_ms_median']:.1f} | {r['onnxruntime_ms_median']:.1f} "
+            f"| {r['speedup_median']:.2f}× | ≤ {r['graph_level_speedup_bound']:.2f}× | {r['parity_max_rel_err']:.1e} "
+            f"| {'yes' if r['target_met'] else 'no'} |"
         )
+    lines += [
+        "",
+        "Reading this: *min* is the least-disturbed run of each engine (the machine is shared; when the load "
+        "average exceeds the free cores, the 2-thread figures mostly measure scheduling, and the 1-thread rows are "
+        "the stable ones). *bound* is `eager time / eager time in dense kernels` (GEMM, convolution, attention): "
+        "those kernels are the same kind of vendor code in both engines (oneDNN/MKL vs MLAS), so a graph runtime "
+        "that made every other operator free would still be at most that much faster. Where the bound is below "
+        f"{TARGET_RATIO}×, the target cannot be met by graph-level optimisation; the profiles below show why.",
+    ]
     for r in results:
         ep = r["eager_profile"]
         lines += [
             "",
-            f"## Profiles at batch {r['batch']}",
+            f"## Profiles: {r['threads']} thread(s), batch {r['batch']}",
             "",
             f"PyTorch eager: {100 * ep['dense_share']:.0f}% of its time is in dense kernels (GEMM / convolution / "
             f"attention); even if every other operator cost nothing, a graph runtime using kernels of the same speed "

@@ -35,8 +35,8 @@ import rasterio.features
 import shapely
 import torch
 import torch.nn.functional as F
-from affine import Affine
 from rasterio.enums import Resampling
+from rasterio.transform import Affine
 from shapely.geometry import LineString, Point, Polygon
 from shapely.geometry import box as shapely_box
 from shapely.geometry.base import BaseGeometry
