@@ -20,6 +20,7 @@ import logging
 import sys
 import time
 import types
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
+import rasterio.errors
 import torch
 from rasterio.enums import Resampling
 from tqdm import tqdm
@@ -86,8 +88,10 @@ def metrics_module() -> types.ModuleType:
 
 
 def _read_mask(path: Path, size: int) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read(1, out_shape=(size, size), resampling=Resampling.nearest) > 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # masks are plain PNGs
+        with rasterio.open(path) as src:
+            return src.read(1, out_shape=(size, size), resampling=Resampling.nearest) > 0
 
 
 def pick_device(requested: str) -> torch.device:

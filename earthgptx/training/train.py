@@ -299,12 +299,17 @@ def validation_loss(
 
 
 def train(
-    run: RunConfig, resume: bool = False, progress: bool = True, deadline: float | None = None
+    run: RunConfig,
+    resume: bool = False,
+    progress: bool = True,
+    deadline: float | None = None,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Run the whole recipe; returns where the model went and the loss history (rank 0's view).
 
     ``deadline`` (a ``time.time()`` value) caps the training loop like ``train.time_budget_s`` does, for callers
-    whose budget also covers data generation and encoding.
+    whose budget also covers data generation and encoding. ``stop_at`` ends this session after that step (with
+    a checkpoint) without changing the schedule, so a long run can be split into sessions with ``resume``.
     """
     started = time.perf_counter()
     info = setup_distributed()
@@ -520,6 +525,10 @@ def train(
             if info.is_main:
                 logger.info("time budget of %.0f s reached at step %d of %d; stopping", budget, step, planned)
             break
+        if stop_at is not None and step >= stop_at and step < planned:
+            if info.is_main:
+                logger.info("stopping this session at step %d of %d (resume to continue)", step, planned)
+            break
     bar.close()
     train_s = trained_s_before + time.perf_counter() - loop_start
     timings["train_s"] = train_s
@@ -616,6 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, help="processes for data generation and encoding (0: all cores)"
     )
+    parser.add_argument("--stop-at", type=int, help="end this session after this step (resume later)")
     parser.add_argument("--no-progress", action="store_true", help="log lines instead of progress bars")
     return parser
 
@@ -626,7 +636,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
     run = apply_overrides(load_run_config(args.config), args)
-    train(run, resume=args.resume, progress=not args.no_progress, deadline=args.deadline)
+    train(
+        run, resume=args.resume, progress=not args.no_progress, deadline=args.deadline, stop_at=args.stop_at
+    )
     return 0
 
 

@@ -1,0 +1,203 @@
+"""Training: configuration, pre-encoded batches, sampling, a short run that learns, resume, LoRA, the shipped model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_testkit import SMALL_MODEL, small_run
+
+from earthgptx.data import load_records
+from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
+from earthgptx.training.config import ModelSettings, load_run_config, run_config_from_dict
+from earthgptx.training.datasets import (
+    WeightedStepSampler,
+    build_run_tokenizer,
+    encode_dataset,
+    ensure_dataset,
+)
+from earthgptx.training.train import (
+    CHECKPOINT_NAME,
+    TRAINING_LOG_NAME,
+    WarmupCosine,
+    apply_trainable,
+    build_model_config,
+    load_checkpoint,
+    train,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED = REPO / "models" / "earthgptx-tiny"
+
+
+# ------------------------------------------------------------------------------------------- config
+def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
+    run = load_run_config(REPO / "configs" / "tiny.yaml")
+    assert run.data.eval_seed != run.data.train_seed
+    assert run.train.output_dir == "models/earthgptx-tiny"
+    assert run.model.trainable == "all"
+
+
+def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
+    with pytest.raises(ValueError, match="stpes"):
+        run_config_from_dict({"train": {"stpes": 10}})
+    with pytest.raises(ValueError, match="eval_seed must differ"):
+        run_config_from_dict({"data": {"train_seed": 4, "eval_seed": 4}})
+    with pytest.raises(ValueError, match="unknown tasks"):
+        run_config_from_dict({"train": {"task_weights": {"segmentation": 2.0}}})
+    with pytest.raises(ValueError, match="trainable"):
+        ModelSettings(trainable="some")
+
+
+def test_warmup_cosine_schedule() -> None:
+    schedule = WarmupCosine(warmup=10, total=110, min_ratio=0.1)
+    assert schedule(0) == pytest.approx(0.1)
+    assert schedule(9) == pytest.approx(1.0)
+    assert schedule(10) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(0.55)
+    assert schedule(110) == pytest.approx(0.1)
+    assert schedule(500) == pytest.approx(0.1)
+    values = [schedule(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+# ------------------------------------------------------------------------------------------- data
+def test_ensure_dataset_reuses_matching_data(train_dir: Path) -> None:
+    before = (train_dir / "records.jsonl").stat().st_mtime_ns
+    path = ensure_dataset(train_dir, 12, seed=3, chip_size=64, progress=False)
+    assert path == train_dir / "records.jsonl"
+    assert path.stat().st_mtime_ns == before
+
+
+def test_encoded_batches_equal_processor_collate(train_dir: Path) -> None:
+    """The device-side gather gives exactly the processor's training batch (prompts, masks, padding)."""
+    records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"]
+    tokenizer = build_run_tokenizer(records)
+    config = build_model_config(ModelSettings(overrides=SMALL_MODEL), tokenizer)
+    processor = EarthGPTXProcessor(tokenizer, config)
+    # One record of every task, plus a second pixel-grounding one so a batch holds two target masks.
+    picked: dict[str, dict] = {}
+    for record in records:
+        picked.setdefault(record["task"], record)
+    extra = [r for r in records if r["task"] == "pixel_grounding"][1]
+    chosen = list(picked.values()) + [extra]
+    data = encode_dataset(chosen, train_dir, processor, workers=1, progress=False)
+    order = torch.tensor([len(chosen) - 1, 3, 0, 6, 2, 5, 1, 4, 7, 8])
+    ours = data.batch(order, tokenizer.pad_token_id)
+    reference = processor.collate_records([chosen[i] for i in order.tolist()], train_dir, train=True)
+    assert set(ours) == set(reference)
+    for key, expected in reference.items():
+        assert ours[key].shape == expected.shape, key
+        if key == "pixel_values":
+            # stored as float16 on purpose
+            torch.testing.assert_close(ours[key], expected, atol=5e-3, rtol=1e-3)
+        else:
+            assert torch.equal(ours[key].to(expected.dtype), expected), key
+    assert ours["target_masks"].shape[0] == 2
+
+
+def test_weighted_sampler_is_deterministic_and_weighted() -> None:
+    tasks = ["grounding"] * 500 + ["counting"] * 500
+    sampler = WeightedStepSampler(tasks, {"grounding": 3.0}, batch_size=64, seed=1)
+    assert torch.equal(sampler.indices(17), sampler.indices(17))
+    assert not torch.equal(sampler.indices(17), sampler.indices(18))
+    assert sampler.task_shares(tasks) == pytest.approx({"counting": 0.25, "grounding": 0.75})
+    drawn = torch.cat([sampler.indices(s) for s in range(100)])
+    share = float((drawn < 500).float().mean())
+    assert 0.70 < share < 0.80
+    # DDP ranks split the same global draw.
+    ranks = [WeightedStepSampler(tasks, {}, 8, seed=1, rank=r, world_size=2).indices(5) for r in (0, 1)]
+    assert torch.equal(torch.stack(ranks, 1).flatten(), WeightedStepSampler(tasks, {}, 16, seed=1).indices(5))
+
+
+# ------------------------------------------------------------------------------------------- training
+@pytest.mark.slow
+def test_short_training_lowers_the_loss(tmp_path: Path, train_dir: Path) -> None:
+    """A few hundred samples, 25 steps: the language-model loss falls well below where it started."""
+    run = small_run(tmp_path, train_dir, steps=25)
+    result = train(run, progress=False)
+    lm = [entry["lm_loss"] for entry in result.losses]
+    assert len(lm) == 25
+    first, last = float(np.mean(lm[:5])), float(np.mean(lm[-5:]))
+    assert last < first - 1.0, f"loss did not fall: first steps {first:.3f}, last steps {last:.3f}"
+
+    out = Path(run.train.output_dir)
+    log = json.loads((out / TRAINING_LOG_NAME).read_text())
+    assert log["steps"] == 25 and log["hardware"]["device"] == "cpu"
+    assert {"data_s", "encode_s", "train_s", "total_s"} <= set(log["timings_s"])
+    # Half-precision weights on disk, float32 after loading.
+    assert {t.dtype for t in load_file(out / "model.safetensors").values() if t.is_floating_point()} == {
+        torch.float16
+    }
+    model = EarthGPTXForConditionalGeneration.from_pretrained(str(out))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    EarthGPTXProcessor.from_pretrained(out)
+
+
+@pytest.mark.slow
+def test_resume_continues_at_the_right_step(tmp_path: Path, train_dir: Path) -> None:
+    """An interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one."""
+    whole = small_run(tmp_path / "whole", train_dir, steps=6, checkpoint_every=2)
+    train(whole, progress=False)
+    split = small_run(tmp_path / "split", train_dir, steps=6, checkpoint_every=2)
+    first = train(split, progress=False, stop_at=3)
+    assert first.steps == 3
+    state = load_checkpoint(Path(split.train.checkpoint_dir) / CHECKPOINT_NAME)
+    assert state["step"] == 3 and state["planned_steps"] == 6
+    second = train(split, resume=True, progress=False)
+    assert second.steps == 6
+    assert [e["step"] for e in second.losses] == [1, 2, 3, 4, 5, 6]
+
+    a = load_file(Path(whole.train.output_dir) / "model.safetensors")
+    b = load_file(Path(split.train.output_dir) / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key].float(), b[key].float(), atol=2e-3, rtol=0), key
+
+
+def test_frozen_encoders_lora_trains_only_adapters_and_new_parts(train_dir: Path) -> None:
+    records = load_records(train_dir / "records.jsonl")[:40]
+    tokenizer = build_run_tokenizer(records)
+    settings = ModelSettings(overrides=SMALL_MODEL, trainable="frozen_encoders_lora")
+    settings.lora.r = 4
+    config = build_model_config(settings, tokenizer)
+    torch.manual_seed(0)
+    model = EarthGPTXForConditionalGeneration(config)
+    plain_keys = set(model.state_dict())
+    tuner = apply_trainable(model, settings)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert any("lora_A" in n for n in trainable)
+    assert not any(n.startswith(("vision_tower.convnext", "vision_tower.dinov2")) for n in trainable)
+    assert not any("q_proj.base_layer" in n for n in trainable)
+    assert any(n.startswith("prompt_encoder") for n in trainable)
+
+    processor = EarthGPTXProcessor(tokenizer, config)
+    batch = processor.collate_records(records[:4], train_dir, train=True)
+    frozen_before = model.vision_tower.dinov2.embeddings.patch_embeddings.projection.weight.clone()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(**batch).loss.backward()
+    optimizer.step()
+    assert torch.equal(model.vision_tower.dinov2.embeddings.patch_embeddings.projection.weight, frozen_before)
+
+    model.language_model = tuner.merge_and_unload()
+    assert set(model.state_dict()) == plain_keys
+
+
+# ------------------------------------------------------------------------------------------- shipped model
+@pytest.mark.skipif(not (SHIPPED / "model.safetensors").exists(), reason="no shipped checkpoint")
+def test_shipped_checkpoint_is_small_and_loads() -> None:
+    files = {p.name for p in SHIPPED.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "processor_config.json"} <= files
+    assert {"training_log.json", "eval_report.json", "eval_report.md"} <= files
+    total = sum(p.stat().st_size for p in SHIPPED.glob("*.safetensors"))
+    assert total <= 50 * 1024 * 1024, f"shipped weights are {total / 2**20:.1f} MB"
+    processor = EarthGPTXProcessor.from_pretrained(SHIPPED)
+    model = EarthGPTXForConditionalGeneration.from_pretrained(str(SHIPPED))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert len(processor.tokenizer) <= model.config.text_config.vocab_size
+    report = json.loads((SHIPPED / "eval_report.json").read_text())
+    assert report["eval_data"]["seed"] != report["eval_data"]["train_seed"]
