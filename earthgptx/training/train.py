@@ -126,6 +126,14 @@ def hardware_summary(device: torch.device) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------- model
+def fits_on_device(data: EncodedDataset, device: torch.device) -> bool:
+    """Whether the encoded data can live on ``device`` (a GPU keeps most of its memory for the model)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.nbytes() < 0.4 * free
+
+
 def build_model_config(settings: ModelSettings, tokenizer: Any) -> EarthGPTXConfig:
     preset = EarthGPTXConfig.tiny if settings.preset == "tiny" else EarthGPTXConfig.paper
     return preset(tokenizer=tokenizer, **settings.overrides)
@@ -285,14 +293,21 @@ def _tensor_mean(values: Sequence[torch.Tensor]) -> float:
 
 @torch.no_grad()
 def validation_loss(
-    model: nn.Module, data: EncodedDataset, batch_size: int, batches: int, autocast: Any, pad_id: int
+    model: nn.Module,
+    data: EncodedDataset,
+    batch_size: int,
+    batches: int,
+    autocast: Any,
+    pad_id: int,
+    device: torch.device,
 ) -> float:
     model.eval()
     losses = []
     for b in range(min(batches, math.ceil(len(data) / batch_size))):
         index = torch.arange(b * batch_size, min(len(data), (b + 1) * batch_size))
+        batch = {k: v.to(device) for k, v in data.batch(index, pad_id).items()}
         with autocast():
-            out = model(**data.batch(index, pad_id))
+            out = model(**batch)
         losses.append(float(out.loss))
     model.train()
     return _mean(losses)
@@ -338,9 +353,15 @@ def train(
     records = load_records(records_path)
     train_records = [r for r in records if r.get("split") == "train"]
     val_records = [r for r in records if r.get("split") == "val"]
-    tokenizer = build_run_tokenizer(train_records)
-    model_config = build_model_config(run.model, tokenizer)
-    processor = EarthGPTXProcessor(tokenizer, model_config)
+    init_from = Path(run.model.init_from).expanduser() if run.model.init_from else None
+    if init_from is not None:
+        processor = EarthGPTXProcessor.from_pretrained(init_from)
+        tokenizer = processor.tokenizer
+        model_config = EarthGPTXConfig.from_pretrained(str(init_from))
+    else:
+        tokenizer = build_run_tokenizer(train_records)
+        model_config = build_model_config(run.model, tokenizer)
+        processor = EarthGPTXProcessor(tokenizer, model_config)
     pad_id = int(tokenizer.pad_token_id or 0)
 
     t0 = time.perf_counter()
@@ -350,13 +371,20 @@ def train(
     val_data = None
     if run.train.val_every > 0 and val_records:
         val_take = val_records[: run.train.val_batches * run.train.batch_size]
-        val_data = encode_dataset(val_take, records_path.parent, processor, workers, False).to(device)
-    train_data = train_data.to(device)
+        val_data = encode_dataset(val_take, records_path.parent, processor, workers, False)
+    if fits_on_device(train_data, device):
+        train_data = train_data.to(device)
+        val_data = val_data.to(device) if val_data is not None else None
+    elif info.is_main:
+        logger.info("the encoded data (%.1f GB) stays in host memory", train_data.nbytes() / 1e9)
     timings["encode_s"] = time.perf_counter() - t0
 
     # ---- model, optimiser, schedule
     seed_everything(run.train.seed)
-    model = EarthGPTXForConditionalGeneration(model_config)
+    if init_from is not None:
+        model = EarthGPTXForConditionalGeneration.from_pretrained(str(init_from))
+    else:
+        model = EarthGPTXForConditionalGeneration(model_config)
     tuner = apply_trainable(model, run.model)
     total_params, trainable_params = count_parameters(model)
     model.to(device)  # type: ignore[arg-type]
@@ -449,6 +477,8 @@ def train(
     stopped_by_budget = False
     while step < planned:
         batch = train_data.batch(sampler.indices(step), pad_id)
+        if train_data.device != device:
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
             out = train_model(**batch)
         loss = out.loss
@@ -507,7 +537,7 @@ def train(
         bar.update(1)
         if val_data is not None and step % run.train.val_every == 0:
             value = validation_loss(
-                train_model, val_data, run.train.batch_size, run.train.val_batches, autocast, pad_id
+                train_model, val_data, run.train.batch_size, run.train.val_batches, autocast, pad_id, device
             )
             val_history.append({"step": step, "val_loss": value})
             if info.is_main:

@@ -201,3 +201,27 @@ def test_shipped_checkpoint_is_small_and_loads() -> None:
     assert len(processor.tokenizer) <= model.config.text_config.vocab_size
     report = json.loads((SHIPPED / "eval_report.json").read_text())
     assert report["eval_data"]["seed"] != report["eval_data"]["train_seed"]
+
+
+@pytest.mark.slow
+def test_lora_run_from_a_saved_model_keeps_encoders_and_merges_adapters(
+    tmp_path: Path, train_dir: Path
+) -> None:
+    """``init_from`` + ``frozen_encoders_lora`` through the whole loop: encoders unchanged, LoRA merged into the LM."""
+    start = small_run(tmp_path / "start", train_dir, steps=2)
+    train(start, progress=False)
+    run = small_run(tmp_path / "lora", train_dir, steps=3)
+    run.model.init_from = start.train.output_dir
+    run.model.trainable = "frozen_encoders_lora"
+    run.model.lora.r = 4
+    run.optim.lr = 5e-2
+    result = train(run, progress=False)
+    assert result.log["trainable_parameters"] < result.log["parameters"]
+
+    before = load_file(Path(start.train.output_dir) / "model.safetensors")
+    after = load_file(Path(run.train.output_dir) / "model.safetensors")
+    assert before.keys() == after.keys()  # adapters merged away: a plain checkpoint
+    encoder = [k for k in before if k.startswith(("vision_tower.convnext", "vision_tower.dinov2"))]
+    assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
+    attention = [k for k in before if k.endswith("self_attn.q_proj.weight")]
+    assert attention and any(not torch.equal(before[k], after[k]) for k in attention)
