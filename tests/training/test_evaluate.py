@@ -32,7 +32,6 @@ def untrained_model(tmp_path: Path, train_dir: Path) -> Path:
     return out
 
 
-@pytest.mark.slow
 def test_evaluate_writes_the_report(tmp_path: Path, train_dir: Path, untrained_model: Path) -> None:
     run = small_run(tmp_path, train_dir)
     report = evaluate(run, untrained_model, limit=60, device="cpu", progress=False)
@@ -56,7 +55,6 @@ def test_evaluate_writes_the_report(tmp_path: Path, train_dir: Path, untrained_m
     assert held_out and train_ids  # both exist; the seeds differ, so the scenes differ
 
 
-@pytest.mark.slow
 def test_evaluate_cli_exit_code(
     tmp_path: Path, train_dir: Path, untrained_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -115,7 +115,6 @@ def test_weighted_sampler_is_deterministic_and_weighted() -> None:
 
 
 # ------------------------------------------------------------------------------------------- training
-@pytest.mark.slow
 def test_short_training_lowers_the_loss(tmp_path: Path, train_dir: Path) -> None:
     """A few hundred samples, 25 steps: the language-model loss falls well below where it started."""
     run = small_run(tmp_path, train_dir, steps=25)
@@ -138,7 +137,6 @@ def test_short_training_lowers_the_loss(tmp_path: Path, train_dir: Path) -> None
     EarthGPTXProcessor.from_pretrained(out)
 
 
-@pytest.mark.slow
 def test_resume_continues_at_the_right_step(tmp_path: Path, train_dir: Path) -> None:
     """An interrupted run resumed from its checkpoint ends with the same weights as an uninterrupted one."""
     whole = small_run(tmp_path / "whole", train_dir, steps=6, checkpoint_every=2)
@@ -203,7 +201,6 @@ def test_shipped_checkpoint_is_small_and_loads() -> None:
     assert report["eval_data"]["seed"] != report["eval_data"]["train_seed"]
 
 
-@pytest.mark.slow
 def test_lora_run_from_a_saved_model_keeps_encoders_and_merges_adapters(
     tmp_path: Path, train_dir: Path
 ) -> None:
