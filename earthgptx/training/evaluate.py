@@ -57,31 +57,8 @@ MAX_NEW_TOKENS: dict[str, int] = {
 }
 
 
-def _cider_unavailable() -> None:
-    """Register a stand-in for pycocoevalcap's Cider that scores NaN, so hosts without it still evaluate.
-
-    The metrics module imports pycocoevalcap at import time; CIDEr is the only thing it takes from there and no
-    acceptance target depends on it, so such hosts report CIDEr as NaN instead of failing the whole evaluation.
-    """
-
-    class Cider:
-        def compute_score(self, gts: Any, res: Any) -> tuple[float, list[float]]:
-            return float("nan"), []
-
-    for name in ("pycocoevalcap", "pycocoevalcap.cider", "pycocoevalcap.cider.cider"):
-        sys.modules.setdefault(name, types.ModuleType(name))
-    sys.modules["pycocoevalcap.cider.cider"].Cider = Cider  # type: ignore[attr-defined]
-
-
 def metrics_module() -> types.ModuleType:
-    """``earthgptx.training.metrics``, with CIDEr reported as NaN when pycocoevalcap is not installed."""
-    try:
-        import pycocoevalcap  # noqa: F401
-    except ImportError:
-        logger.warning(
-            "pycocoevalcap is not installed here: CIDEr is reported as NaN (BLEU-4 is still computed)"
-        )
-        _cider_unavailable()
+    """``earthgptx.training.metrics`` (CIDEr is NaN on hosts without pycocoevalcap; the module says so)."""
     from earthgptx.training import metrics
 
     return metrics

@@ -203,3 +203,12 @@ def test_row_from_record_and_unknown_task() -> None:
     assert build_report([row])["tasks"]["attributes"]["overall"]["accuracy"] == 1.0
     with pytest.raises(ValueError, match="unknown task"):
         build_report([{**row, "task": "dancing"}])
+
+
+def test_cider_is_nan_without_pycocoevalcap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hosts without pycocoevalcap (the lent GPU image) still evaluate; CIDEr then reads NaN, not a crash."""
+    import math
+    import sys
+
+    monkeypatch.setitem(sys.modules, "pycocoevalcap.cider.cider", None)
+    assert math.isnan(cider(["a ship"], [["a ship"]]))
