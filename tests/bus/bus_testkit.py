@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+from kafka_testkit import read_topic  # noqa: F401  (re-exported for the bus tests)
 
 from earthgptx.bus import ConsumerOptions
 from earthgptx.events import deterministic_id
@@ -33,23 +34,6 @@ def fast_options(**changes: Any) -> ConsumerOptions:
 
 def scene(scene_id: str, **fields: Any) -> SceneIngested:
     return SceneIngested(scene_id=scene_id, source="test", sensor="unit", **fields)
-
-
-def read_topic(settings: KafkaSettings, topic: str, count: int, timeout_s: float = 15.0) -> list[Any]:
-    """Read ``count`` records of every partition of ``topic`` from the beginning (no group)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def dead_letters(settings: KafkaSettings, group: str, count: int) -> list[DeadLetter]:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kafka_testkit import delete_leftovers
 
 from earthgptx.settings import KafkaSettings
 
@@ -23,8 +24,6 @@ def new_topic(kafka_settings: KafkaSettings, unique_name: str) -> Iterator[Calla
     """Create uniquely named topics (partition count from settings); at teardown, delete every topic and
     consumer group whose name carries this test's unique suffix (dead-letter topics included), since the
     broker is shared."""
-    from kafka import KafkaAdminClient
-
     from earthgptx.bus import ensure_topics_from_settings
 
     def _create(label: str) -> str:
@@ -33,13 +32,4 @@ def new_topic(kafka_settings: KafkaSettings, unique_name: str) -> Iterator[Calla
         return name
 
     yield _create
-    admin = KafkaAdminClient(bootstrap_servers=kafka_settings.bootstrap.split(","))
-    try:
-        topics = [t for t in admin.list_topics() if unique_name in t]
-        if topics:
-            admin.delete_topics(topics, raise_errors=False)
-        groups = [g["group_id"] for g in admin.list_groups() if unique_name in g["group_id"]]
-        if groups:
-            admin.delete_groups(groups)
-    finally:
-        admin.close()
+    delete_leftovers(kafka_settings, unique_name)

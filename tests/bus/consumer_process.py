@@ -14,7 +14,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
+# This runs as its own process: put the bus test kit and the shared tests/ helpers on the path.
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 from bus_testkit import SceneSink, fast_options  # noqa: E402
 

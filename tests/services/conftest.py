@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
+from kafka_testkit import delete_leftovers
 from sqlalchemy.engine import make_url
 
 from earthgptx.settings import KafkaSettings
@@ -43,15 +44,4 @@ def migrated_db_url() -> Iterator[str]:
 def kafka_cleanup(unique_name: str) -> Iterator[str]:
     """Yields the test's unique suffix; afterwards deletes every topic and group whose name contains it."""
     yield unique_name
-    from kafka import KafkaAdminClient
-
-    admin = KafkaAdminClient(bootstrap_servers=KafkaSettings().bootstrap.split(","))
-    try:
-        topics = [t for t in admin.list_topics() if unique_name in t]
-        if topics:
-            admin.delete_topics(topics, raise_errors=False)
-        groups = [g["group_id"] for g in admin.list_groups() if unique_name in g["group_id"]]
-        if groups:
-            admin.delete_groups(groups)
-    finally:
-        admin.close()
+    delete_leftovers(KafkaSettings(), unique_name)

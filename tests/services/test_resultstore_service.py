@@ -7,14 +7,13 @@ a throwaway database; the test publishes events as inference would and reads wha
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from affine import Affine
-from kafka import KafkaConsumer, TopicPartition
+from kafka_testkit import read_topic
 from pyproj import Transformer
 from rasterio.windows import Window
 from shapely import wkb
@@ -53,23 +52,6 @@ FAST = ConsumerOptions(
     poll_timeout_ms=200,
     consumer_overrides={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10_000},
 )
-
-
-def read_all(settings: KafkaSettings, topic: str, count: int, timeout_s: float = 20.0) -> list[Any]:
-    """The first ``count`` records of ``topic`` (all partitions, from the beginning, no group)."""
-    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap.split(","), enable_auto_commit=False)
-    try:
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or [])]
-        consumer.assign(partitions)
-        consumer.seek_to_beginning(*partitions)
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while len(records) < count and time.monotonic() < deadline:
-            for batch in consumer.poll(timeout_ms=200).values():
-                records.extend(batch)
-        return records
-    finally:
-        consumer.close()
 
 
 def grounding(task_id: str, box: PixelBox, label: str = "ship") -> InferenceResult:
@@ -155,7 +137,7 @@ def test_results_are_stored_georeferenced_idempotent_and_bad_ones_dead_lettered(
     with EventProducer(settings.kafka, client_id="test-inference") as producer:
         good = grounding("task-a", PixelBox(x1=20, y1=40, x2=60, y2=80))
         producer.publish_and_wait(settings.input_topic, "scene-it", good)
-        [first] = read_all(settings.kafka, settings.output_topic, 1)
+        [first] = read_topic(settings.kafka, settings.output_topic, 1)
         stored = ResultStored.FromString(first.value)
         assert (stored.task_id, list(stored.result_ids), first.key) == ("task-a", ["task-a:0"], b"scene-it")
 
@@ -177,16 +159,16 @@ def test_results_are_stored_georeferenced_idempotent_and_bad_ones_dead_lettered(
 
         # The same event again (a redelivery): the rows stay exactly as they were, updated_at included.
         producer.publish_and_wait(settings.input_topic, "scene-it", good)
-        assert len(read_all(settings.kafka, settings.output_topic, 2)) == 2
+        assert len(read_topic(settings.kafka, settings.output_topic, 2)) == 2
         assert result_rows(migrated_db_url) == rows
         assert [t[:4] + t[9:] for t in task_rows(migrated_db_url)] == [t[:4] + t[9:] for t in tasks]
 
         # A malformed result (inverted box) goes to the dead-letter topic; the next valid one is stored.
         producer.publish_and_wait(settings.input_topic, "scene-it", grounding("task-bad", PixelBox(x1=60, y1=40, x2=20, y2=80)))
         producer.publish_and_wait(settings.input_topic, "scene-it", grounding("task-b", PixelBox(x1=0, y1=0, x2=10, y2=10), "vehicle"))
-        later = read_all(settings.kafka, settings.output_topic, 3)
+        later = read_topic(settings.kafka, settings.output_topic, 3)
         assert [ResultStored.FromString(r.value).task_id for r in later] == ["task-a", "task-a", "task-b"]
-        [letter_record] = read_all(settings.kafka, f"dlq.{settings.group_id}", 1)
+        [letter_record] = read_topic(settings.kafka, f"dlq.{settings.group_id}", 1)
         letter = DeadLetter.FromString(letter_record.value)
         assert letter.cause == DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT
         assert "task-bad" in letter.reason and "inverted" in letter.reason
