@@ -674,7 +674,6 @@ class EarthGPTXProcessor:
     def encode_record(self, record: dict[str, Any], root: str | Path, train: bool = True) -> EncodedSample:
         """One dataset record (JSON Lines format of the design) → ``EncodedSample``; ``root`` is the jsonl's folder."""
         root = Path(root)
-        sample_id = str(record.get("id", ""))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
             with rasterio.open(root / record["image"]) as src:
@@ -689,8 +688,22 @@ class EarthGPTXProcessor:
                                 1, out_shape=(self.image_size, self.image_size), resampling=Resampling.nearest
                             )
                         )
-        width = float(record.get("width", image.shape[-1]))
-        height = float(record.get("height", image.shape[-2]))
+        return self.encode_loaded_record(record, image, masks, train=train)
+
+    def encode_loaded_record(
+        self,
+        record: dict[str, Any],
+        image: np.ndarray,
+        target_masks: list[np.ndarray],
+        train: bool = True,
+    ) -> EncodedSample:
+        """Like :meth:`encode_record`, with the image ``(bands, H, W)`` and target masks already read (callers
+        that encode many records of one image read it once)."""
+        sample_id = str(record.get("id", ""))
+        masks = target_masks
+        image_height, image_width = int(image.shape[-2]), int(image.shape[-1])
+        width = float(record.get("width", image_width))
+        height = float(record.get("height", image_height))
         if (int(width), int(height)) != (image.shape[-1], image.shape[-2]):
             raise ValueError(
                 f"record {sample_id}: width/height {width:g}x{height:g} do not match the image {image.shape[-1]}x{image.shape[-2]}"

@@ -144,20 +144,7 @@ def _encode_chip(job: tuple[str, str, list[dict[str, Any]], bool]) -> _EncodedCh
             if train and record.get("mask"):
                 paths = record["mask"] if isinstance(record["mask"], list) else [record["mask"]]
                 masks = [_read_mask(root / p, size) for p in paths]
-            try:
-                sample: EncodedSample = processor.encode(
-                    image,
-                    record["modality"],
-                    record["bands"],
-                    record["conversations"],
-                    record.get("prompts", []),
-                    train=train,
-                    sar_scale=record.get("sar_scale", "amplitude"),
-                    target_masks=masks,
-                    sample_id=str(record.get("id", "")),
-                )
-            except ValueError as exc:
-                raise ValueError(f"record {record.get('id')}: {exc}") from exc
+            sample: EncodedSample = processor.encode_loaded_record(record, image, masks, train=train)
             if pixels is None:
                 pixels = sample.pixel_values.numpy().astype(np.float16)
             samples.append(
