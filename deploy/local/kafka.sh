@@ -53,10 +53,12 @@ log.retention.hours=168
 log.segment.bytes=67108864
 PROPS
   if [[ ! -f "$KAFKA_STATE/data/meta.properties" ]]; then
+    # A base64url id may start with "-", which the tool would read as an option: hence --cluster-id=ID.
     local cluster_id
     cluster_id=$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())')
+    # A base64url id can start with "-", which the tool would take for an option: hence --cluster-id=ID.
     say "formatting KRaft storage (cluster $cluster_id)"
-    java_cmd kafka.tools.StorageTool format --ignore-formatted -t "$cluster_id" \
+    java_cmd kafka.tools.StorageTool format --ignore-formatted --cluster-id="$cluster_id" \
       -c "$KAFKA_STATE/server.properties" >> "$LOG_DIR/kafka-format.log" 2>&1 \
       || die "storage format failed, see $LOG_DIR/kafka-format.log"
   fi
