@@ -111,6 +111,28 @@ class EarthGPTXGenerateOutput(ModelOutput):
     seg_token_index: torch.Tensor | None = None
 
 
+# ---------------------------------------------------------------------------------------------------- positions
+def sincos_1d(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
+    """Sine/cosine features ``(..., dim)`` of real ``positions``; periods from ``max_period`` down to ~2."""
+    half = dim // 2
+    exponents = torch.arange(half, dtype=torch.float32) / max(half - 1, 1)
+    frequencies = (2 * math.pi / max_period) * (max_period / 2.0) ** exponents
+    angles = positions.float().unsqueeze(-1) * frequencies
+    features = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    return F.pad(features, (0, dim - 2 * half))
+
+
+def sincos_2d(grid: int, dim: int) -> torch.Tensor:
+    """Fixed 2-D sine/cosine position features ``(grid * grid, dim)``, row-major (half the channels per axis)."""
+    coords = torch.arange(grid, dtype=torch.float32)
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    half = dim // 2
+    period = 2.0 * grid
+    return torch.cat(
+        [sincos_1d(xs.flatten(), half, period), sincos_1d(ys.flatten(), dim - half, period)], dim=-1
+    )
+
+
 # ---------------------------------------------------------------------------------------------------- blocks
 class EarthGPTXAttention(nn.Module):
     """Multi-head attention (self or cross) on ``scaled_dot_product_attention``, with an additive bias."""
@@ -187,7 +209,9 @@ class EarthGPTXBandAdapter(nn.Module):
             weight[2, :, 0] = 0.8
             weight[2, :, 1] = 0.2
         if weight.shape[0] > 3:
-            weight[3, :, 0] = 1.0
+            # false colour: absolute temperature (slot 1) in the first channel, the contrast stretch in the others
+            weight[3, 0, 1] = 1.0
+            weight[3, 1:, 0] = 1.0
         init.copy_(self.weight, weight)
         init.zeros_(self.bias)
 
@@ -302,7 +326,9 @@ class EarthGPTXPromptEncoder(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
 
     def reset_custom_parameters(self) -> None:
-        init.trunc_normal_(self.position_embeddings, std=0.02)
+        # 2-D sine/cosine positions (learnable from there): where a prompt lies is most of what it says.
+        side = self.config.mask_size // self.config.patch_size
+        init.copy_(self.position_embeddings, sincos_2d(side, self.config.hidden_size).unsqueeze(0))
         init.trunc_normal_(self.query_tokens, std=0.02)
 
     def forward(self, prompt_masks: torch.Tensor) -> torch.Tensor:
@@ -383,7 +409,9 @@ class EarthGPTXFusion(nn.Module):
         self.prompt_norm = nn.LayerNorm(dim, eps=fusion.layer_norm_eps)
 
     def reset_custom_parameters(self) -> None:
-        init.trunc_normal_(self.image_positions, std=0.02)
+        # 2-D sine/cosine positions per view (learnable from there), so image tokens know where they are.
+        per_view = sincos_2d(self.grid_size, self.image_positions.shape[-1])
+        init.copy_(self.image_positions, per_view.repeat(self.num_views, 1).unsqueeze(0))
 
     def coverage(self, prompt_masks: torch.Tensor) -> torch.Tensor:
         """Fraction of each image token's cell covered by each prompt: ``(B, N, S, S)`` → ``(B, N, V*g*g)``."""
@@ -464,6 +492,9 @@ class EarthGPTXMultiModalProjector(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- masks
+MASK_POSITION_CHANNELS = 32
+
+
 class EarthGPTXMaskDecoder(nn.Module):
     """Pixel perception: ``[SEG]`` hidden state + vision features → mask logits at chip resolution.
 
@@ -486,6 +517,11 @@ class EarthGPTXMaskDecoder(nn.Module):
         self.merge = nn.Sequential(nn.Conv2d(dm, dm, 3, padding=1), nn.GroupNorm(groups, dm), nn.GELU())
         self.upsample = nn.ConvTranspose2d(dm, dm, 2, stride=2)
         self.image_proj = nn.Conv2d(3, dm, 3, padding=1)
+        # Fixed 2-D sine/cosine features of every pixel-feature position (a [SEG] kernel can then select a place),
+        # mixed in by a learned 1x1 projection.
+        self.feature_side = config.vision_config.image_size // 2
+        self.register_buffer("position_features", self._positions(), persistent=False)
+        self.position_proj = nn.Conv2d(MASK_POSITION_CHANNELS, dm, 1)
         self.refine = nn.Sequential(
             nn.Conv2d(dm, dm, 3, padding=1), nn.GroupNorm(groups, dm), nn.GELU(), nn.Conv2d(dm, dm, 1)
         )
@@ -496,8 +532,15 @@ class EarthGPTXMaskDecoder(nn.Module):
         self.kernel = EarthGPTXMLP(dm, dm * 2, dm)
         self.mask_bias = nn.Parameter(torch.empty(1))
 
+    def _positions(self) -> torch.Tensor:
+        side = self.feature_side
+        features = sincos_2d(side, MASK_POSITION_CHANNELS).T
+        return features.reshape(1, MASK_POSITION_CHANNELS, side, side)
+
     def reset_custom_parameters(self) -> None:
         init.zeros_(self.mask_bias)
+        # A non-persistent buffer: recomputed here because from_pretrained builds the model on the meta device.
+        init.copy_(self.position_features, self._positions())
 
     def pixel_features(
         self, fused_image: torch.Tensor, stride4: torch.Tensor, stride8: torch.Tensor, adapted: torch.Tensor
@@ -512,6 +555,7 @@ class EarthGPTXMaskDecoder(nn.Module):
         x = x + F.interpolate(self.grid_proj(grid), size=size4, mode="bilinear", align_corners=False)
         x = self.upsample(self.merge(x))
         x = x + self.image_proj(F.avg_pool2d(adapted, 2))
+        x = x + self.position_proj(self.position_features.to(x.dtype))
         return self.refine(x)
 
     def predict(self, seg_hidden: torch.Tensor, pixel_features: torch.Tensor) -> torch.Tensor:
@@ -874,4 +918,6 @@ __all__ = [
     "EarthGPTXVisionOutput",
     "mask_losses",
     "run_vision_side",
+    "sincos_1d",
+    "sincos_2d",
 ]

@@ -7,7 +7,7 @@
   selected by name, reflectance) are standardised with fixed per-band statistics; SAR (1–2 polarisations,
   amplitude, intensity or dB) goes to dB, is clipped to the chip's 1st–99th percentile per band
   (speckle-robust) and standardised; thermal infrared (1 band) is scaled per chip between its 2nd and 98th
-  percentiles.
+  percentiles (slot 0), and its absolute brightness temperature, when the unit is recognised, fills slot 1.
 - **Prompts** (point, box, polygon, scribble; chip pixels) are validated, normalised to the integer ``[0, 1000)``
   grid (DESIGN §2) and rasterised with rasterio into one mask per prompt at the model's chip size.
 - **Text**: a chat template (``USER: … ASSISTANT: …``), ``<image>`` expanded to the image tokens and
@@ -171,6 +171,29 @@ def _percentile(values: np.ndarray, q: float) -> float:
     return float(np.percentile(finite, q)) if finite.size else 0.0
 
 
+# Infrared chips fill two slots: the per-chip contrast stretch of the thermal band (slot 0) and its absolute
+# brightness temperature (this slot), standardised around typical land-surface temperatures.
+INFRARED_ABSOLUTE_SLOT = 1
+_TIR_MEAN_K = 295.0
+_TIR_STD_K = 10.0
+
+
+def brightness_temperature_kelvin(values: np.ndarray) -> np.ndarray | None:
+    """Thermal band values → brightness temperature in K, or ``None`` when the unit is not recognised.
+
+    Recognised by the median: Kelvin × 100 (the uint16 convention of this project's generator), Kelvin, or
+    degrees Celsius. Radiances or other scalings are left alone (the absolute slot then stays zero).
+    """
+    median = _percentile(values, 50.0)
+    if 15_000.0 <= median <= 40_000.0:
+        return values / 100.0
+    if 150.0 <= median <= 400.0:
+        return values
+    if -90.0 <= median <= 90.0 and float(np.nanmax(values)) <= 120.0:
+        return values + 273.15
+    return None
+
+
 def normalize_bands(
     array: np.ndarray, modality: str, bands: Sequence[str], sar_scale: str = "amplitude"
 ) -> np.ndarray:
@@ -226,6 +249,11 @@ def normalize_bands(
         low, high = _percentile(values, 2.0), _percentile(values, 98.0)
         scaled = np.clip((values - low) / max(high - low, 1e-6), 0.0, 1.0)
         out[slots[0]] = (scaled - 0.5) / 0.25
+        # The stretch above keeps the contrast but loses the absolute temperature, which is what tells warm
+        # urban ground from cool water; a second slot carries it when the unit can be recognised.
+        kelvin = brightness_temperature_kelvin(values)
+        if kelvin is not None:
+            out[INFRARED_ABSOLUTE_SLOT] = np.clip((kelvin - _TIR_MEAN_K) / _TIR_STD_K, -5.0, 5.0)
     return np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
 
 
@@ -817,6 +845,8 @@ __all__ = [
     "band_slots",
     "grid_box_to_pixels",
     "modality_id",
+    "INFRARED_ABSOLUTE_SLOT",
+    "brightness_temperature_kelvin",
     "normalize_bands",
     "parse_answer",
     "prompt_geometry",

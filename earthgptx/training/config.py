@@ -76,6 +76,9 @@ class ModelSettings:
     # dtype of the weights written into the shipped checkpoint; the config keeps float32 so that loading casts
     # them back (halves the file size; fp16's 11-bit mantissa is far finer than the weights need).
     save_dtype: str = "float16"
+    # Initialise the embeddings and LM-head rows of the number tokens 0..999 with sine/cosine features of their
+    # value, so that neighbouring numbers start out similar (box coordinates are read as numbers).
+    ordinal_numbers: bool = False
 
     def __post_init__(self) -> None:
         if self.preset not in ("tiny", "paper"):
@@ -131,8 +134,15 @@ class TrainSettings:
     # steps that fit, estimated from a timing warm-up.
     time_budget_s: float = 0.0
     output_dir: str = "models/earthgptx-tiny"
+    # Box coordinates: besides the exact-token cross-entropy, a cross-entropy against a Gaussian over the number
+    # tokens centred on the true value (sigma in the 0..999 units; 0 disables it), weighted by coordinate_weight,
+    # so that an answer off by a pixel costs less than one off by half the image.
+    coordinate_sigma: float = 0.0
+    coordinate_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.coordinate_sigma < 0 or self.coordinate_weight < 0:
+            raise ValueError("train.coordinate_sigma and train.coordinate_weight must be >= 0")
         unknown = sorted(set(self.task_weights) - set(TASKS))
         if unknown:
             raise ValueError(f"train.task_weights names unknown tasks {unknown}; tasks are {list(TASKS)}")

@@ -188,6 +188,62 @@ def apply_trainable(model: EarthGPTXForConditionalGeneration, settings: ModelSet
     return tuner
 
 
+NUMBER_RANGE = 1000
+"""The tokenizer's whole-word numbers ``0`` … ``999`` (box coordinates on the 0..999 grid, counts)."""
+
+
+def number_token_ids(tokenizer: Any) -> torch.Tensor | None:
+    """Ids of the tokens ``"0"`` … ``"999"`` in value order, or ``None`` when the tokenizer lacks some."""
+    ids = [tokenizer.convert_tokens_to_ids(str(n)) for n in range(NUMBER_RANGE)]
+    unk = tokenizer.unk_token_id
+    if any(i is None or i == unk for i in ids):
+        return None
+    return torch.tensor(ids, dtype=torch.long)
+
+
+@torch.no_grad()
+def init_ordinal_numbers(model: EarthGPTXForConditionalGeneration, number_ids: torch.Tensor) -> None:
+    """Give the number tokens' embeddings and LM-head rows sine/cosine features of their value.
+
+    The scale matches the random rows around them (norm ``initializer_range * sqrt(hidden)``); only the
+    initialisation changes, everything stays trainable.
+    """
+    from earthgptx.model.modeling_earthgptx import sincos_1d
+
+    values = torch.arange(len(number_ids), dtype=torch.float32)
+    for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        hidden = matrix.shape[1]
+        features = sincos_1d(values, hidden, max_period=4.0 * len(number_ids))
+        scale = model.config.text_config.initializer_range * math.sqrt(2.0)
+        matrix[number_ids.to(matrix.device)] = (features * scale).to(matrix.dtype).to(matrix.device)
+
+
+def coordinate_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    is_box_sample: torch.Tensor,
+    number_ids: torch.Tensor,
+    sigma: float,
+) -> torch.Tensor | None:
+    """Cross-entropy of the box-coordinate tokens against a Gaussian over the number tokens.
+
+    ``logits`` ``(B, L, V)`` and ``labels`` ``(B, L)`` as in the model (unshifted); ``is_box_sample`` ``(B,)``
+    marks the samples whose answer is a box. Returns the mean over coordinate tokens, ``None`` when there is none.
+    """
+    shift_labels = labels[:, 1:]
+    lookup = torch.full((int(logits.shape[-1]),), -1, dtype=torch.long, device=labels.device)
+    lookup[number_ids.to(labels.device)] = torch.arange(len(number_ids), device=labels.device)
+    value = lookup[shift_labels.clamp_min(0)].masked_fill(shift_labels < 0, -1)
+    selected = (value >= 0) & is_box_sample.to(labels.device)[:, None]
+    if not bool(selected.any()):
+        return None
+    log_probs = torch.log_softmax(logits[:, :-1][selected].float(), dim=-1)[:, number_ids.to(logits.device)]
+    grid = torch.arange(len(number_ids), device=logits.device, dtype=torch.float32)
+    target = torch.exp(-0.5 * ((grid[None, :] - value[selected][:, None].float()) / sigma) ** 2)
+    target = target / target.sum(-1, keepdim=True)
+    return -(target * log_probs).sum(-1).mean()
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -395,6 +451,11 @@ def train(
         model = EarthGPTXForConditionalGeneration.from_pretrained(str(init_from))
     else:
         model = EarthGPTXForConditionalGeneration(model_config)
+    number_ids = number_token_ids(tokenizer)
+    if run.model.ordinal_numbers and init_from is None and number_ids is not None:
+        init_ordinal_numbers(model, number_ids)
+    box_task = torch.tensor([task == "grounding" for task in train_data.tasks], dtype=torch.bool)
+    use_coordinate_loss = run.train.coordinate_sigma > 0 and number_ids is not None
     tuner = apply_trainable(model, run.model)
     total_params, trainable_params = count_parameters(model)
     model.to(device)  # type: ignore[arg-type]
@@ -476,7 +537,7 @@ def train(
         if info.is_main:
             logger.info("training until the deadline: %.0f s of training left", remaining - trained_s_before)
     # Losses stay on the device until they are logged, so steps do not wait for each other.
-    window: dict[str, list[torch.Tensor]] = {"loss": [], "lm_loss": [], "mask_loss": []}
+    window: dict[str, list[torch.Tensor]] = {"loss": [], "lm_loss": [], "mask_loss": [], "coord_loss": []}
     bar = tqdm(
         total=planned, initial=start_step, disable=not (progress and info.is_main), desc="training", unit="step",
         dynamic_ncols=True, mininterval=1.0,
@@ -486,12 +547,24 @@ def train(
     step = start_step
     stopped_by_budget = False
     while step < planned:
-        batch = train_data.batch(sampler.indices(step), pad_id)
+        indices = sampler.indices(step)
+        batch = train_data.batch(indices, pad_id)
         if train_data.device != device:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         with autocast():
             out = train_model(**batch)
         loss = out.loss
+        coord = None
+        if use_coordinate_loss and number_ids is not None:
+            coord = coordinate_loss(
+                out.logits,
+                batch["labels"],
+                box_task[indices.cpu().long()],
+                number_ids,
+                run.train.coordinate_sigma,
+            )
+            if coord is not None:
+                loss = loss + run.train.coordinate_weight * coord
         loss.backward()
         if run.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip)
@@ -504,6 +577,8 @@ def train(
             window["lm_loss"].append(out.lm_loss.detach())
         if out.mask_loss is not None:
             window["mask_loss"].append(out.mask_loss.detach())
+        if coord is not None:
+            window["coord_loss"].append(coord.detach())
         if budget and step in (start_step + _TIMING_SKIP, start_step + _TIMING_STEPS):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -531,6 +606,7 @@ def train(
                 "loss": _tensor_mean(window["loss"]),
                 "lm_loss": _tensor_mean(window["lm_loss"]),
                 "mask_loss": _tensor_mean(window["mask_loss"]),
+                "coord_loss": _tensor_mean(window["coord_loss"]),
                 "lr": float(scheduler.get_last_lr()[0]),
                 "elapsed_s": round(trained_s_before + elapsed, 2),
             }

@@ -296,3 +296,30 @@ def test_five_views(tokenizer: Any) -> None:
             torch.randn(3, config.text_config.hidden_size), torch.tensor([0, 1, 1]), out.mask_features
         )
     assert masks_out.shape == (3, 256, 256)
+
+
+def test_sincos_positions_are_distinct_and_smooth() -> None:
+    from earthgptx.model.modeling_earthgptx import sincos_1d, sincos_2d
+
+    grid = sincos_2d(8, 64)
+    assert grid.shape == (64, 64)
+    assert torch.unique(grid, dim=0).shape[0] == 64  # every cell has its own code
+    distance = torch.cdist(grid, grid)
+    # cell (0,0) is nearer, in feature space, to (0,1) than to (7,7)
+    assert distance[0, 1] < distance[0, 63]
+    line = sincos_1d(torch.arange(1000), 128, max_period=4000.0)
+    similarity = F.cosine_similarity(line[100:101], line, dim=-1)
+    assert similarity[101] > similarity[110] > similarity[600]
+
+
+def test_position_features_are_initialised(config: EarthGPTXConfig) -> None:
+    from earthgptx.model.modeling_earthgptx import sincos_2d
+
+    model = EarthGPTXForConditionalGeneration(config)
+    prompt = config.prompt_config
+    side = prompt.mask_size // prompt.patch_size
+    torch.testing.assert_close(
+        model.prompt_encoder.position_embeddings[0], sincos_2d(side, prompt.hidden_size)
+    )
+    features = model.mask_decoder.position_features
+    assert features.shape[-1] == config.vision_config.image_size // 2 and features.abs().sum() > 0

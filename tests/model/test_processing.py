@@ -9,7 +9,9 @@ import torch
 
 from earthgptx.model import EarthGPTXProcessor
 from earthgptx.model.processing_earthgptx import (
+    INFRARED_ABSOLUTE_SLOT,
     band_slots,
+    brightness_temperature_kelvin,
     normalize_bands,
     parse_answer,
     prompt_to_grid,
@@ -83,12 +85,36 @@ def test_sar_clipping_is_robust_to_speckle_outliers() -> None:
     assert out[0].max() == pytest.approx(out[0, 10, 10], abs=1e-6)
 
 
-def test_infrared_is_scaled_per_chip() -> None:
-    cold = np.random.default_rng(3).integers(27000, 28000, (1, 32, 32)).astype(np.uint16)
+def test_infrared_keeps_the_stretch_and_the_absolute_temperature() -> None:
+    cold = np.random.default_rng(3).integers(27000, 28000, (1, 32, 32)).astype(np.uint16)  # K x 100
     warm = cold + 3000
-    np.testing.assert_allclose(
-        normalize_bands(cold, "infrared", ["tir"]), normalize_bands(warm, "infrared", ["tir"]), atol=1e-5
+    cold_out, warm_out = (
+        normalize_bands(cold, "infrared", ["tir"]),
+        normalize_bands(warm, "infrared", ["tir"]),
     )
+    # slot 0: the per-chip stretch, blind to a uniform offset
+    np.testing.assert_allclose(cold_out[0], warm_out[0], atol=1e-5)
+    # slot 1: the absolute temperature, 30 K warmer = 3 standard units
+    assert INFRARED_ABSOLUTE_SLOT == 1
+    np.testing.assert_allclose(warm_out[1] - cold_out[1], 3.0, atol=1e-4)
+    np.testing.assert_allclose(cold_out[1].mean(), (275.0 - 295.0) / 10.0, atol=0.1)
+    assert not np.abs(cold_out[2:]).any()
+
+
+@pytest.mark.parametrize(
+    ("values", "kelvin"),
+    [(np.array([29315.0, 30315.0]), [293.15, 303.15]), (np.array([293.15, 303.15]), [293.15, 303.15]),
+     (np.array([20.0, 30.0]), [293.15, 303.15])],
+)  # fmt: skip
+def test_brightness_temperature_units(values: np.ndarray, kelvin: list[float]) -> None:
+    np.testing.assert_allclose(brightness_temperature_kelvin(values), kelvin, atol=1e-3)
+
+
+def test_unknown_thermal_units_leave_the_absolute_slot_empty() -> None:
+    radiance = np.random.default_rng(4).uniform(5000, 9000, (1, 16, 16)).astype(np.float32)
+    assert brightness_temperature_kelvin(radiance[0]) is None
+    out = normalize_bands(radiance, "infrared", ["tir"])
+    assert np.abs(out[0]).sum() > 0 and not np.abs(out[INFRARED_ABSOLUTE_SLOT]).any()
 
 
 @pytest.mark.parametrize(

@@ -26,7 +26,10 @@ from earthgptx.training.train import (
     WarmupCosine,
     apply_trainable,
     build_model_config,
+    coordinate_loss,
+    init_ordinal_numbers,
     load_checkpoint,
+    number_token_ids,
     train,
 )
 
@@ -117,9 +120,13 @@ def test_weighted_sampler_is_deterministic_and_weighted() -> None:
 # ------------------------------------------------------------------------------------------- training
 def test_short_training_lowers_the_loss(tmp_path: Path, train_dir: Path) -> None:
     """A few hundred samples, 25 steps: the language-model loss falls well below where it started."""
-    run = small_run(tmp_path, train_dir, steps=25)
+    run = small_run(tmp_path, train_dir, steps=25, coordinate_sigma=8.0)
+    run.model.ordinal_numbers = True
     result = train(run, progress=False)
     lm = [entry["lm_loss"] for entry in result.losses]
+    coord = [entry["coord_loss"] for entry in result.losses if not np.isnan(entry["coord_loss"])]
+    assert coord, "no batch had a box answer"
+    assert all(np.isfinite(coord))
     assert len(lm) == 25
     first, last = float(np.mean(lm[:5])), float(np.mean(lm[-5:]))
     assert last < first - 1.0, f"loss did not fall: first steps {first:.3f}, last steps {last:.3f}"
@@ -222,3 +229,45 @@ def test_lora_run_from_a_saved_model_keeps_encoders_and_merges_adapters(
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
     attention = [k for k in before if k.endswith("self_attn.q_proj.weight")]
     assert attention and any(not torch.equal(before[k], after[k]) for k in attention)
+
+
+# ------------------------------------------------------------------------------------------- numbers
+def test_coordinate_loss_is_lower_near_the_true_value() -> None:
+    number_ids = torch.arange(10, 1010)  # ids of "0".."999"
+    labels = torch.full((2, 4), -100)
+    labels[:, 2] = 10 + 500  # the coordinate 500 is predicted at position 1
+    logits = torch.zeros(2, 4, 1100)
+    logits[0, 1, 10 + 505] = 10.0  # sample 0 says 505: close
+    logits[1, 1, 10 + 900] = 10.0  # sample 1 says 900: far
+    is_box = torch.tensor([True, True])
+    near = coordinate_loss(logits[:1], labels[:1], is_box[:1], number_ids, sigma=8.0)
+    far = coordinate_loss(logits[1:], labels[1:], is_box[1:], number_ids, sigma=8.0)
+    assert near is not None and far is not None and float(near) < float(far)
+    # exactly right beats close
+    logits[0, 1, 10 + 500] = 10.0
+    logits[0, 1, 10 + 505] = 0.0
+    exact = coordinate_loss(logits[:1], labels[:1], is_box[:1], number_ids, sigma=8.0)
+    assert exact is not None and float(exact) < float(near)
+    # no box sample, or no number label: nothing to score
+    assert coordinate_loss(logits, labels, torch.tensor([False, False]), number_ids, sigma=8.0) is None
+    assert coordinate_loss(logits, torch.full((2, 4), -100), is_box, number_ids, sigma=8.0) is None
+
+
+def test_ordinal_number_init_makes_neighbours_similar(train_dir: Path) -> None:
+    tokenizer = build_run_tokenizer(load_records(train_dir / "records.jsonl"))
+    number_ids = number_token_ids(tokenizer)
+    assert number_ids is not None and len(number_ids) == 1000
+    model = EarthGPTXForConditionalGeneration(
+        build_model_config(ModelSettings(overrides=SMALL_MODEL), tokenizer)
+    )
+    other = model.get_input_embeddings().weight[int(tokenizer.convert_tokens_to_ids("the"))].clone()
+    init_ordinal_numbers(model, number_ids)
+    for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
+        rows = matrix[number_ids]
+        sim = torch.nn.functional.cosine_similarity(rows[300:301], rows, dim=-1)
+        assert sim[301] > sim[320] > sim[800]
+        # same scale as the random rows
+        assert 0.5 < float(rows.norm(dim=-1).mean() / matrix.detach().norm(dim=-1).mean()) < 2.0
+    torch.testing.assert_close(
+        model.get_input_embeddings().weight[int(tokenizer.convert_tokens_to_ids("the"))], other
+    )
