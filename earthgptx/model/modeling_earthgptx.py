@@ -540,7 +540,9 @@ class EarthGPTXMaskDecoder(nn.Module):
     def reset_custom_parameters(self) -> None:
         init.zeros_(self.mask_bias)
         # A non-persistent buffer: recomputed here because from_pretrained builds the model on the meta device.
-        init.copy_(self.position_features, self._positions())
+        buffer = self.position_features
+        assert isinstance(buffer, torch.Tensor)
+        init.copy_(buffer, self._positions())
 
     def pixel_features(
         self, fused_image: torch.Tensor, stride4: torch.Tensor, stride8: torch.Tensor, adapted: torch.Tensor

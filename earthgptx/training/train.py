@@ -211,8 +211,9 @@ def init_ordinal_numbers(model: EarthGPTXForConditionalGeneration, number_ids: t
     from earthgptx.model.modeling_earthgptx import sincos_1d
 
     values = torch.arange(len(number_ids), dtype=torch.float32)
-    for matrix in (model.get_input_embeddings().weight, model.get_output_embeddings().weight):
-        hidden = matrix.shape[1]
+    matrices: list[torch.Tensor] = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]  # type: ignore[list-item]
+    for matrix in matrices:
+        hidden = int(matrix.shape[1])
         features = sincos_1d(values, hidden, max_period=4.0 * len(number_ids))
         scale = model.config.text_config.initializer_range * math.sqrt(2.0)
         matrix[number_ids.to(matrix.device)] = (features * scale).to(matrix.dtype).to(matrix.device)
