@@ -728,10 +728,8 @@ class EarthGPTXProcessor:
         """Like :meth:`encode_record`, with the image ``(bands, H, W)`` and target masks already read (callers
         that encode many records of one image read it once)."""
         sample_id = str(record.get("id", ""))
-        masks = target_masks
-        image_height, image_width = int(image.shape[-2]), int(image.shape[-1])
-        width = float(record.get("width", image_width))
-        height = float(record.get("height", image_height))
+        width = float(record.get("width", int(image.shape[-1])))
+        height = float(record.get("height", int(image.shape[-2])))
         if (int(width), int(height)) != (image.shape[-1], image.shape[-2]):
             raise ValueError(
                 f"record {sample_id}: width/height {width:g}x{height:g} do not match the image {image.shape[-1]}x{image.shape[-2]}"
@@ -745,7 +743,7 @@ class EarthGPTXProcessor:
                 record.get("prompts", []),
                 train=train,
                 sar_scale=record.get("sar_scale", "amplitude"),
-                target_masks=masks,
+                target_masks=target_masks,
                 sample_id=sample_id,
             )
         except ValueError as exc:

@@ -19,7 +19,6 @@ import json
 import logging
 import sys
 import time
-import types
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -35,6 +34,7 @@ from tqdm import tqdm
 
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.processing_earthgptx import EncodedSample
+from earthgptx.training import metrics
 from earthgptx.training.config import RunConfig, load_run_config
 from earthgptx.training.datasets import cpu_workers, encode_for_inference, ensure_dataset, load_split
 
@@ -55,13 +55,6 @@ MAX_NEW_TOKENS: dict[str, int] = {
     "scene_caption": 40,
     "region_caption": 24,
 }
-
-
-def metrics_module() -> types.ModuleType:
-    """``earthgptx.training.metrics`` (CIDEr is NaN on hosts without pycocoevalcap; the module says so)."""
-    from earthgptx.training import metrics
-
-    return metrics
 
 
 def _read_mask(path: Path, size: int) -> np.ndarray:
@@ -100,7 +93,6 @@ def predict(
     """Greedy answers to ``records``: one evaluation row per record (``metrics.row_from_record`` form, with the
     mask IoU already computed for pixel grounding). ``samples`` are the records already encoded for inference
     (``datasets.encode_for_inference``); they are encoded here when not given."""
-    metrics = metrics_module()
     device = next(model.parameters()).device
     if samples is None:
         samples = encode_for_inference(records, root, processor, workers, progress)
@@ -157,7 +149,6 @@ def evaluate(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Generate (or reuse) the held-out set, answer it, score it, write the report files; returns the report."""
-    metrics = metrics_module()
     started = time.perf_counter()
     model_dir = Path(model_dir)
     workers = cpu_workers(run.data.workers)

@@ -40,6 +40,8 @@ from tqdm import tqdm
 
 from earthgptx.data import load_records
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
+from earthgptx.model.modeling_earthgptx import sincos_1d
+from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE
 from earthgptx.training.config import ModelSettings, RunConfig, load_run_config
 from earthgptx.training.datasets import (
     EncodedDataset,
@@ -188,10 +190,6 @@ def apply_trainable(model: EarthGPTXForConditionalGeneration, settings: ModelSet
     return tuner
 
 
-NUMBER_RANGE = 1000
-"""The tokenizer's whole-word numbers ``0`` … ``999`` (box coordinates on the 0..999 grid, counts)."""
-
-
 def number_token_ids(tokenizer: Any) -> torch.Tensor | None:
     """Ids of the tokens ``"0"`` … ``"999"`` in value order, or ``None`` when the tokenizer lacks some."""
     ids = [tokenizer.convert_tokens_to_ids(str(n)) for n in range(NUMBER_RANGE)]
@@ -208,8 +206,6 @@ def init_ordinal_numbers(model: EarthGPTXForConditionalGeneration, number_ids: t
     The scale matches the random rows around them (norm ``initializer_range * sqrt(hidden)``); only the
     initialisation changes, everything stays trainable.
     """
-    from earthgptx.model.modeling_earthgptx import sincos_1d
-
     values = torch.arange(len(number_ids), dtype=torch.float32)
     matrices: list[torch.Tensor] = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]  # type: ignore[list-item]
     for matrix in matrices:
