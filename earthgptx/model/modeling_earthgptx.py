@@ -80,6 +80,7 @@ class EarthGPTXOutput(ModelOutput):
         seg_batch_index: ``(num_seg,)`` — the sample each mask belongs to.
         image_tokens: ``(batch, num_image_tokens, text_hidden)``.
         prompt_tokens: ``(batch, num_prompts, tokens_per_prompt, text_hidden)``.
+        mask_features: ``(batch, mask_decoder_hidden_size, S/2, S/2)``, the mask decoder's pixel features.
     """
 
     loss: torch.Tensor | None = None
@@ -90,6 +91,7 @@ class EarthGPTXOutput(ModelOutput):
     seg_batch_index: torch.Tensor | None = None
     image_tokens: torch.Tensor | None = None
     prompt_tokens: torch.Tensor | None = None
+    mask_features: torch.Tensor | None = None
 
 
 @dataclass
@@ -848,6 +850,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             seg_batch_index=seg_batch if mask_logits is not None else None,
             image_tokens=vision.image_tokens,
             prompt_tokens=vision.prompt_tokens,
+            mask_features=vision.mask_features,
         )
 
     # ------------------------------------------------------------------ generate

@@ -139,10 +139,15 @@ class TrainSettings:
     # so that an answer off by a pixel costs less than one off by half the image.
     coordinate_sigma: float = 0.0
     coordinate_weight: float = 1.0
+    # Weight of the auxiliary perception losses (linear probes on image tokens, region tokens and pixel features
+    # against the synthetic scenes' exact ground truth; see earthgptx.training.auxiliary). 0 disables them.
+    aux_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.coordinate_sigma < 0 or self.coordinate_weight < 0:
             raise ValueError("train.coordinate_sigma and train.coordinate_weight must be >= 0")
+        if self.aux_weight < 0:
+            raise ValueError("train.aux_weight must be >= 0")
         unknown = sorted(set(self.task_weights) - set(TASKS))
         if unknown:
             raise ValueError(f"train.task_weights names unknown tasks {unknown}; tasks are {list(TASKS)}")

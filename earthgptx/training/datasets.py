@@ -36,6 +36,13 @@ from earthgptx.data import generate_dataset, load_records
 from earthgptx.data.vocabulary import DATASET_VERSION, TASKS
 from earthgptx.model import EarthGPTXProcessor, build_tokenizer
 from earthgptx.model.processing_earthgptx import EncodedSample
+from earthgptx.training.auxiliary import (
+    ChipTargets,
+    chip_targets,
+    region_targets,
+    stack_region_targets,
+    synthetic_scene,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -120,15 +127,33 @@ def _read_mask(path: Path, size: int) -> np.ndarray:
         return src.read(1, out_shape=(size, size), resampling=Resampling.nearest)
 
 
+@dataclass(frozen=True)
+class AuxSpec:
+    """Where auxiliary targets come from: the synthetic dataset's ``seed`` and ``chip_size``, and the sides of
+    the image-token grid and of the mask decoder's pixel features."""
+
+    seed: int
+    chip_size: int
+    grid: int
+    pixel_side: int
+
+
 @dataclass
 class _EncodedChip:
     pixels: np.ndarray  # (13, S, S) float16
     samples: list[dict[str, Any]]
+    aux: ChipTargets | None = None
 
 
-def _encode_chip(job: tuple[str, str, list[dict[str, Any]], bool]) -> _EncodedChip:
+_Job = tuple[str, str, list[dict[str, Any]], bool, AuxSpec | None]
+
+
+def _encode_chip(job: _Job) -> _EncodedChip:
     """Encode every record of one chip (the image is read once)."""
-    root_text, image_name, records, train = job
+    root_text, image_name, records, train, aux_spec = job
+    scene = None
+    if aux_spec is not None and records:
+        scene = synthetic_scene(records[0], aux_spec.seed, aux_spec.chip_size)
     processor = _WORKER_PROCESSOR
     assert processor is not None, "worker not initialised"
     root = Path(root_text)
@@ -154,10 +179,14 @@ def _encode_chip(job: tuple[str, str, list[dict[str, Any]], bool]) -> _EncodedCh
                     "modality_id": sample.modality_id,
                     "prompt_masks": (sample.prompt_masks.numpy() > 0.5).astype(np.uint8),
                     "target_masks": (sample.target_masks.numpy() > 0.5).astype(np.uint8),
+                    "region": region_targets(record, scene) if scene is not None else None,
                 }
             )
     assert pixels is not None
-    return _EncodedChip(pixels=pixels, samples=samples)
+    aux = None
+    if scene is not None and aux_spec is not None:
+        aux = chip_targets(scene, aux_spec.grid, aux_spec.pixel_side)
+    return _EncodedChip(pixels=pixels, samples=samples, aux=aux)
 
 
 class EncodedDataset:
@@ -184,8 +213,11 @@ class EncodedDataset:
         target_bank: torch.Tensor,
         target_offsets: torch.Tensor,
         target_counts: torch.Tensor,
+        aux: dict[str, torch.Tensor] | None = None,
     ) -> None:
         self.records = records
+        # Auxiliary targets: per chip (indexed like ``images``) except ``aux_region``, which is per sample.
+        self.aux = aux
         self.images = images
         self.image_index = image_index
         self.modality_ids = modality_ids
@@ -213,13 +245,14 @@ class EncodedDataset:
         return self.images.device
 
     def nbytes(self) -> int:
-        tensors = [getattr(self, name) for name in _TENSORS]
+        tensors = [getattr(self, name) for name in _TENSORS] + list((self.aux or {}).values())
         return int(sum(t.numel() * t.element_size() for t in tensors))
 
     def to(self, device: torch.device | str) -> EncodedDataset:
         """A copy with every tensor on ``device``."""
         moved = {name: getattr(self, name).to(device) for name in _TENSORS}
-        return EncodedDataset(self.records, **moved)
+        aux = None if self.aux is None else {k: v.to(device) for k, v in self.aux.items()}
+        return EncodedDataset(self.records, **moved, aux=aux)
 
     def subset(self, indices: Sequence[int]) -> EncodedDataset:
         """The samples at ``indices`` (sharing the image and mask banks)."""
@@ -239,10 +272,18 @@ class EncodedDataset:
             target_bank=self.target_bank,
             target_offsets=self.target_offsets[dev_index],
             target_counts=self.target_counts[dev_index],
-        )
+            aux=None if self.aux is None else {
+                k: v[dev_index] if k == "aux_region" else v for k, v in self.aux.items()
+            },
+        )  # fmt: skip
 
-    def batch(self, indices: torch.Tensor, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-        """The training batch of samples ``indices`` (right-padded, as ``processor.collate(train=True)``)."""
+    def batch(
+        self, indices: torch.Tensor, pad_token_id: int = 0, with_aux: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """The training batch of samples ``indices`` (right-padded, as ``processor.collate(train=True)``).
+
+        With ``with_aux`` (and auxiliary targets present) it also holds the ``aux_*`` targets, which are not
+        model inputs: pop them before calling the model."""
         cpu_index = indices.cpu().long()
         index = cpu_index.to(self.device)
         batch = index.shape[0]
@@ -272,7 +313,7 @@ class EncodedDataset:
         else:
             size = self.images.shape[-1]
             target_masks = torch.zeros(0, size, size, device=self.device)
-        return {
+        out = {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "labels": labels,
@@ -282,6 +323,11 @@ class EncodedDataset:
             "prompt_valid": prompt_valid,
             "target_masks": target_masks,
         }
+        if with_aux and self.aux is not None:
+            chip = self.image_index[index]
+            for name, values in self.aux.items():
+                out[name] = values[index, :slots] if name == "aux_region" else values[chip]
+        return out
 
 
 _TENSORS = (
@@ -306,18 +352,22 @@ def encode_dataset(
     processor: EarthGPTXProcessor,
     workers: int = 1,
     progress: bool = True,
+    aux: AuxSpec | None = None,
 ) -> EncodedDataset:
     """Encode ``records`` (training form: answers labelled, target masks read) into an :class:`EncodedDataset`.
 
     Records are grouped by chip so each GeoTIFF is read once; ``workers`` processes share the work. The result
-    keeps the order of ``records``.
+    keeps the order of ``records``. With ``aux``, the auxiliary perception targets are built too (see
+    :mod:`earthgptx.training.auxiliary`); they are dropped unless every chip has them.
     """
     if not records:
         raise ValueError("cannot encode an empty list of records")
     groups: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         groups[str(record["image"])].append(i)
-    jobs = [(str(root), name, [records[i] for i in members], True) for name, members in groups.items()]
+    jobs: list[_Job] = [
+        (str(root), name, [records[i] for i in members], True, aux) for name, members in groups.items()
+    ]
     order = [i for members in groups.values() for i in members]
 
     chips: list[_EncodedChip] = []
@@ -371,6 +421,23 @@ def encode_dataset(
             if len(targets):
                 target_parts.append(targets)
                 next_target += len(targets)
+    aux_tensors = None
+    if aux is not None and all(chip.aux is not None for chip in chips):
+        targets = [chip.aux for chip in chips if chip.aux is not None]
+        region_rows: list[np.ndarray] = [np.zeros((0, 0), dtype=np.int64)] * n
+        position = 0
+        for chip in chips:
+            for sample in chip.samples:
+                region_rows[order[position]] = sample["region"]
+                position += 1
+        aux_tensors = {
+            "aux_token_semantic": torch.from_numpy(np.stack([t.token_semantic for t in targets])).half(),
+            "aux_token_box": torch.from_numpy(np.stack([t.token_box for t in targets])).half(),
+            "aux_token_box_valid": torch.from_numpy(np.stack([t.token_box_valid for t in targets])),
+            "aux_token_centres": torch.from_numpy(np.stack([t.token_centres for t in targets])).half(),
+            "aux_pixel_labels": torch.from_numpy(np.stack([t.pixel_labels for t in targets])),
+            "aux_region": stack_region_targets(region_rows, processor.max_prompts),
+        }
     prompt_bank = torch.from_numpy(np.concatenate(prompt_parts))
     target_bank = torch.from_numpy(
         np.concatenate(target_parts) if target_parts else np.zeros((0, size, size), dtype=np.uint8)
@@ -389,6 +456,7 @@ def encode_dataset(
         target_bank=target_bank,
         target_offsets=target_offsets,
         target_counts=target_counts,
+        aux=aux_tensors,
     )
     logger.info(
         "encoded %d records on %d chips (max length %d tokens, %.0f MB)",
@@ -408,7 +476,9 @@ def encode_for_inference(
     groups: dict[str, list[int]] = defaultdict(list)
     for i, record in enumerate(records):
         groups[str(record["image"])].append(i)
-    jobs = [(str(root), name, [records[i] for i in members], False) for name, members in groups.items()]
+    jobs: list[_Job] = [
+        (str(root), name, [records[i] for i in members], False, None) for name, members in groups.items()
+    ]
     order = [i for members in groups.values() for i in members]
     results: list[EncodedSample | None] = [None] * len(records)
     bar = tqdm(total=len(records), disable=not progress, desc="encoding", unit="rec", mininterval=2.0)

@@ -42,8 +42,10 @@ from earthgptx.data import load_records
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.modeling_earthgptx import sincos_1d
 from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE
+from earthgptx.training.auxiliary import PerceptionHeads
 from earthgptx.training.config import ModelSettings, RunConfig, load_run_config
 from earthgptx.training.datasets import (
+    AuxSpec,
     EncodedDataset,
     WeightedStepSampler,
     build_run_tokenizer,
@@ -241,6 +243,25 @@ def coordinate_loss(
     return -(target * log_probs).sum(-1).mean()
 
 
+def auxiliary_spec(run: RunConfig, records_path: Path, config: EarthGPTXConfig) -> AuxSpec | None:
+    """Where the auxiliary targets come from, or ``None`` when they are off or cannot be built (a dataset that
+    is not the synthetic generator's, or a multi-view vision tower)."""
+    if run.train.aux_weight <= 0:
+        return None
+    meta_path = records_path.parent / "dataset.json"
+    meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
+    vision = config.vision_config
+    if "seed" not in meta or vision.num_views != 1:
+        logger.warning("auxiliary losses are off: they need the synthetic dataset and a single-view vision tower")
+        return None
+    return AuxSpec(
+        seed=int(meta["seed"]),
+        chip_size=int(meta.get("chip_size", config.image_size)),
+        grid=vision.grid_size // config.projector_downsample,
+        pixel_side=config.image_size // 2,
+    )
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -428,8 +449,9 @@ def train(
     pad_id = int(tokenizer.pad_token_id or 0)
 
     t0 = time.perf_counter()
+    aux_spec = auxiliary_spec(run, records_path, model_config)
     train_data = encode_dataset(
-        train_records, records_path.parent, processor, workers, progress and info.is_main
+        train_records, records_path.parent, processor, workers, progress and info.is_main, aux_spec
     )
     val_data = None
     if run.train.val_every > 0 and val_records:
@@ -457,7 +479,14 @@ def train(
     total_params, trainable_params = count_parameters(model)
     model.to(device)  # type: ignore[arg-type]
     model.train()
-    optimizer = make_optimizer(model, run)
+    heads: PerceptionHeads | None = None
+    if train_data.aux is not None:
+        heads = PerceptionHeads(model_config.text_config.hidden_size, model_config.mask_decoder_hidden_size)
+        heads.to(device)
+        heads.train()
+        if info.is_main:
+            logger.info("auxiliary perception losses on (weight %g)", run.train.aux_weight)
+    optimizer = make_optimizer(model if heads is None else nn.ModuleList([model, heads]), run)
     schedule = WarmupCosine(run.optim.warmup_steps, run.train.steps, run.optim.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
@@ -471,6 +500,8 @@ def train(
     if resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         model.load_state_dict(state["model"])
+        if heads is not None and "aux_heads" in state:
+            heads.load_state_dict(state["aux_heads"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         schedule.total = planned = int(state["planned_steps"])
@@ -516,6 +547,7 @@ def train(
     def checkpoint_state(step: int, train_s: float) -> dict[str, Any]:
         return {
             "model": model.state_dict(),
+            **({"aux_heads": heads.state_dict()} if heads is not None else {}),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "planned_steps": planned,
@@ -534,7 +566,9 @@ def train(
         if info.is_main:
             logger.info("training until the deadline: %.0f s of training left", remaining - trained_s_before)
     # Losses stay on the device until they are logged, so steps do not wait for each other.
-    window: dict[str, list[torch.Tensor]] = {"loss": [], "lm_loss": [], "mask_loss": [], "coord_loss": []}
+    window: dict[str, list[torch.Tensor]] = {
+        "loss": [], "lm_loss": [], "mask_loss": [], "coord_loss": [], "aux_loss": [],
+    }  # fmt: skip
     bar = tqdm(
         total=planned, initial=start_step, disable=not (progress and info.is_main), desc="training", unit="step",
         dynamic_ncols=True, mininterval=1.0,
@@ -545,12 +579,20 @@ def train(
     stopped_by_budget = False
     while step < planned:
         indices = sampler.indices(step)
-        batch = train_data.batch(indices, pad_id)
+        batch = train_data.batch(indices, pad_id, with_aux=heads is not None)
         if train_data.device != device:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        aux_targets = {k: batch.pop(k) for k in list(batch) if k.startswith("aux_")}
         with autocast():
             out = train_model(**batch)
         loss = out.loss
+        aux_loss = None
+        if heads is not None and aux_targets:
+            assert out.image_tokens is not None and out.prompt_tokens is not None
+            assert out.mask_features is not None
+            parts = heads.losses(out.image_tokens, out.prompt_tokens, out.mask_features, aux_targets)
+            aux_loss = torch.stack(list(parts.values())).sum()
+            loss = loss + run.train.aux_weight * aux_loss
         coord = None
         if use_coordinate_loss and number_ids is not None:
             coord = coordinate_loss(
@@ -563,8 +605,15 @@ def train(
             if coord is not None:
                 loss = loss + run.train.coordinate_weight * coord
         loss.backward()
+        if heads is not None and info.enabled:
+            # The heads sit outside DistributedDataParallel: average their gradients by hand.
+            for parameter in heads.parameters():
+                if parameter.grad is not None:
+                    dist.all_reduce(parameter.grad)
+                    parameter.grad /= info.world_size
         if run.optim.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), run.optim.grad_clip)
+            clipped = list(model.parameters()) + ([] if heads is None else list(heads.parameters()))
+            torch.nn.utils.clip_grad_norm_(clipped, run.optim.grad_clip)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -576,6 +625,8 @@ def train(
             window["mask_loss"].append(out.mask_loss.detach())
         if coord is not None:
             window["coord_loss"].append(coord.detach())
+        if aux_loss is not None:
+            window["aux_loss"].append(aux_loss.detach())
         if budget and step in (start_step + _TIMING_SKIP, start_step + _TIMING_STEPS):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -604,6 +655,7 @@ def train(
                 "lm_loss": _tensor_mean(window["lm_loss"]),
                 "mask_loss": _tensor_mean(window["mask_loss"]),
                 "coord_loss": _tensor_mean(window["coord_loss"]),
+                "aux_loss": _tensor_mean(window["aux_loss"]),
                 "lr": float(scheduler.get_last_lr()[0]),
                 "elapsed_s": round(trained_s_before + elapsed, 2),
             }
@@ -613,8 +665,9 @@ def train(
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{entry['lr']:.2e}")
                 if not progress:
                     logger.info(
-                        "step %d/%d loss %.4f (lm %.4f, mask %.4f) lr %.2e, %.0f s",
-                        step, planned, entry["loss"], entry["lm_loss"], entry["mask_loss"], entry["lr"],
+                        "step %d/%d loss %.4f (lm %.4f, mask %.4f, aux %.4f) lr %.2e, %.0f s",
+                        step, planned, entry["loss"], entry["lm_loss"], entry["mask_loss"], entry["aux_loss"],
+                        entry["lr"],
                         entry["elapsed_s"],
                     )  # fmt: skip
         bar.update(1)

@@ -1,0 +1,186 @@
+"""Auxiliary perception targets agree with the scene geometry; the heads learn; training uses them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from training_testkit import CHIP, small_run
+
+from earthgptx.data import load_records
+from earthgptx.data.generate import build_scene
+from earthgptx.data.vocabulary import LAND_COVERS, OBJECT_CLASSES
+from earthgptx.training.auxiliary import (
+    IGNORE,
+    REGION_FIELDS,
+    SEMANTIC_CLASSES,
+    PerceptionHeads,
+    chip_targets,
+    prompted_objects,
+    region_targets,
+    synthetic_scene,
+)
+from earthgptx.training.datasets import AuxSpec, build_run_tokenizer, encode_dataset
+from earthgptx.training.train import CHECKPOINT_NAME, build_model_config, load_checkpoint, train
+
+GRID = 8
+PIXELS = 32
+
+
+def _busy_scene(min_objects: int = 3):  # type: ignore[no-untyped-def]
+    for index in range(50):
+        scene = build_scene(5, index, 128)
+        if len(scene.objects) >= min_objects:
+            return scene
+    raise AssertionError("no scene with enough objects")
+
+
+def test_token_targets_agree_with_the_pixels() -> None:
+    scene = _busy_scene()
+    targets = chip_targets(scene, GRID, PIXELS)
+    cell = scene.chip_size // GRID
+    assert targets.token_semantic.shape == (GRID * GRID, len(SEMANTIC_CLASSES))
+    np.testing.assert_allclose(targets.token_semantic.sum(-1), 1.0, atol=1e-5)
+    # Object shares, summed over cells, give each class's rendered pixel count.
+    for c, cls in enumerate(OBJECT_CLASSES):
+        pixels = sum(int(o.mask.sum()) for o in scene.objects if o.cls == cls)
+        total = targets.token_semantic[:, len(LAND_COVERS) + c].sum() * cell * cell
+        assert total == pytest.approx(pixels, abs=1e-2)
+    # One centre per object, in the cell that holds its centroid.
+    for c, cls in enumerate(OBJECT_CLASSES):
+        assert targets.token_centres[:, c].sum() == scene.count(cls)
+    for obj in scene.objects:
+        x, y = obj.centroid_px
+        cell_index = int(y // cell) * GRID + int(x // cell)
+        assert targets.token_centres[cell_index, OBJECT_CLASSES.index(obj.cls)] >= 1
+    # A cell has a box exactly when an object covers part of it, and the box is one whose object touches the cell.
+    object_share = targets.token_semantic[:, len(LAND_COVERS) :].sum(-1)
+    np.testing.assert_array_equal(targets.token_box_valid, object_share > 0)
+    boxes = {tuple(np.asarray(o.bbox_px, dtype=np.float32) / scene.chip_size) for o in scene.objects}
+    for t in np.flatnonzero(targets.token_box_valid):
+        assert tuple(targets.token_box[t]) in boxes
+    # Pixel labels keep every object (max-pooling favours object classes over land cover).
+    for obj in scene.objects:
+        rows, cols = np.nonzero(obj.mask)
+        block = scene.chip_size // PIXELS
+        labels = targets.pixel_labels[rows // block, cols // block]
+        assert (labels == len(LAND_COVERS) + OBJECT_CLASSES.index(obj.cls)).any()
+
+
+def test_chip_targets_reject_a_grid_that_does_not_divide_the_chip() -> None:
+    with pytest.raises(ValueError, match="multiple"):
+        chip_targets(_busy_scene(1), 12, PIXELS)
+
+
+def test_region_targets_follow_the_prompted_objects(train_dir: Path) -> None:
+    records = load_records(train_dir / "records.jsonl")
+    seed = json.loads((train_dir / "dataset.json").read_text())["seed"]
+    checked = {"relation": 0, "sar-attributes": 0, "counting": 0}
+    for record in records:
+        scene = synthetic_scene(record, seed, CHIP)
+        assert scene is not None and scene.scene_id == record["scene_id"]
+        targets = region_targets(record, scene)
+        assert targets.shape == (len(record["prompts"]), len(REGION_FIELDS))
+        if record["task"] == "relation":
+            for slot, index in enumerate(record["answer"]["objects"]):
+                assert OBJECT_CLASSES[targets[slot, 0]] == scene.objects[index].cls
+            checked["relation"] += 1
+        if record["task"] == "attributes" and record["modality"] == "sar":
+            colour = [name for name, _ in REGION_FIELDS].index("colour")
+            assert targets[0, colour] == IGNORE  # SAR does not show colour
+            checked["sar-attributes"] += 1
+        if record["task"] == "counting" and record["prompts"]:
+            assert prompted_objects(record) == [None]
+            assert (targets == IGNORE).all()
+            checked["counting"] += 1
+    assert checked["relation"] and checked["sar-attributes"]
+
+
+def test_converted_records_have_no_scene() -> None:
+    assert synthetic_scene({"source": "dior-rsvg", "scene_id": "scene000001"}, 0, 128) is None
+    assert synthetic_scene({"source": "synthetic", "scene_id": "scene000001"}, None, 128) is None
+
+
+def test_perception_heads_learn_linear_targets() -> None:
+    """On fixed features from which the targets are linearly decodable, fitting the heads lowers every loss."""
+    torch.manual_seed(0)
+    hidden, dm, batch, tokens = 32, 8, 4, GRID * GRID
+    scene = _busy_scene()
+    t = chip_targets(scene, GRID, PIXELS)
+    semantic = torch.from_numpy(t.token_semantic).expand(batch, -1, -1)
+    image = torch.cat([semantic, torch.randn(batch, tokens, hidden - semantic.shape[-1])], -1)
+    prompts = torch.randn(batch, 2, 4, hidden)
+    features = torch.randn(batch, dm, PIXELS, PIXELS)
+    region = torch.full((batch, 2, len(REGION_FIELDS)), IGNORE)
+    region[:, 0, 0] = 1
+    targets = {
+        "aux_token_semantic": semantic,
+        "aux_token_box": torch.from_numpy(t.token_box).expand(batch, -1, -1),
+        "aux_token_box_valid": torch.from_numpy(t.token_box_valid).expand(batch, -1),
+        "aux_token_centres": torch.from_numpy(t.token_centres).expand(batch, -1, -1),
+        "aux_pixel_labels": torch.from_numpy(t.pixel_labels).long().expand(batch, -1, -1),
+        "aux_region": region,
+    }
+    heads = PerceptionHeads(hidden, dm)
+    with torch.no_grad():
+        first = {k: float(v) for k, v in heads.losses(image, prompts, features, targets).items()}
+    assert set(first) == {"token_semantic", "token_box", "token_centres", "region", "pixel_semantic"}
+    optimizer = torch.optim.Adam(heads.parameters(), lr=0.05)
+    for _ in range(60):
+        loss = torch.stack(list(heads.losses(image, prompts, features, targets).values())).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        last = {k: float(v) for k, v in heads.losses(image, prompts, features, targets).items()}
+    for key in first:
+        assert last[key] < first[key], (key, first[key], last[key])
+
+
+def test_encoded_batches_carry_aux_targets_only_when_asked(tmp_path: Path, train_dir: Path) -> None:
+    run = small_run(tmp_path, train_dir)
+    records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"][:40]
+    tokenizer = build_run_tokenizer(records)
+    config = build_model_config(run.model, tokenizer)
+    from earthgptx.model import EarthGPTXProcessor
+
+    processor = EarthGPTXProcessor(tokenizer, config)
+    grid = config.vision_config.grid_size // config.projector_downsample
+    spec = AuxSpec(seed=3, chip_size=CHIP, grid=grid, pixel_side=CHIP // 2)
+    data = encode_dataset(records, train_dir, processor, workers=1, progress=False, aux=spec)
+    assert data.aux is not None
+    index = torch.arange(8)
+    plain = data.batch(index)
+    assert not any(k.startswith("aux_") for k in plain)
+    batch = data.batch(index, with_aux=True)
+    assert batch["aux_token_semantic"].shape == (8, grid * grid, len(SEMANTIC_CLASSES))
+    assert batch["aux_pixel_labels"].shape == (8, CHIP // 2, CHIP // 2)
+    assert batch["aux_region"].shape[:2] == batch["prompt_valid"].shape
+    # Region targets exist only in valid prompt slots.
+    has_target = (batch["aux_region"] != IGNORE).any(-1)
+    assert not bool((has_target & ~batch["prompt_valid"]).any())
+    # A subset keeps the per-sample targets aligned.
+    sub = data.subset([5, 2])
+    torch.testing.assert_close(sub.batch(torch.arange(2), with_aux=True)["aux_region"],
+                               data.batch(torch.tensor([5, 2]), with_aux=True)["aux_region"])  # fmt: skip
+    assert encode_dataset(records, train_dir, processor, workers=1, progress=False).aux is None
+
+
+def test_training_with_aux_losses_logs_them_and_checkpoints_the_heads(
+    tmp_path: Path, train_dir: Path
+) -> None:
+    run = small_run(tmp_path, train_dir, steps=12, checkpoint_every=6, aux_weight=1.0)
+    result = train(run, progress=False)
+    aux = [entry["aux_loss"] for entry in result.losses]
+    assert len(aux) == 12 and all(np.isfinite(aux))
+    assert float(np.mean(aux[-3:])) < float(np.mean(aux[:3]))
+    state = load_checkpoint(Path(run.train.checkpoint_dir) / CHECKPOINT_NAME)
+    assert "aux_heads" in state and any(k.startswith("token_semantic") for k in state["aux_heads"])
+    # The heads are training-only: the saved model has none of their weights.
+    from safetensors.torch import load_file
+
+    saved = load_file(Path(run.train.output_dir) / "model.safetensors")
+    assert not any("token_semantic" in k for k in saved)
