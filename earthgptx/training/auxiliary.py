@@ -212,7 +212,7 @@ class PerceptionHeads(nn.Module):
 
 
 def stack_region_targets(per_sample: Sequence[np.ndarray], max_prompts: int) -> torch.Tensor:
-    """``(n, max_prompts, F)`` int8-safe tensor of region targets, ``IGNORE`` in unused slots."""
+    """``(n, max_prompts, F)`` int16 tensor of region targets, ``IGNORE`` in unused slots."""
     out = torch.full((len(per_sample), max_prompts, len(REGION_FIELDS)), IGNORE, dtype=torch.int16)
     for i, rows in enumerate(per_sample):
         if len(rows):

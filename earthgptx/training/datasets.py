@@ -401,11 +401,13 @@ def encode_dataset(
     prompt_parts: list[np.ndarray] = [np.zeros((1, size, size), dtype=np.uint8)]
     target_parts: list[np.ndarray] = []
     next_prompt, next_target = 1, 0
+    region_rows: list[np.ndarray | None] = [None] * n
     position = 0
     for chip_index, chip in enumerate(chips):
         for sample in chip.samples:
             i = order[position]
             position += 1
+            region_rows[i] = sample["region"]
             ids = sample["input_ids"]
             image_index[i] = chip_index
             modality_ids[i] = sample["modality_id"]
@@ -424,19 +426,16 @@ def encode_dataset(
     aux_tensors = None
     if aux is not None and all(chip.aux is not None for chip in chips):
         targets = [chip.aux for chip in chips if chip.aux is not None]
-        region_rows: list[np.ndarray] = [np.zeros((0, 0), dtype=np.int64)] * n
-        position = 0
-        for chip in chips:
-            for sample in chip.samples:
-                region_rows[order[position]] = sample["region"]
-                position += 1
         aux_tensors = {
             "aux_token_semantic": torch.from_numpy(np.stack([t.token_semantic for t in targets])).half(),
             "aux_token_box": torch.from_numpy(np.stack([t.token_box for t in targets])).half(),
             "aux_token_box_valid": torch.from_numpy(np.stack([t.token_box_valid for t in targets])),
             "aux_token_centres": torch.from_numpy(np.stack([t.token_centres for t in targets])).half(),
             "aux_pixel_labels": torch.from_numpy(np.stack([t.pixel_labels for t in targets])),
-            "aux_region": stack_region_targets(region_rows, processor.max_prompts),
+            "aux_region": stack_region_targets(
+                [r if r is not None else np.zeros((0, 0), dtype=np.int64) for r in region_rows],
+                processor.max_prompts,
+            ),
         }
     prompt_bank = torch.from_numpy(np.concatenate(prompt_parts))
     target_bank = torch.from_numpy(

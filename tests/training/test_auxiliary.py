@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 from training_testkit import CHIP, small_run
 
 from earthgptx.data import load_records
 from earthgptx.data.generate import build_scene
 from earthgptx.data.vocabulary import LAND_COVERS, OBJECT_CLASSES
+from earthgptx.model import EarthGPTXProcessor
 from earthgptx.training.auxiliary import (
     IGNORE,
     REGION_FIELDS,
@@ -145,8 +147,6 @@ def test_encoded_batches_carry_aux_targets_only_when_asked(tmp_path: Path, train
     records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"][:40]
     tokenizer = build_run_tokenizer(records)
     config = build_model_config(run.model, tokenizer)
-    from earthgptx.model import EarthGPTXProcessor
-
     processor = EarthGPTXProcessor(tokenizer, config)
     grid = config.vision_config.grid_size // config.projector_downsample
     spec = AuxSpec(seed=3, chip_size=CHIP, grid=grid, pixel_side=CHIP // 2)
@@ -180,7 +180,5 @@ def test_training_with_aux_losses_logs_them_and_checkpoints_the_heads(
     state = load_checkpoint(Path(run.train.checkpoint_dir) / CHECKPOINT_NAME)
     assert "aux_heads" in state and any(k.startswith("token_semantic") for k in state["aux_heads"])
     # The heads are training-only: the saved model has none of their weights.
-    from safetensors.torch import load_file
-
     saved = load_file(Path(run.train.output_dir) / "model.safetensors")
     assert not any("token_semantic" in k for k in saved)
