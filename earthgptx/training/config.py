@@ -142,12 +142,26 @@ class TrainSettings:
     # Weight of the auxiliary perception losses (linear probes on image tokens, region tokens and pixel features
     # against the synthetic scenes' exact ground truth; see earthgptx.training.auxiliary). 0 disables them.
     aux_weight: float = 0.0
+    # Dense pre-training of the vision tower before the one-stage training (the stand-in for the pretrained
+    # encoders of the paper; see earthgptx.training.pretrain): steps (0 disables it), batch size, peak
+    # learning rate. It needs the synthetic dataset's auxiliary targets (aux_weight > 0).
+    vision_pretrain_steps: int = 0
+    vision_pretrain_batch_size: int = 32
+    vision_pretrain_lr: float = 1.0e-3
 
     def __post_init__(self) -> None:
         if self.coordinate_sigma < 0 or self.coordinate_weight < 0:
             raise ValueError("train.coordinate_sigma and train.coordinate_weight must be >= 0")
         if self.aux_weight < 0:
             raise ValueError("train.aux_weight must be >= 0")
+        if self.vision_pretrain_steps < 0 or self.vision_pretrain_batch_size < 1 or self.vision_pretrain_lr <= 0:
+            raise ValueError(
+                "train.vision_pretrain_steps must be >= 0, train.vision_pretrain_batch_size >= 1 and "
+                f"train.vision_pretrain_lr > 0, got {self.vision_pretrain_steps}, "
+                f"{self.vision_pretrain_batch_size}, {self.vision_pretrain_lr}"
+            )
+        if self.vision_pretrain_steps > 0 and self.aux_weight <= 0:
+            raise ValueError("train.vision_pretrain_steps needs train.aux_weight > 0 (its targets are the aux ones)")
         unknown = sorted(set(self.task_weights) - set(TASKS))
         if unknown:
             raise ValueError(f"train.task_weights names unknown tasks {unknown}; tasks are {list(TASKS)}")

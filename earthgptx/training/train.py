@@ -53,6 +53,7 @@ from earthgptx.training.datasets import (
     encode_dataset,
     ensure_dataset,
 )
+from earthgptx.training.pretrain import load_or_pretrain
 
 logger = logging.getLogger(__name__)
 
@@ -473,6 +474,25 @@ def train(
     number_ids = number_token_ids(tokenizer)
     if run.model.ordinal_numbers and init_from is None and number_ids is not None:
         init_ordinal_numbers(model, number_ids)
+    checkpoint_path = Path(run.train.checkpoint_dir) / CHECKPOINT_NAME
+    vision_pretrain: dict[str, Any] | None = None
+    if run.train.vision_pretrain_steps > 0 and init_from is None and not (resume and checkpoint_path.exists()):
+        t0 = time.perf_counter()
+        if train_data.aux is None:
+            raise ValueError("train.vision_pretrain_steps needs the synthetic dataset's auxiliary targets")
+        if info.is_main:  # DistributedDataParallel hands rank 0's weights to the other ranks
+            model.vision_tower.to(device)
+            pretrained, _ = load_or_pretrain(
+                model.vision_tower, train_data, Path(run.train.checkpoint_dir),
+                run.train.vision_pretrain_steps, run.train.vision_pretrain_batch_size, run.train.vision_pretrain_lr,
+                run.optim.weight_decay, run.train.seed, progress,
+            )  # fmt: skip
+        if info.enabled:
+            dist.barrier()
+        timings["vision_pretrain_s"] = time.perf_counter() - t0
+        if info.is_main:
+            vision_pretrain = dict(vars(pretrained))
+        seed_everything(run.train.seed)
     box_task = torch.tensor([task == "grounding" for task in train_data.tasks], dtype=torch.bool)
     use_coordinate_loss = run.train.coordinate_sigma > 0 and number_ids is not None
     tuner = apply_trainable(model, run.model)
@@ -490,7 +510,6 @@ def train(
     schedule = WarmupCosine(run.optim.warmup_steps, run.train.steps, run.optim.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
 
-    checkpoint_path = Path(run.train.checkpoint_dir) / CHECKPOINT_NAME
     start_step = 0
     losses: list[dict[str, float]] = []
     val_history: list[dict[str, float]] = []
@@ -728,6 +747,7 @@ def train(
             "final_loss": losses[-1]["loss"] if losses else None,
             "losses": losses,
             "validation": val_history,
+            "vision_pretrain": vision_pretrain,
             "config": run.to_dict(),
         }
         (out_dir / TRAINING_LOG_NAME).write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")
