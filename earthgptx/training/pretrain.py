@@ -88,7 +88,8 @@ def pretrain_vision_tower(
         raise ValueError("vision pre-training supports a single-view tower only")
     device = data.images.device
     grid = config.grid_size
-    labels = cell_labels(data.aux["aux_pixel_labels"].to(device), grid)
+    # In slices: the one-hot pooling of every chip at once would take ~150 kB per chip.
+    labels = torch.cat([cell_labels(part.to(device), grid) for part in data.aux["aux_pixel_labels"].split(512)])
     modalities = chip_modalities(data)
     n_chips = labels.shape[0]
     n_classes = len(SEMANTIC_CLASSES)
