@@ -169,6 +169,14 @@ def _cell_accuracy(
     return correct / max(total, 1), object_correct / max(object_total, 1)
 
 
+def stored_result(state_dir: Path) -> dict[str, float] | None:
+    """The measured result saved with the pre-trained tower in ``state_dir``, if there is one."""
+    path = Path(state_dir) / STATE_NAME
+    if not path.exists():
+        return None
+    return dict(torch.load(path, map_location="cpu", weights_only=True)["result"])
+
+
 def load_or_pretrain(
     tower: EarthGPTXVisionTower,
     data: EncodedDataset,

@@ -53,7 +53,7 @@ from earthgptx.training.datasets import (
     encode_dataset,
     ensure_dataset,
 )
-from earthgptx.training.pretrain import load_or_pretrain
+from earthgptx.training.pretrain import load_or_pretrain, stored_result
 
 logger = logging.getLogger(__name__)
 
@@ -492,6 +492,8 @@ def train(
         timings["vision_pretrain_s"] = time.perf_counter() - t0
         if info.is_main:
             vision_pretrain = dict(vars(pretrained))
+    elif run.train.vision_pretrain_steps > 0 and info.is_main:  # resumed: report what the first session measured
+        vision_pretrain = stored_result(Path(run.train.checkpoint_dir))
         seed_everything(run.train.seed)
     box_task = torch.tensor([task == "grounding" for task in train_data.tasks], dtype=torch.bool)
     use_coordinate_loss = run.train.coordinate_sigma > 0 and number_ids is not None

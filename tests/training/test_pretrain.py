@@ -107,10 +107,14 @@ def test_training_runs_the_pretraining_first(tmp_path: Path, train_dir: Path) ->
     assert (Path(run.train.checkpoint_dir) / STATE_NAME).exists()
     assert result.log["timings_s"]["vision_pretrain_s"] >= 0
     assert result.log["vision_pretrain"]["steps"] == 5
-    # Resuming from a checkpoint takes the tower from it and does not pre-train again.
-    (Path(run.train.checkpoint_dir) / STATE_NAME).unlink()
-    train(run, resume=True, progress=False)
-    assert not (Path(run.train.checkpoint_dir) / STATE_NAME).exists()
+    # Resuming from a checkpoint takes the tower from it, does not pre-train again, and reports what the first
+    # session measured.
+    state = Path(run.train.checkpoint_dir) / STATE_NAME
+    resumed = train(run, resume=True, progress=False)
+    assert resumed.log["vision_pretrain"] == result.log["vision_pretrain"]
+    state.unlink()
+    resumed = train(run, resume=True, progress=False)
+    assert not state.exists() and resumed.log["vision_pretrain"] is None
 
 
 def test_pretraining_settings_are_validated() -> None:
