@@ -492,9 +492,9 @@ def train(
         timings["vision_pretrain_s"] = time.perf_counter() - t0
         if info.is_main:
             vision_pretrain = dict(vars(pretrained))
+        seed_everything(run.train.seed)  # the one-stage training starts from the same RNG state either way
     elif run.train.vision_pretrain_steps > 0 and info.is_main:  # resumed: report what the first session measured
         vision_pretrain = stored_result(Path(run.train.checkpoint_dir))
-        seed_everything(run.train.seed)
     box_task = torch.tensor([task == "grounding" for task in train_data.tasks], dtype=torch.bool)
     use_coordinate_loss = run.train.coordinate_sigma > 0 and number_ids is not None
     tuner = apply_trainable(model, run.model)

@@ -124,3 +124,25 @@ def test_pretraining_settings_are_validated() -> None:
         TrainSettings(vision_pretrain_steps=-1, aux_weight=1.0)
     with pytest.raises(ValueError, match="vision_pretrain_lr"):
         TrainSettings(vision_pretrain_steps=1, aux_weight=1.0, vision_pretrain_lr=0.0)
+
+
+def test_one_stage_training_starts_from_the_seeded_rng_state(
+    tmp_path: Path, train_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After pre-training, the RNG is reseeded: the aux heads (and everything after them) are drawn from the
+    same state as in a run whose tower came from elsewhere, so `make train` reproduces the shipped run."""
+    import earthgptx.training.train as train_module
+
+    seen: list[torch.Tensor] = []
+    real_heads = train_module.PerceptionHeads
+
+    def spying_heads(*args: object, **kwargs: object) -> object:
+        seen.append(torch.random.get_rng_state())
+        return real_heads(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(train_module, "PerceptionHeads", spying_heads)
+    run = small_run(tmp_path, train_dir, steps=1, aux_weight=1.0, vision_pretrain_steps=3,
+                    vision_pretrain_batch_size=4)  # fmt: skip
+    train(run, progress=False)
+    torch.manual_seed(run.train.seed)
+    assert len(seen) == 1 and torch.equal(seen[0], torch.random.get_rng_state())
