@@ -30,7 +30,7 @@ EVAL_RESERVE=75
 EVAL_BATCH=256
 PY=${PYTHON:-python3}
 WORK=${EGX_GPU_WORK:-/tmp/egx-gpu}
-CONFIG=configs/tiny.yaml
+CONFIG=configs/tiny-stage1.yaml   # from scratch: vision pre-training + one-stage training (no stage-1 folder needed)
 
 while [[ $# -gt 0 ]]; do
   case "$1" in

@@ -217,6 +217,9 @@ class EarthGPTXConfig(PreTrainedConfig):
     config with ``EarthGPTXConfig.tiny(tokenizer=...)`` (or ``paper(tokenizer=...)``) to take them from it.
     ``projector_downsample`` merges r×r neighbouring image tokens into one LLM token (channels concatenated, so no
     spatial information is thrown away), dividing the image tokens the LLM sees by r².
+    ``prompt_position_features`` adds fixed sine/cosine features of each prompt mask's centroid (and its distance
+    from the chip centre), through a learned linear map that starts at zero, to the prompt's tokens as the LLM reads
+    them, so that spatial relations between prompts do not depend on the fusion keeping positions.
     """
 
     model_type: ClassVar[str] = "earthgptx"
@@ -243,6 +246,7 @@ class EarthGPTXConfig(PreTrainedConfig):
     seg_token_id: int = 5
     projector_downsample: int = 1
     projector_hidden_act: str = "gelu"
+    prompt_position_features: bool = False
     mask_decoder_hidden_size: int = 64
     mask_loss_weight: float = 1.0
     dice_loss_weight: float = 1.0
@@ -369,6 +373,7 @@ class EarthGPTXConfig(PreTrainedConfig):
             "text_config": text,
             "projector_downsample": 2,
             "mask_decoder_hidden_size": 64,
+            "prompt_position_features": True,
         }
         return cls._build(fields, tokenizer, overrides)
 
@@ -424,6 +429,7 @@ class EarthGPTXConfig(PreTrainedConfig):
             "text_config": text,
             "projector_downsample": 1,
             "mask_decoder_hidden_size": 128,
+            "prompt_position_features": True,
             # A Llama tokenizer has 32000 ids; <image>, [SEG] and <region1..8> are appended after them.
             "image_token_id": 32000,
             "seg_token_id": 32001,

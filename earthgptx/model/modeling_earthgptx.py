@@ -460,6 +460,9 @@ class EarthGPTXFusion(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- projector
+PROMPT_POSITION_SINCOS = 32  # sine/cosine features per prompt position value (x, y, distance from the centre)
+
+
 class EarthGPTXMultiModalProjector(nn.Module):
     """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens."""
 
@@ -474,6 +477,37 @@ class EarthGPTXMultiModalProjector(nn.Module):
         self.image_proj = EarthGPTXMLP(dim * r * r, text_hidden, text_hidden, config.projector_hidden_act)
         self.prompt_proj = EarthGPTXMLP(dim, text_hidden, text_hidden, config.projector_hidden_act)
         self.modality_embedding = nn.Embedding(config.vision_config.num_modalities, text_hidden)
+        self.prompt_position: nn.Linear | None = None
+        if config.prompt_position_features:
+            size = config.prompt_config.mask_size
+            half = PROMPT_POSITION_SINCOS // 2
+            # Periods from 4 chip sides (monotonic across the chip) down to 4 pixels.
+            exponents = torch.arange(half, dtype=torch.float32) / max(half - 1, 1)
+            periods = 4.0 * size * (1.0 / size) ** exponents
+            self.register_buffer("position_frequencies", 2 * math.pi / periods, persistent=False)
+            self.prompt_position = nn.Linear(3 + 3 * PROMPT_POSITION_SINCOS, text_hidden)
+
+    def reset_custom_parameters(self) -> None:
+        if self.prompt_position is not None:  # starts as a no-op, so a checkpoint without it loads unchanged
+            init.zeros_(self.prompt_position.weight)
+            init.zeros_(self.prompt_position.bias)
+
+    def position_features(self, prompt_masks: torch.Tensor) -> torch.Tensor:
+        """``(B, N, S, S)`` masks → ``(B, N, 3 + 3F)``: the centroid (x, y) and its distance from the chip centre,
+        each as a value in about [-1, 1] and as F sine/cosine features of its pixel value."""
+        masks = prompt_masks.float()
+        size = masks.shape[-1]
+        coords = torch.arange(size, device=masks.device, dtype=torch.float32) + 0.5
+        mass = masks.sum((-2, -1)).clamp_min(1e-6)
+        x = (masks.sum(-2) * coords).sum(-1) / mass
+        y = (masks.sum(-1) * coords).sum(-1) / mass
+        centre = size / 2.0
+        r = torch.sqrt((x - centre) ** 2 + (y - centre) ** 2)
+        values = torch.stack([x, y, r], dim=-1)  # (B, N, 3) in pixels
+        freqs = self.position_frequencies.to(masks.device)
+        angles = values.unsqueeze(-1) * freqs  # (B, N, 3, F/2)
+        sincos = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
+        return torch.cat([(values - centre) / centre, sincos], dim=-1)
 
     def merge_neighbours(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, V*g*g, D)`` → ``(B, V*(g/r)^2, r*r*D)``: each r×r block of tokens becomes one token."""
@@ -486,11 +520,24 @@ class EarthGPTXMultiModalProjector(nn.Module):
         return x.reshape(batch, v * (g // r) ** 2, r * r * dim)
 
     def forward(
-        self, image: torch.Tensor, prompts: torch.Tensor, modality_ids: torch.Tensor
+        self,
+        image: torch.Tensor,
+        prompts: torch.Tensor,
+        modality_ids: torch.Tensor,
+        prompt_masks: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``prompts`` ``(B, N, K, D)``; ``prompt_masks`` ``(B, N, S, S)`` is needed when the model has
+        ``prompt_position_features``."""
         image_tokens = self.image_proj(self.merge_neighbours(image))
         image_tokens = image_tokens + self.modality_embedding(modality_ids).unsqueeze(1)
-        return image_tokens, self.prompt_proj(prompts)
+        prompt_tokens = self.prompt_proj(prompts)
+        if self.prompt_position is not None:
+            if prompt_masks is None:
+                raise ValueError("this model adds prompt position features: pass prompt_masks")
+            features = self.position_features(prompt_masks).to(self.prompt_position.weight.dtype)
+            shift = self.prompt_position(features).unsqueeze(2)
+            prompt_tokens = prompt_tokens + shift.to(prompt_tokens.dtype)
+        return image_tokens, prompt_tokens
 
 
 # ---------------------------------------------------------------------------------------------------- masks
@@ -611,7 +658,9 @@ def run_vision_side(
     fused_image, fused_prompts = parts.fusion(
         tower.image_features, prompt_features, prompt_masks, prompt_valid
     )
-    image_tokens, prompt_tokens = parts.multi_modal_projector(fused_image, fused_prompts, modality_ids)
+    image_tokens, prompt_tokens = parts.multi_modal_projector(
+        fused_image, fused_prompts, modality_ids, prompt_masks
+    )
     prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
     mask_features = parts.mask_decoder.pixel_features(
         fused_image, tower.stride4, tower.stride8, tower.adapted

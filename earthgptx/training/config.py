@@ -66,7 +66,9 @@ class ModelSettings:
     preset: str = "tiny"
     overrides: dict[str, Any] = field(default_factory=dict)
     # A saved EarthGPT-X folder to start from (e.g. the output of ``earthgptx.model.convert_earthgptx_weights``
-    # with pretrained encoders and LLM); its tokenizer is used and ``preset``/``overrides`` are ignored.
+    # with pretrained encoders and LLM, or an earlier training stage); its tokenizer and config are used, ``preset``
+    # is ignored, and ``overrides`` may only set top-level fields (e.g. ``prompt_position_features: true``, whose
+    # new weights start from their own initialisation).
     init_from: str | None = None
     # ``all`` trains every parameter; ``frozen_encoders_lora`` freezes the ConvNeXt/DINOv2 encoders and the LM
     # and trains LoRA adapters in the LM plus the new parts (band adapter, prompt encoder, fusion, projector,

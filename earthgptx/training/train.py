@@ -154,6 +154,18 @@ def build_model_config(settings: ModelSettings, tokenizer: Any) -> EarthGPTXConf
     return preset(tokenizer=tokenizer, **settings.overrides)
 
 
+def apply_init_overrides(config: EarthGPTXConfig, overrides: dict[str, Any]) -> None:
+    """Apply ``model.overrides`` to the config of an ``init_from`` folder: only top-level fields, since changing a
+    sub-config would change the shape of weights the folder already holds."""
+    for key, value in overrides.items():
+        if key in EarthGPTXConfig.sub_configs_defaults or not hasattr(config, key):
+            raise ValueError(
+                f"model.overrides[{key!r}] cannot be applied with model.init_from: only top-level fields of the "
+                "saved config can be overridden"
+            )
+        setattr(config, key, value)
+
+
 def apply_trainable(model: EarthGPTXForConditionalGeneration, settings: ModelSettings) -> Any:
     """Set which parameters train. Returns the peft LoRA tuner (or ``None`` when everything trains).
 
@@ -443,6 +455,7 @@ def train(
         processor = EarthGPTXProcessor.from_pretrained(init_from)
         tokenizer = processor.tokenizer
         model_config = EarthGPTXConfig.from_pretrained(str(init_from))
+        apply_init_overrides(model_config, run.model.overrides)
     else:
         tokenizer = build_run_tokenizer(train_records)
         model_config = build_model_config(run.model, tokenizer)
@@ -468,7 +481,9 @@ def train(
     # ---- model, optimiser, schedule
     seed_everything(run.train.seed)
     if init_from is not None:
-        model = EarthGPTXForConditionalGeneration.from_pretrained(str(init_from))
+        # Parts the overrides add (e.g. prompt_position_features) are missing from the folder and start from
+        # their own initialisation.
+        model = EarthGPTXForConditionalGeneration.from_pretrained(str(init_from), config=model_config)
     else:
         model = EarthGPTXForConditionalGeneration(model_config)
     number_ids = number_token_ids(tokenizer)

@@ -323,3 +323,70 @@ def test_position_features_are_initialised(config: EarthGPTXConfig) -> None:
     )
     features = model.mask_decoder.position_features
     assert features.shape[-1] == config.vision_config.image_size // 2 and features.abs().sum() > 0
+
+
+def test_prompt_position_features_are_the_centroid_and_start_as_a_no_op(config: EarthGPTXConfig) -> None:
+    assert config.prompt_position_features  # on in the tiny preset
+    torch.manual_seed(0)
+    model = EarthGPTXForConditionalGeneration(config).eval()
+    projector = model.multi_modal_projector
+    assert projector.prompt_position is not None
+    assert not projector.prompt_position.weight.any() and not projector.prompt_position.bias.any()
+
+    masks = torch.zeros(1, 2, 128, 128)
+    masks[0, 0, 10:30, 40:90] = 1  # rows 10..29, columns 40..89: centroid x = 65, y = 20
+    masks[0, 1, 100:102, 2:4] = 1  # a point near the lower left corner: centroid (3, 101)
+    features = projector.position_features(masks)
+    assert features.shape == (1, 2, 3 + 3 * 32)
+    r0 = ((65 - 64) ** 2 + (20 - 64) ** 2) ** 0.5
+    r1 = ((3 - 64) ** 2 + (101 - 64) ** 2) ** 0.5
+    expected = torch.tensor([[1 / 64, -44 / 64, (r0 - 64) / 64], [-61 / 64, 37 / 64, (r1 - 64) / 64]])
+    torch.testing.assert_close(features[0, :, :3], expected)
+
+    # Without the part, the same weights give the same tokens: a checkpoint trained without it loads unchanged.
+    off = EarthGPTXForConditionalGeneration(
+        EarthGPTXConfig.from_dict({**config.to_dict(), "prompt_position_features": False})
+    )
+    result = off.load_state_dict(model.state_dict(), strict=False)
+    assert not result.missing_keys and set(result.unexpected_keys) == {
+        "multi_modal_projector.prompt_position.weight",
+        "multi_modal_projector.prompt_position.bias",
+    }
+    off.eval()
+    pixel_values = torch.randn(1, 13, 128, 128)
+    valid = torch.tensor([[True, True]])
+    with torch.no_grad():
+        with_part = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid).prompt_tokens
+        without = off.encode_vision(pixel_values, torch.tensor([0]), masks, valid).prompt_tokens
+        torch.testing.assert_close(with_part, without)
+        # Once trained, the part moves each prompt's tokens by a function of where the prompt is.
+        torch.nn.init.normal_(projector.prompt_position.weight, std=0.1)
+        moved = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid).prompt_tokens
+    shift = moved - with_part
+    assert shift[0, 0].abs().sum() > 0
+    torch.testing.assert_close(shift[0, 0, 0], shift[0, 0, 1])  # the same shift for each of the K tokens
+    assert not torch.allclose(shift[0, 0, 0], shift[0, 1, 0])
+    with pytest.raises(ValueError, match="prompt_masks"):
+        projector(torch.zeros(1, 256, 192), torch.zeros(1, 2, 4, 192), torch.tensor([0]))
+
+
+def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp_path: Path) -> None:
+    from earthgptx.training.train import apply_init_overrides
+
+    torch.manual_seed(1)
+    stage1 = EarthGPTXForConditionalGeneration(
+        EarthGPTXConfig.from_dict({**config.to_dict(), "prompt_position_features": False})
+    )
+    stage1.save_pretrained(tmp_path)
+    loaded_config = EarthGPTXConfig.from_pretrained(str(tmp_path))
+    assert not loaded_config.prompt_position_features
+    apply_init_overrides(loaded_config, {"prompt_position_features": True})
+    stage2 = EarthGPTXForConditionalGeneration.from_pretrained(str(tmp_path), config=loaded_config)
+    assert stage2.multi_modal_projector.prompt_position is not None
+    assert not stage2.multi_modal_projector.prompt_position.weight.any()
+    for name, value in stage1.state_dict().items():
+        torch.testing.assert_close(stage2.state_dict()[name], value, msg=name)
+    with pytest.raises(ValueError, match="top-level"):
+        apply_init_overrides(loaded_config, {"text_config": {"hidden_size": 64}})
+    with pytest.raises(ValueError, match="top-level"):
+        apply_init_overrides(loaded_config, {"no_such_field": 1})

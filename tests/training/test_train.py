@@ -43,6 +43,14 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     assert run.data.eval_seed != run.data.train_seed
     assert run.train.output_dir == "models/earthgptx-tiny"
     assert run.model.trainable == "all"
+    # stage 2 (tiny.yaml) continues from the output of stage 1 (tiny-stage1.yaml), on the same data
+    stage1 = load_run_config(REPO / "configs" / "tiny-stage1.yaml")
+    assert run.model.init_from == stage1.train.output_dir
+    assert stage1.model.init_from is None and stage1.train.vision_pretrain_steps > 0
+    assert stage1.train.checkpoint_dir != run.train.checkpoint_dir
+    assert (stage1.data.train_seed, stage1.data.n_scenes) == (run.data.train_seed, run.data.n_scenes)
+    assert run.model.overrides == {"prompt_position_features": True}
+    assert stage1.model.overrides == {"prompt_position_features": False}
 
 
 def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
