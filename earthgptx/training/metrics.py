@@ -214,6 +214,16 @@ def cider(hypotheses: Sequence[str], references: Sequence[Sequence[str]]) -> flo
 # ------------------------------------------------------------------------------------------- report
 
 
+# The answer field that says which kind of question a record asks, per task: the report also groups by it.
+KIND_FIELDS = {
+    "region_classification": "label",
+    "counting": "class",
+    "grounding": "class",
+    "attributes": "attribute",
+    "relation": "relation",
+}
+
+
 def row_from_record(
     record: Mapping[str, Any],
     prediction: str,
@@ -229,6 +239,9 @@ def row_from_record(
         "prediction": prediction,
         "answer": record["answer"],
     }
+    kind_field = KIND_FIELDS.get(record["task"])
+    if kind_field is not None and kind_field in record["answer"]:
+        row["kind"] = str(record["answer"][kind_field])
     if record["task"] == "pixel_grounding":
         row["pred_mask"] = pred_mask
         row["gt_mask"] = gt_mask
@@ -309,6 +322,11 @@ def build_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 for (m, p), g in _group(task_rows, "modality", "prompt_type").items()
             ],
         }
+        if task in KIND_FIELDS and all("kind" in r for r in task_rows):
+            tasks[task]["kind_field"] = KIND_FIELDS[task]
+            tasks[task]["by_kind"] = {
+                k: {"n": len(g), **_score_rows(task, g)} for (k,), g in _group(task_rows, "kind").items()
+            }
     ordered = {t: tasks[t] for t in TASK_LEVELS if t in tasks}
     return {"n_rows": len(rows), "tasks": ordered}
 
@@ -372,6 +390,13 @@ def report_markdown(report: Mapping[str, Any], thresholds: bool = True) -> str:
             lines.append(f"| all | **{name}** | {group['n']} | {values} |")
         values = " | ".join(f"**{_fmt(entry['overall'][m])}**" for m in metrics)
         lines += [f"| **all** | **all** | {entry['overall']['n']} | {values} |", ""]
+        if entry.get("by_kind"):
+            lines.append(f"| {entry['kind_field']} | n | " + " | ".join(metrics) + " |")
+            lines.append("|---|---:|" + "---:|" * len(metrics))
+            for name, group in entry["by_kind"].items():
+                values = " | ".join(_fmt(group[m]) for m in metrics)
+                lines.append(f"| {name} | {group['n']} | {values} |")
+            lines.append("")
     if thresholds:
         lines += [
             "## Acceptance",

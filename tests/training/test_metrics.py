@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -212,3 +213,25 @@ def test_cider_is_nan_without_pycocoevalcap(monkeypatch: pytest.MonkeyPatch) -> 
 
     monkeypatch.setitem(sys.modules, "pycocoevalcap.cider.cider", None)
     assert math.isnan(cider(["a ship"], [["a ship"]]))
+
+
+def test_report_groups_by_the_kind_of_question() -> None:
+    def record(relation: str, value: str) -> dict[str, Any]:
+        answer = {"relation": relation, "value": value, "objects": [0, 1]}
+        return {"id": "r", "task": "relation", "modality": "sar", "prompt_type": "box", "answer": answer}
+
+    rows = [
+        row_from_record(record("left of", "yes"), "yes"),
+        row_from_record(record("left of", "no"), "yes"),
+        row_from_record(record("larger than", "no"), "no"),
+    ]
+    assert [r["kind"] for r in rows] == ["left of", "left of", "larger than"]
+    entry = build_report(rows)["tasks"]["relation"]
+    assert entry["kind_field"] == "relation"
+    assert entry["by_kind"]["left of"] == {"n": 2, "accuracy": 0.5}
+    assert entry["by_kind"]["larger than"] == {"n": 1, "accuracy": 1.0}
+    markdown = report_markdown(build_report(rows))
+    assert "| relation | n | accuracy |" in markdown and "| left of | 2 | 0.500 |" in markdown
+    # rows without the field (made by hand, or a converted dataset) are reported without the grouping
+    plain = build_report([{k: v for k, v in r.items() if k != "kind"} for r in rows])
+    assert "by_kind" not in plain["tasks"]["relation"]
