@@ -464,7 +464,10 @@ PROMPT_POSITION_SINCOS = 32  # sine/cosine features per prompt position value (x
 
 
 class EarthGPTXMultiModalProjector(nn.Module):
-    """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens."""
+    """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens (and, with
+    ``prompt_position_features``, the position features of each prompt to its tokens)."""
+
+    position_frequencies: torch.Tensor  # buffer, registered when the position features are on
 
     def __init__(self, config: EarthGPTXConfig) -> None:
         super().__init__()
