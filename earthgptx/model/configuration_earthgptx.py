@@ -220,6 +220,7 @@ class EarthGPTXConfig(PreTrainedConfig):
     ``prompt_position_features`` adds fixed sine/cosine features of each prompt mask's centroid (and its distance
     from the chip centre), through a learned linear map that starts at zero, to the prompt's tokens as the LLM reads
     them, so that spatial relations between prompts do not depend on the fusion keeping positions.
+    ``prompt_position_sincos`` is the number of sine/cosine features per value (even; 0: the three values only).
     """
 
     model_type: ClassVar[str] = "earthgptx"
@@ -247,6 +248,7 @@ class EarthGPTXConfig(PreTrainedConfig):
     projector_downsample: int = 1
     projector_hidden_act: str = "gelu"
     prompt_position_features: bool = False
+    prompt_position_sincos: int = 32
     mask_decoder_hidden_size: int = 64
     mask_loss_weight: float = 1.0
     dice_loss_weight: float = 1.0
@@ -289,6 +291,10 @@ class EarthGPTXConfig(PreTrainedConfig):
             self.prompt_config.mask_size == self.vision_config.input_size,
             f"prompt_config.mask_size={self.prompt_config.mask_size} must equal the chip size the vision tower "
             f"reads ({self.vision_config.input_size})",
+        )
+        _require(
+            self.prompt_position_sincos >= 0 and self.prompt_position_sincos % 2 == 0,
+            f"prompt_position_sincos must be even and >= 0, got {self.prompt_position_sincos}",
         )
         _require(
             self.mask_decoder_hidden_size >= 8,

@@ -460,14 +460,9 @@ class EarthGPTXFusion(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- projector
-PROMPT_POSITION_SINCOS = 32  # sine/cosine features per prompt position value (x, y, distance from the centre)
-
-
 class EarthGPTXMultiModalProjector(nn.Module):
     """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens (and, with
     ``prompt_position_features``, the position features of each prompt to its tokens)."""
-
-    position_frequencies: torch.Tensor  # buffer, registered when the position features are on
 
     def __init__(self, config: EarthGPTXConfig) -> None:
         super().__init__()
@@ -481,14 +476,9 @@ class EarthGPTXMultiModalProjector(nn.Module):
         self.prompt_proj = EarthGPTXMLP(dim, text_hidden, text_hidden, config.projector_hidden_act)
         self.modality_embedding = nn.Embedding(config.vision_config.num_modalities, text_hidden)
         self.prompt_position: nn.Linear | None = None
+        self.position_sincos = config.prompt_position_sincos
         if config.prompt_position_features:
-            size = config.prompt_config.mask_size
-            half = PROMPT_POSITION_SINCOS // 2
-            # Periods from 4 chip sides (monotonic across the chip) down to 4 pixels.
-            exponents = torch.arange(half, dtype=torch.float32) / max(half - 1, 1)
-            periods = 4.0 * size * (1.0 / size) ** exponents
-            self.register_buffer("position_frequencies", 2 * math.pi / periods, persistent=False)
-            self.prompt_position = nn.Linear(3 + 3 * PROMPT_POSITION_SINCOS, text_hidden)
+            self.prompt_position = nn.Linear(3 + 3 * self.position_sincos, text_hidden)
 
     def reset_custom_parameters(self) -> None:
         if self.prompt_position is not None:  # starts as a no-op, so a checkpoint without it loads unchanged
@@ -497,7 +487,11 @@ class EarthGPTXMultiModalProjector(nn.Module):
 
     def position_features(self, prompt_masks: torch.Tensor) -> torch.Tensor:
         """``(B, N, S, S)`` masks → ``(B, N, 3 + 3F)``: the centroid (x, y) and its distance from the chip centre,
-        each as a value in about [-1, 1] and as F sine/cosine features of its pixel value."""
+        each as a value in about [-1, 1] and as F (``prompt_position_sincos``) sine/cosine features of its pixel
+        value, with periods from 4 chip sides down to 4 pixels.
+
+        The frequencies are computed here, not kept in a buffer: ``from_pretrained`` builds the model on the meta
+        device and would leave a non-persistent buffer uninitialised."""
         masks = prompt_masks.float()
         size = masks.shape[-1]
         coords = torch.arange(size, device=masks.device, dtype=torch.float32) + 0.5
@@ -507,10 +501,15 @@ class EarthGPTXMultiModalProjector(nn.Module):
         centre = size / 2.0
         r = torch.sqrt((x - centre) ** 2 + (y - centre) ** 2)
         values = torch.stack([x, y, r], dim=-1)  # (B, N, 3) in pixels
-        freqs = self.position_frequencies.to(masks.device)
-        angles = values.unsqueeze(-1) * freqs  # (B, N, 3, F/2)
+        scaled = (values - centre) / centre
+        half = self.position_sincos // 2
+        if half == 0:
+            return scaled
+        exponents = torch.arange(half, device=masks.device, dtype=torch.float32) / max(half - 1, 1)
+        periods = 4.0 * size * (1.0 / size) ** exponents
+        angles = values.unsqueeze(-1) * (2 * math.pi / periods)  # (B, N, 3, F/2)
         sincos = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
-        return torch.cat([(values - centre) / centre, sincos], dim=-1)
+        return torch.cat([scaled, sincos], dim=-1)
 
     def merge_neighbours(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, V*g*g, D)`` → ``(B, V*(g/r)^2, r*r*D)``: each r×r block of tokens becomes one token."""

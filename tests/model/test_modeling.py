@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +369,14 @@ def test_prompt_position_features_are_the_centroid_and_start_as_a_no_op(config: 
     assert not torch.allclose(shift[0, 0, 0], shift[0, 1, 0])
     with pytest.raises(ValueError, match="prompt_masks"):
         projector(torch.zeros(1, 256, 192), torch.zeros(1, 2, 4, 192), torch.tensor([0]))
+    # the sine/cosine part: the first pair has the longest period, 4 × 128 px
+    assert features[0, 0, 3].item() == pytest.approx(math.sin(2 * math.pi * 65 / 512), abs=1e-5)
+    assert features[0, 0, 3 + 16].item() == pytest.approx(math.cos(2 * math.pi * 65 / 512), abs=1e-5)
+    only_values = EarthGPTXForConditionalGeneration(
+        EarthGPTXConfig.from_dict({**config.to_dict(), "prompt_position_sincos": 0})
+    ).multi_modal_projector
+    assert only_values.prompt_position is not None and only_values.prompt_position.in_features == 3
+    torch.testing.assert_close(only_values.position_features(masks), features[..., :3])
 
 
 def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp_path: Path) -> None:
@@ -384,6 +393,13 @@ def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp
     stage2 = EarthGPTXForConditionalGeneration.from_pretrained(str(tmp_path), config=loaded_config)
     assert stage2.multi_modal_projector.prompt_position is not None
     assert not stage2.multi_modal_projector.prompt_position.weight.any()
+    # from_pretrained builds on the meta device: the position features must still be computed right
+    masks = torch.zeros(1, 1, 128, 128)
+    masks[0, 0, 10:30, 40:90] = 1
+    fresh = EarthGPTXForConditionalGeneration(loaded_config).multi_modal_projector
+    features = stage2.multi_modal_projector.position_features(masks)
+    assert torch.isfinite(features).all() and features.abs().max() <= 1.0 + 1e-6
+    torch.testing.assert_close(features, fresh.position_features(masks))
     for name, value in stage1.state_dict().items():
         torch.testing.assert_close(stage2.state_dict()[name], value, msg=name)
     with pytest.raises(ValueError, match="top-level"):

@@ -49,7 +49,7 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     assert stage1.model.init_from is None and stage1.train.vision_pretrain_steps > 0
     assert stage1.train.checkpoint_dir != run.train.checkpoint_dir
     assert (stage1.data.train_seed, stage1.data.n_scenes) == (run.data.train_seed, run.data.n_scenes)
-    assert run.model.overrides == {"prompt_position_features": True}
+    assert run.model.overrides == {"prompt_position_features": True, "prompt_position_sincos": 0}
     assert stage1.model.overrides == {"prompt_position_features": False}
 
 
