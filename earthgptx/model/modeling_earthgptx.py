@@ -460,6 +460,15 @@ class EarthGPTXFusion(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- projector
+class EarthGPTXZeroLinear(nn.Linear):
+    """A linear map that starts at zero, whatever order the initialisation visits modules in: an added part that
+    starts as a no-op, so a checkpoint trained without it behaves the same when loaded with it."""
+
+    def reset_custom_parameters(self) -> None:
+        init.zeros_(self.weight)
+        init.zeros_(self.bias)
+
+
 class EarthGPTXMultiModalProjector(nn.Module):
     """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens (and, with
     ``prompt_position_features``, the position features of each prompt to its tokens)."""
@@ -478,12 +487,7 @@ class EarthGPTXMultiModalProjector(nn.Module):
         self.prompt_position: nn.Linear | None = None
         self.position_sincos = config.prompt_position_sincos
         if config.prompt_position_features:
-            self.prompt_position = nn.Linear(3 + 3 * self.position_sincos, text_hidden)
-
-    def reset_custom_parameters(self) -> None:
-        if self.prompt_position is not None:  # starts as a no-op, so a checkpoint without it loads unchanged
-            init.zeros_(self.prompt_position.weight)
-            init.zeros_(self.prompt_position.bias)
+            self.prompt_position = EarthGPTXZeroLinear(3 + 3 * self.position_sincos, text_hidden)
 
     def position_features(self, prompt_masks: torch.Tensor) -> torch.Tensor:
         """``(B, N, S, S)`` masks → ``(B, N, 3 + 3F)``: the centroid (x, y) and its distance from the chip centre,

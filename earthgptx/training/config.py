@@ -67,8 +67,8 @@ class ModelSettings:
     overrides: dict[str, Any] = field(default_factory=dict)
     # A saved EarthGPT-X folder to start from (e.g. the output of ``earthgptx.model.convert_earthgptx_weights``
     # with pretrained encoders and LLM, or an earlier training stage); its tokenizer and config are used, ``preset``
-    # is ignored, and ``overrides`` may only set top-level fields (e.g. ``prompt_position_features: true``, whose
-    # new weights start from their own initialisation).
+    # is ignored, and of ``overrides`` only top-level fields apply (e.g. ``prompt_position_features: true``, whose
+    # new weights start from their own initialisation); sub-config overrides are ignored with a warning.
     init_from: str | None = None
     # ``all`` trains every parameter; ``frozen_encoders_lora`` freezes the ConvNeXt/DINOv2 encoders and the LM
     # and trains LoRA adapters in the LM plus the new parts (band adapter, prompt encoder, fusion, projector,

@@ -155,13 +155,16 @@ def build_model_config(settings: ModelSettings, tokenizer: Any) -> EarthGPTXConf
 
 
 def apply_init_overrides(config: EarthGPTXConfig, overrides: dict[str, Any]) -> None:
-    """Apply ``model.overrides`` to the config of an ``init_from`` folder: only top-level fields, since changing a
-    sub-config would change the shape of weights the folder already holds."""
+    """Apply ``model.overrides`` to the config of an ``init_from`` folder: top-level fields only. Sub-config
+    overrides are ignored with a warning, since the folder's weights fix those shapes; unknown fields are refused."""
     for key, value in overrides.items():
-        if key in EarthGPTXConfig.sub_configs_defaults or not hasattr(config, key):
+        if key in EarthGPTXConfig.sub_configs_defaults:
+            logger.warning("model.overrides[%r] is ignored: model.init_from's config decides it", key)
+            continue
+        if not hasattr(config, key):
             raise ValueError(
-                f"model.overrides[{key!r}] cannot be applied with model.init_from: only top-level fields of the "
-                "saved config can be overridden"
+                f"model.overrides[{key!r}] is not a top-level field of the saved config, so it cannot be applied "
+                "with model.init_from"
             )
         setattr(config, key, value)
 
