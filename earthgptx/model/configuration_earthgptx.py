@@ -217,10 +217,10 @@ class EarthGPTXConfig(PreTrainedConfig):
     config with ``EarthGPTXConfig.tiny(tokenizer=...)`` (or ``paper(tokenizer=...)``) to take them from it.
     ``projector_downsample`` merges r×r neighbouring image tokens into one LLM token (channels concatenated, so no
     spatial information is thrown away), dividing the image tokens the LLM sees by r².
-    ``prompt_position_features`` adds fixed sine/cosine features of each prompt mask's centroid (and its distance
-    from the chip centre), through a learned linear map that starts at zero, to the prompt's tokens as the LLM reads
-    them, so that spatial relations between prompts do not depend on the fusion keeping positions.
-    ``prompt_position_sincos`` is the number of sine/cosine features per value (even; 0: the three values only).
+    ``prompt_position_features`` adds each prompt mask's centroid (x, y) and its distance from the chip centre,
+    through a learned linear map that starts at zero, to the prompt's tokens as the LLM reads them, so that spatial
+    relations between prompts do not depend on the fusion keeping positions. ``prompt_position_sincos`` adds that
+    many fixed sine/cosine features of each of the three values (even; 0: the three values only).
     """
 
     model_type: ClassVar[str] = "earthgptx"
