@@ -167,6 +167,7 @@ def apply_init_overrides(config: EarthGPTXConfig, overrides: dict[str, Any]) -> 
                 "with model.init_from"
             )
         setattr(config, key, value)
+    EarthGPTXConfig.from_dict(config.to_dict())  # run the config's checks again on the changed fields
 
 
 def apply_trainable(model: EarthGPTXForConditionalGeneration, settings: ModelSettings) -> Any:

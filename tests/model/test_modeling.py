@@ -408,3 +408,5 @@ def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp
     assert loaded_config.text_config.hidden_size == hidden
     with pytest.raises(ValueError, match="top-level"):
         apply_init_overrides(loaded_config, {"no_such_field": 1})
+    with pytest.raises(ValueError, match="prompt_position_sincos must be even"):
+        apply_init_overrides(loaded_config, {"prompt_position_sincos": 3})
