@@ -114,11 +114,12 @@ class EarthGPTXGenerateOutput(ModelOutput):
 
 
 # ---------------------------------------------------------------------------------------------------- positions
-def sincos_1d(positions: torch.Tensor, dim: int, max_period: float) -> torch.Tensor:
-    """Sine/cosine features ``(..., dim)`` of real ``positions``; periods from ``max_period`` down to ~2."""
+def sincos_1d(positions: torch.Tensor, dim: int, max_period: float, min_period: float = 2.0) -> torch.Tensor:
+    """Sine/cosine features ``(..., dim)`` of real ``positions``; periods from ``max_period`` down to
+    ``min_period``, geometrically spaced."""
     half = dim // 2
-    exponents = torch.arange(half, dtype=torch.float32) / max(half - 1, 1)
-    frequencies = (2 * math.pi / max_period) * (max_period / 2.0) ** exponents
+    exponents = torch.arange(half, device=positions.device, dtype=torch.float32) / max(half - 1, 1)
+    frequencies = (2 * math.pi / max_period) * (max_period / min_period) ** exponents
     angles = positions.float().unsqueeze(-1) * frequencies
     features = torch.cat([angles.sin(), angles.cos()], dim=-1)
     return F.pad(features, (0, dim - 2 * half))
@@ -506,14 +507,11 @@ class EarthGPTXMultiModalProjector(nn.Module):
         r = torch.sqrt((x - centre) ** 2 + (y - centre) ** 2)
         values = torch.stack([x, y, r], dim=-1)  # (B, N, 3) in pixels
         scaled = (values - centre) / centre
-        half = self.position_sincos // 2
-        if half == 0:
+        if self.position_sincos == 0:
             return scaled
-        exponents = torch.arange(half, device=masks.device, dtype=torch.float32) / max(half - 1, 1)
-        periods = 4.0 * size * (1.0 / size) ** exponents
-        angles = values.unsqueeze(-1) * (2 * math.pi / periods)  # (B, N, 3, F/2)
-        sincos = torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(-2)
-        return torch.cat([scaled, sincos], dim=-1)
+        # (B, N, 3, F): periods from 4 chip sides (monotonic across the chip) down to 4 pixels
+        sincos = sincos_1d(values, self.position_sincos, max_period=4.0 * size, min_period=4.0)
+        return torch.cat([scaled, sincos.flatten(-2)], dim=-1)
 
     def merge_neighbours(self, image: torch.Tensor) -> torch.Tensor:
         """``(B, V*g*g, D)`` → ``(B, V*(g/r)^2, r*r*D)``: each r×r block of tokens becomes one token."""
