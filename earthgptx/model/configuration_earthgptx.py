@@ -221,6 +221,9 @@ class EarthGPTXConfig(PreTrainedConfig):
     through a learned linear map that starts at zero, to the prompt's tokens as the LLM reads them, so that spatial
     relations between prompts do not depend on the fusion keeping positions. ``prompt_position_sincos`` adds that
     many fixed sine/cosine features of each of the three values (even; 0: the three values only).
+    ``prompt_coordinates`` makes the processor write each prompt's centroid on the ``[0, 1000)`` grid as text,
+    ``[x, y]``, after the prompt's K tokens (a hybrid region reference: the prompt's features and its place in
+    words the language model already reads and writes for boxes).
     """
 
     model_type: ClassVar[str] = "earthgptx"
@@ -249,6 +252,7 @@ class EarthGPTXConfig(PreTrainedConfig):
     projector_hidden_act: str = "gelu"
     prompt_position_features: bool = False
     prompt_position_sincos: int = 32
+    prompt_coordinates: bool = False
     mask_decoder_hidden_size: int = 64
     mask_loss_weight: float = 1.0
     dice_loss_weight: float = 1.0

@@ -368,6 +368,15 @@ def prompt_to_grid(prompt: dict[str, Any], width: float, height: float, index: i
     return {"type": kind, key: points}
 
 
+def prompt_centroid_grid(
+    prompt: dict[str, Any], width: float, height: float, index: int = 0
+) -> tuple[int, int]:
+    """The centroid of a prompt's geometry (validated; chip pixels in) on the integer ``[0, 1000)`` grid: the
+    point itself, a box's centre, a polygon's area centroid, a scribble's length-weighted centroid."""
+    centre = prompt_geometry(prompt, width, height, index).centroid
+    return _to_grid(centre.x, width), _to_grid(centre.y, height)
+
+
 def rasterize_prompt(
     prompt: dict[str, Any],
     width: float,
@@ -474,6 +483,7 @@ class EarthGPTXProcessor:
         max_length: int | None = None,
         point_radius: float = 2.0,
         line_width: float = 2.0,
+        prompt_coordinates: bool | None = None,
     ) -> None:
         self.tokenizer = tokenizer
         self.image_size = int(image_size or (config.image_size if config else 128))
@@ -486,6 +496,9 @@ class EarthGPTXProcessor:
         )
         self.point_radius = float(point_radius)
         self.line_width = float(line_width)
+        if prompt_coordinates is None:
+            prompt_coordinates = bool(getattr(config, "prompt_coordinates", False)) if config else False
+        self.prompt_coordinates = bool(prompt_coordinates)
         self.image_token_id = self._token_id(IMAGE_TOKEN)
         self.seg_token_id = self._token_id(SEG_TOKEN)
         self.region_token_ids = [self._token_id(region_token(i + 1)) for i in range(self.max_prompts)]
@@ -530,6 +543,7 @@ class EarthGPTXProcessor:
             "max_length": self.max_length,
             "point_radius": self.point_radius,
             "line_width": self.line_width,
+            "prompt_coordinates": self.prompt_coordinates,
         }
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -582,7 +596,12 @@ class EarthGPTXProcessor:
                         f"text refers to <region{index}> but only {num_prompts} visual prompt(s) were given"
                     )
 
-    def _encode_text(self, text: str, expand_regions: bool = True) -> list[int]:
+    def _encode_text(
+        self,
+        text: str,
+        expand_regions: bool = True,
+        prompt_points: Sequence[tuple[int, int]] | None = None,
+    ) -> list[int]:
         ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         expanded: list[int] = []
         region_ids = set(self.region_token_ids) if expand_regions else set()
@@ -591,18 +610,36 @@ class EarthGPTXProcessor:
                 expanded.extend([token] * self.num_image_tokens)
             elif token in region_ids:
                 expanded.extend([token] * self.tokens_per_prompt)
+                if prompt_points is not None:
+                    x, y = prompt_points[self.region_token_ids.index(token)]
+                    expanded.extend(self.tokenizer(f"[{x}, {y}]", add_special_tokens=False)["input_ids"])
             else:
                 expanded.append(token)
         return expanded
 
     def build_conversation(
-        self, conversations: Sequence[dict[str, str]], num_prompts: int, train: bool
+        self,
+        conversations: Sequence[dict[str, str]],
+        num_prompts: int,
+        train: bool,
+        prompt_points: Sequence[tuple[int, int]] | None = None,
     ) -> tuple[list[int], list[int]]:
         """Apply the chat template; returns ``(input_ids, labels)``.
 
         Training: every ``gpt`` turn is an answer (labelled, followed by ``</s>``). Inference: the turns up to
-        the last ``human`` turn, ending with ``ASSISTANT:`` for the model to continue.
+        the last ``human`` turn, ending with ``ASSISTANT:`` for the model to continue. With
+        ``prompt_coordinates`` on, ``prompt_points`` (one grid centroid per prompt, :func:`prompt_centroid_grid`)
+        is required, and each ``<regionI>`` of a human turn becomes its K tokens followed by ``[x, y]``.
         """
+        if self.prompt_coordinates:
+            if prompt_points is None or len(prompt_points) != num_prompts:
+                given = "none" if prompt_points is None else str(len(prompt_points))
+                raise ValueError(
+                    f"this processor writes each prompt's centroid after its tokens (prompt_coordinates) and "
+                    f"needs one per prompt: {num_prompts} prompt(s), {given} centroid(s) given"
+                )
+        else:
+            prompt_points = None
         turns = list(conversations)
         if not turns or turns[0].get("from") != "human":
             raise ValueError("a conversation must start with a 'human' turn")
@@ -633,7 +670,9 @@ class EarthGPTXProcessor:
         labels: list[int] = [-100] * len(input_ids)
         for turn in turns:
             if turn["from"] == "human":
-                ids = self._encode_text(f"{self.user_prefix} {turn['value']} {self.assistant_prefix}")
+                ids = self._encode_text(
+                    f"{self.user_prefix} {turn['value']} {self.assistant_prefix}", prompt_points=prompt_points
+                )
                 input_ids += ids
                 labels += [-100] * len(ids)
             else:
@@ -670,7 +709,12 @@ class EarthGPTXProcessor:
         height, width = float(image.shape[-2]), float(image.shape[-1])
         pixel_values = self.preprocess_image(image, modality, bands, sar_scale)
         masks = self.prompt_masks(prompts, width, height)
-        input_ids, labels = self.build_conversation(conversations, len(prompts), train)
+        points = (
+            [prompt_centroid_grid(p, width, height, i) for i, p in enumerate(prompts)]
+            if self.prompt_coordinates
+            else None
+        )
+        input_ids, labels = self.build_conversation(conversations, len(prompts), train, prompt_points=points)
         seg_count = sum(1 for t in input_ids if t == self.seg_token_id)
         if train and seg_count != len(target_masks):
             raise ValueError(

@@ -460,6 +460,13 @@ def train(
         tokenizer = processor.tokenizer
         model_config = EarthGPTXConfig.from_pretrained(str(init_from))
         apply_init_overrides(model_config, run.model.overrides)
+        if processor.prompt_coordinates != model_config.prompt_coordinates:
+            processor = EarthGPTXProcessor(
+                tokenizer,
+                model_config,
+                point_radius=processor.point_radius,
+                line_width=processor.line_width,
+            )  # an override turned the prompts' centroids in the text on or off
     else:
         tokenizer = build_run_tokenizer(train_records)
         model_config = build_model_config(run.model, tokenizer)

@@ -14,6 +14,7 @@ from earthgptx.model.processing_earthgptx import (
     brightness_temperature_kelvin,
     normalize_bands,
     parse_answer,
+    prompt_centroid_grid,
     prompt_to_grid,
     rasterize_prompt,
 )
@@ -195,6 +196,16 @@ def test_prompt_to_grid() -> None:
     ]
 
 
+def test_prompt_centroid_grid() -> None:
+    assert prompt_centroid_grid({"type": "point", "point": [32, 96]}, 128, 128) == (250, 750)
+    assert prompt_centroid_grid({"type": "box", "box": [0, 64, 64, 128]}, 128, 128) == (250, 750)
+    triangle = {"type": "polygon", "polygon": [[0, 0], [96, 0], [0, 96]]}  # area centroid (32, 32)
+    assert prompt_centroid_grid(triangle, 128, 128) == (250, 250)
+    assert prompt_centroid_grid({"type": "scribble", "line": [[0, 0], [64, 0]]}, 128, 64) == (250, 0)
+    with pytest.raises(ValueError, match="outside"):
+        prompt_centroid_grid({"type": "point", "point": [200, 0]}, 128, 128)
+
+
 # ------------------------------------------------------------------ text and labels
 def test_labels_cover_only_the_answer(processor: EarthGPTXProcessor) -> None:
     ids, labels = processor.build_conversation(CONV, num_prompts=1, train=True)
@@ -331,3 +342,42 @@ def test_processor_round_trip(tmp_path: Path, processor: EarthGPTXProcessor) -> 
     loaded = EarthGPTXProcessor.from_pretrained(tmp_path)
     assert loaded.to_dict() == processor.to_dict()
     assert loaded.build_conversation(CONV, 1, True) == processor.build_conversation(CONV, 1, True)
+
+
+def test_prompt_coordinates_follow_each_region(
+    tokenizer: Any, config: Any, processor: EarthGPTXProcessor
+) -> None:
+    """With ``prompt_coordinates`` each ``<regionI>`` of a question becomes its K tokens and ``[x, y]`` (the
+    prompt's centroid on the grid); answers and the default processor are unchanged."""
+    with_coords = EarthGPTXProcessor(tokenizer, config, prompt_coordinates=True)
+    assert processor.prompt_coordinates is False
+    conv = [
+        {"from": "human", "value": "<image>\nIs <region1> left of <region2>?"},
+        {"from": "gpt", "value": "<region1> is a ship"},
+    ]
+    prompts = [{"type": "point", "point": [32, 96]}, {"type": "box", "box": [64, 0, 128, 64]}]
+    image = np.zeros((3, 128, 128), dtype=np.uint8)
+    sample = with_coords.encode(image, "optical", ["red", "green", "blue"], conv, prompts, train=True)
+    k = with_coords.tokens_per_prompt
+    region = " ".join(["<region1>"] * k) + " [ 250 , 750 ] left of " + " ".join(["<region2>"] * k)
+    text = with_coords.tokenizer.decode(sample.input_ids)
+    assert region + " [ 750 , 250 ] ?" in text, text
+    answer = [t for t, lab in zip(sample.input_ids, sample.labels, strict=True) if lab != -100]
+    assert with_coords.tokenizer.decode(answer).split() == ["<region1>", "is", "a", "ship", "</s>"]
+    plain = processor.encode(image, "optical", ["red", "green", "blue"], conv, prompts, train=True)
+    assert "[" not in processor.tokenizer.decode(plain.input_ids)
+    assert len(sample.input_ids) == len(plain.input_ids) + 10
+    with pytest.raises(ValueError, match=r"needs one per prompt: 2 prompt\(s\), none"):
+        with_coords.build_conversation(conv, 2, train=True)
+    with pytest.raises(ValueError, match=r"2 prompt\(s\), 1 centroid"):
+        with_coords.build_conversation(conv, 2, train=True, prompt_points=[(0, 0)])
+
+
+def test_prompt_coordinates_come_from_the_config_and_survive_saving(
+    tmp_path: Path, tokenizer: Any, config: Any
+) -> None:
+    on = config.__class__.from_dict({**config.to_dict(), "prompt_coordinates": True})
+    processor = EarthGPTXProcessor(tokenizer, on)
+    assert processor.prompt_coordinates is True
+    processor.save_pretrained(tmp_path)
+    assert EarthGPTXProcessor.from_pretrained(tmp_path).prompt_coordinates is True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -43,14 +44,20 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     assert run.data.eval_seed != run.data.train_seed
     assert run.train.output_dir == "models/earthgptx-tiny"
     assert run.model.trainable == "all"
-    # stage 2 (tiny.yaml) continues from the output of stage 1 (tiny-stage1.yaml), on the same data
+    # stage 3 (tiny.yaml) continues from stage 2 (tiny-stage2.yaml), which continues from stage 1
+    # (tiny-stage1.yaml); all on the same data, each with its own checkpoint folder
     stage1 = load_run_config(REPO / "configs" / "tiny-stage1.yaml")
-    assert run.model.init_from == stage1.train.output_dir
+    stage2 = load_run_config(REPO / "configs" / "tiny-stage2.yaml")
+    assert run.model.init_from == stage2.train.output_dir
+    assert stage2.model.init_from == stage1.train.output_dir
     assert stage1.model.init_from is None and stage1.train.vision_pretrain_steps > 0
-    assert stage1.train.checkpoint_dir != run.train.checkpoint_dir
-    assert (stage1.data.train_seed, stage1.data.n_scenes) == (run.data.train_seed, run.data.n_scenes)
-    assert run.model.overrides == {"prompt_position_features": True, "prompt_position_sincos": 0}
+    assert stage2.train.vision_pretrain_steps == run.train.vision_pretrain_steps == 0
+    assert len({stage1.train.checkpoint_dir, stage2.train.checkpoint_dir, run.train.checkpoint_dir}) == 3
+    for stage in (stage1, stage2):
+        assert (stage.data.train_seed, stage.data.n_scenes) == (run.data.train_seed, run.data.n_scenes)
     assert stage1.model.overrides == {"prompt_position_features": False}
+    assert stage2.model.overrides == {"prompt_position_features": True, "prompt_position_sincos": 0}
+    assert run.model.overrides == {"prompt_coordinates": True}
 
 
 def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
@@ -237,6 +244,26 @@ def test_lora_run_from_a_saved_model_keeps_encoders_and_merges_adapters(
     assert encoder and all(torch.equal(before[k], after[k]) for k in encoder)
     attention = [k for k in before if k.endswith("self_attn.q_proj.weight")]
     assert attention and any(not torch.equal(before[k], after[k]) for k in attention)
+
+
+def test_init_from_override_turns_prompt_coordinates_on(tmp_path: Path, train_dir: Path) -> None:
+    """A run from a saved model with ``prompt_coordinates: true`` trains and saves a processor that writes the
+    prompts' centroids, and the saved config says so."""
+    start = small_run(tmp_path / "start", train_dir, steps=2)
+    train(start, progress=False)
+    assert EarthGPTXProcessor.from_pretrained(Path(start.train.output_dir)).prompt_coordinates is False
+    run = small_run(tmp_path / "coords", train_dir, steps=2)
+    run.model.init_from = start.train.output_dir
+    run.model.overrides = {"prompt_coordinates": True}
+    train(run, progress=False)
+    out = Path(run.train.output_dir)
+    processor = EarthGPTXProcessor.from_pretrained(out)
+    assert processor.prompt_coordinates is True
+    assert EarthGPTXForConditionalGeneration.from_pretrained(str(out)).config.prompt_coordinates is True
+    record = next(r for r in load_records(train_dir / "records.jsonl") if r["task"] == "relation")
+    text = processor.tokenizer.decode(processor.encode_record(record, train_dir, train=False).input_ids)
+    assert text.count("<region1>") == processor.tokens_per_prompt
+    assert re.search(r"<region1> \[ \d+ , \d+ \]", text), text
 
 
 # ------------------------------------------------------------------------------------------- numbers
