@@ -12,7 +12,8 @@
   grid (DESIGN §2) and rasterised with rasterio into one mask per prompt at the model's chip size.
 - **Text**: a chat template (``USER: … ASSISTANT: …``), ``<image>`` expanded to the image tokens and
   ``<regionI>`` in human turns to the K tokens of prompt I (in answers ``<regionI>`` stays one ordinary token),
-  labels ``-100`` everywhere but the assistant's answers.
+  followed by the prompt's centroid ``[x, y]`` on the grid when ``prompt_coordinates`` is on, labels ``-100``
+  everywhere but the assistant's answers.
 - **Parsing**: answer text, labels, boxes ``[x1, y1, x2, y2]`` (grid and pixels) and ``[SEG]`` masks.
 """
 
