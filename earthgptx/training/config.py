@@ -59,6 +59,9 @@ class LoraSettings:
     )
 
 
+TRAINABLE = ("all", "frozen_encoders_lora", "mask_decoder")
+
+
 @dataclass
 class ModelSettings:
     """Which preset, with which overrides (top-level fields or parts of sub-configs, as ``EarthGPTXConfig.tiny``)."""
@@ -72,7 +75,8 @@ class ModelSettings:
     init_from: str | None = None
     # ``all`` trains every parameter; ``frozen_encoders_lora`` freezes the ConvNeXt/DINOv2 encoders and the LM
     # and trains LoRA adapters in the LM plus the new parts (band adapter, prompt encoder, fusion, projector,
-    # mask decoder, token embeddings and LM head).
+    # mask decoder, token embeddings and LM head). ``mask_decoder`` freezes everything but the mask decoder, so
+    # that a stage can sharpen the masks while every text answer of its ``init_from`` model stays as it was.
     trainable: str = "all"
     lora: LoraSettings = field(default_factory=LoraSettings)
     # dtype of the weights written into the shipped checkpoint; the config keeps float32 so that loading casts
@@ -85,10 +89,8 @@ class ModelSettings:
     def __post_init__(self) -> None:
         if self.preset not in ("tiny", "paper"):
             raise ValueError(f"model.preset must be 'tiny' or 'paper', got {self.preset!r}")
-        if self.trainable not in ("all", "frozen_encoders_lora"):
-            raise ValueError(
-                f"model.trainable must be 'all' or 'frozen_encoders_lora', got {self.trainable!r}"
-            )
+        if self.trainable not in TRAINABLE:
+            raise ValueError(f"model.trainable must be one of {list(TRAINABLE)}, got {self.trainable!r}")
         if self.save_dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(
                 f"model.save_dtype must be float32, float16 or bfloat16, got {self.save_dtype!r}"
@@ -228,7 +230,33 @@ def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
 
 
 def load_run_config(path: str | Path) -> RunConfig:
-    """Read a run configuration from a YAML file."""
-    with Path(path).open(encoding="utf-8") as handle:
+    """Read a run configuration from a YAML file.
+
+    A file may start from another with ``base: <file>`` (relative to its own folder): each of its sections (``data``,
+    ``model``, ...) is then the base's section with the keys the file names replaced whole, so a mapping value such
+    as ``train.task_weights`` or ``model.overrides`` is the file's own, not a merge. Bases may chain; a loop fails.
+    """
+    return run_config_from_dict(_read_with_bases(Path(path), ()))
+
+
+def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
+    resolved = path.resolve()
+    if resolved in chain:
+        names = " -> ".join(p.name for p in (*chain, resolved))
+        raise ValueError(f"configuration bases form a loop: {names}")
+    with path.open(encoding="utf-8") as handle:
         values = yaml.safe_load(handle) or {}
-    return run_config_from_dict(values)
+    if not isinstance(values, dict):
+        raise ValueError(f"{path} must hold a mapping, got {type(values).__name__}")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ValueError(f"{path}: base must be a file name, got {base!r}")
+    merged = _read_with_bases(path.parent / base, (*chain, resolved))
+    for section, value in values.items():
+        if isinstance(value, dict) and isinstance(merged.get(section), dict):
+            merged[section] = {**merged[section], **value}
+        else:
+            merged[section] = value
+    return merged

@@ -4,12 +4,14 @@ Command line (``make eval`` runs the first)::
 
     python -m earthgptx.training.evaluate --config configs/tiny.yaml
     python -m earthgptx.training.evaluate --config configs/tiny.yaml --model runs/try --limit 500 --no-fail
+    python -m earthgptx.training.evaluate --config configs/tiny.yaml --model runs/try --tasks pixel_grounding --no-fail
 
 The held-out set is generated from ``data.eval_seed`` (never a training seed; the generator is deterministic, so
 every host evaluates the same records). Records are encoded once, grouped by task and batched for greedy
 ``generate``; answers are parsed by the processor and scored by :mod:`earthgptx.training.metrics`. The report is
 written to ``<model>/eval_report.json`` and ``<model>/eval_report.md``; the Markdown table and the acceptance
-check are printed, and the exit status is 1 when a target is missed (``--no-fail``: always 0).
+check are printed, and the exit status is 1 when a target is missed (``--no-fail``: always 0). ``--tasks`` keeps
+only the named tasks; the targets of the others then count as missed ("task not evaluated").
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import torch
 from rasterio.enums import Resampling
 from tqdm import tqdm
 
+from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.processing_earthgptx import EncodedSample
 from earthgptx.training import metrics
@@ -147,6 +150,7 @@ def evaluate(
     device: str = "auto",
     batch_size: int | None = None,
     progress: bool = True,
+    tasks: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Generate (or reuse) the held-out set, answer it, score it, write the report files; returns the report."""
     started = time.perf_counter()
@@ -163,6 +167,11 @@ def evaluate(
         progress,
     )
     records = load_split(records_path, data.eval_splits)
+    if tasks:
+        unknown = sorted(set(tasks) - set(TASKS))
+        if unknown:
+            raise ValueError(f"unknown tasks {unknown}; tasks are {list(TASKS)}")
+        records = [r for r in records if r["task"] in tasks]
     if limit:
         records = records[:limit]
     if not records:
@@ -196,6 +205,7 @@ def evaluate(
         "records": len(records),
         "train_seed": data.train_seed,
         "limit": limit,
+        "tasks": sorted(tasks) if tasks else None,
     }
     report["model_dir"] = str(model_dir)
     report["device"] = str(torch_device)
@@ -220,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--config", required=True, type=Path, help="run configuration (YAML)")
     parser.add_argument("--model", help="model directory (default: the config's train.output_dir)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N held-out records")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=list(TASKS), metavar="TASK", help="evaluate only these tasks"
+    )
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda")
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--threads", type=int, help="torch CPU threads")
@@ -252,6 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         device=args.device,
         batch_size=args.batch_size,
         progress=not args.no_progress,
+        tasks=args.tasks,
     )
     # The table is this command's output (make eval), so it goes to stdout.
     sys.stdout.write(report["markdown"] + "\n")

@@ -176,9 +176,12 @@ def apply_trainable(model: EarthGPTXForConditionalGeneration, settings: ModelSet
     ``frozen_encoders_lora`` freezes the pretrained ConvNeXt/DINOv2 encoders and the language model, injects
     LoRA adapters (peft) into the LM's ``target_modules``, and keeps the new parts trainable: band adapter,
     prompt encoder, fusion, projector, mask decoder, token embeddings and LM head (new tokens live there).
+    ``mask_decoder`` freezes everything else: the text the model generates cannot change, only its masks.
     """
-    if settings.trainable == "all":
+    if settings.trainable in ("all", "mask_decoder"):
         for parameter in model.parameters():
+            parameter.requires_grad_(settings.trainable == "all")
+        for parameter in model.mask_decoder.parameters():
             parameter.requires_grad_(True)
         return None
     from peft import LoraConfig, LoraModel
@@ -583,6 +586,13 @@ def train(
         info.world_size,
     )
     shares = sampler.task_shares(train_data.tasks)
+    if run.model.trainable == "mask_decoder":
+        others = sorted(task for task, share in shares.items() if share > 0 and task != "pixel_grounding")
+        if others:
+            raise ValueError(
+                "model.trainable 'mask_decoder' trains only from [SEG] answers: give the tasks "
+                f"{others} weight 0 in train.task_weights (only pixel_grounding has masks)"
+            )
     if info.is_main:
         logger.info(
             "training %d records (%s) on %s: %.2f M parameters (%.2f M trainable), batch %d x %d, %s steps",
@@ -651,6 +661,11 @@ def train(
             )
             if coord is not None:
                 loss = loss + run.train.coordinate_weight * coord
+        if not loss.requires_grad:  # e.g. trainable mask_decoder on a batch without [SEG]: nothing can learn
+            raise ValueError(
+                f"step {step + 1}: the loss does not depend on any trainable parameter "
+                f"(model.trainable={run.model.trainable!r}); give weight only to tasks that train those parts"
+            )
         loss.backward()
         if heads is not None and info.enabled:
             # The heads sit outside DistributedDataParallel: average their gradients by hand.
@@ -806,6 +821,7 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
         ("data", "n_scenes"): args.n_scenes,
         ("data", "workers"): args.workers,
         ("data", "train_dir"): args.train_dir,
+        ("model", "init_from"): args.init_from,
     }
     for (section, key), value in pairs.items():
         if value is not None:
@@ -824,6 +840,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup-steps", type=int)
     parser.add_argument("--device", help="auto | cpu | cuda")
     parser.add_argument("--out", help="output directory of the final model")
+    parser.add_argument("--init-from", help="a saved model folder to start from (model.init_from)")
     parser.add_argument("--checkpoint-dir", help="where last.pt goes")
     parser.add_argument("--resume", action="store_true", help="continue from <checkpoint-dir>/last.pt")
     parser.add_argument(

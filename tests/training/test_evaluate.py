@@ -63,3 +63,21 @@ def test_evaluate_cli_exit_code(
     args = ["--config", "unused.yaml", "--model", str(untrained_model), "--limit", "12", "--device", "cpu"]
     assert evaluate_module.main([*args, "--no-progress"]) == 1
     assert evaluate_module.main([*args, "--no-progress", "--no-fail"]) == 0
+
+
+def test_evaluate_tasks_keeps_only_those_tasks(
+    tmp_path: Path, train_dir: Path, untrained_model: Path
+) -> None:
+    """``tasks`` evaluates the named tasks only; the other targets read "task not evaluated"; unknown names fail."""
+    run = small_run(tmp_path, train_dir)
+    report = evaluate(
+        run, untrained_model, device="cpu", progress=False, tasks=["pixel_grounding", "relation"]
+    )
+    assert set(report["tasks"]) == {"pixel_grounding", "relation"}
+    assert report["eval_data"]["tasks"] == ["pixel_grounding", "relation"]
+    held_out = load_records(Path(run.data.eval_dir) / "records.jsonl")
+    assert report["n_rows"] == sum(r["task"] in ("pixel_grounding", "relation") for r in held_out)
+    skipped = [c for c in report["acceptance"] if c["task"] not in ("pixel_grounding", "relation")]
+    assert skipped and all(c["detail"] == "task not evaluated" and not c["passed"] for c in skipped)
+    with pytest.raises(ValueError, match="unknown tasks"):
+        evaluate(run, untrained_model, device="cpu", progress=False, tasks=["segmentation"])

@@ -13,8 +13,9 @@ from safetensors.torch import load_file
 from training_testkit import SMALL_MODEL, small_run
 
 from earthgptx.data import load_records
+from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.training.config import ModelSettings, load_run_config, run_config_from_dict
+from earthgptx.training.config import ModelSettings, RunConfig, load_run_config, run_config_from_dict
 from earthgptx.training.datasets import (
     WeightedStepSampler,
     build_run_tokenizer,
@@ -25,8 +26,10 @@ from earthgptx.training.train import (
     CHECKPOINT_NAME,
     TRAINING_LOG_NAME,
     WarmupCosine,
+    apply_overrides,
     apply_trainable,
     build_model_config,
+    build_parser,
     coordinate_loss,
     init_ordinal_numbers,
     load_checkpoint,
@@ -43,21 +46,52 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     run = load_run_config(REPO / "configs" / "tiny.yaml")
     assert run.data.eval_seed != run.data.train_seed
     assert run.train.output_dir == "models/earthgptx-tiny"
-    assert run.model.trainable == "all"
-    # stage 3 (tiny.yaml) continues from stage 2 (tiny-stage2.yaml), which continues from stage 1
-    # (tiny-stage1.yaml); all on the same data, each with its own checkpoint folder
-    stage1 = load_run_config(REPO / "configs" / "tiny-stage1.yaml")
-    stage2 = load_run_config(REPO / "configs" / "tiny-stage2.yaml")
-    assert run.model.init_from == stage2.train.output_dir
-    assert stage2.model.init_from == stage1.train.output_dir
-    assert stage1.model.init_from is None and stage1.train.vision_pretrain_steps > 0
-    assert stage2.train.vision_pretrain_steps == run.train.vision_pretrain_steps == 0
-    assert len({stage1.train.checkpoint_dir, stage2.train.checkpoint_dir, run.train.checkpoint_dir}) == 3
-    for stage in (stage1, stage2):
-        assert (stage.data.train_seed, stage.data.n_scenes) == (run.data.train_seed, run.data.n_scenes)
-    assert stage1.model.overrides == {"prompt_position_features": False}
-    assert stage2.model.overrides == {"prompt_position_features": True, "prompt_position_sincos": 0}
-    assert run.model.overrides == {"prompt_coordinates": True}
+    # stage 4 (tiny.yaml) continues from stage 3, which continues from stage 2, which continues from stage 1; all on
+    # the same data, each with its own checkpoint folder
+    stages = [load_run_config(REPO / "configs" / f"tiny-stage{i}.yaml") for i in (1, 2, 3)] + [run]
+    for before, after in zip(stages, stages[1:], strict=False):
+        assert after.model.init_from == before.train.output_dir
+        assert after.train.vision_pretrain_steps == 0
+        assert (after.data.train_seed, after.data.n_scenes) == (run.data.train_seed, run.data.n_scenes)
+    assert stages[0].model.init_from is None and stages[0].train.vision_pretrain_steps > 0
+    assert len({stage.train.checkpoint_dir for stage in stages}) == 4
+    assert [stage.model.overrides for stage in stages] == [
+        {"prompt_position_features": False},
+        {"prompt_position_features": True, "prompt_position_sincos": 0},
+        {"prompt_coordinates": True},
+        {},
+    ]
+    assert [stage.model.trainable for stage in stages] == ["all", "all", "all", "mask_decoder"]
+    # the mask stage samples pixel grounding only (the other tasks cannot reach the mask decoder)
+    assert {task for task, weight in run.train.task_weights.items() if weight > 0} == {"pixel_grounding"}
+    assert set(run.train.task_weights) == set(TASKS)
+
+
+def test_config_base_replaces_named_keys_whole_and_refuses_loops(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(
+        "name: a\noptim: {lr: 0.1, warmup_steps: 7}\ntrain: {steps: 9, task_weights: {relation: 2.0, counting: 3.0}}\n"
+    )
+    (tmp_path / "b.yaml").write_text(
+        "base: a.yaml\ntrain: {task_weights: {counting: 0.5}}\noptim: {lr: 0.2}\n"
+    )
+    run = load_run_config(tmp_path / "b.yaml")
+    assert run.name == "a" and run.train.steps == 9
+    assert (run.optim.lr, run.optim.warmup_steps) == (0.2, 7)
+    assert run.train.task_weights == {"counting": 0.5}  # replaced whole, not merged with the base's
+    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
+    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
+    with pytest.raises(ValueError, match="loop: c.yaml -> d.yaml -> c.yaml"):
+        load_run_config(tmp_path / "c.yaml")
+
+
+def test_command_line_wins_over_the_yaml() -> None:
+    args = build_parser().parse_args(
+        ["--config", "configs/tiny.yaml", "--init-from", "runs/other-model", "--lr", "0.001", "--steps", "7"]
+    )
+    run = apply_overrides(load_run_config(REPO / "configs" / "tiny.yaml"), args)
+    assert run.model.init_from == "runs/other-model"
+    assert (run.optim.lr, run.train.steps) == (0.001, 7)
+    assert run.train.batch_size == 16  # not named on the command line: the YAML's
 
 
 def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
@@ -264,6 +298,42 @@ def test_init_from_override_turns_prompt_coordinates_on(tmp_path: Path, train_di
     text = processor.tokenizer.decode(processor.encode_record(record, train_dir, train=False).input_ids)
     assert text.count("<region1>") == processor.tokens_per_prompt
     assert re.search(r"<region1> \[ \d+ , \d+ \]", text), text
+
+
+def test_mask_decoder_stage_changes_only_the_mask_decoder(tmp_path: Path, train_dir: Path) -> None:
+    """``trainable: mask_decoder`` from a saved model on pixel grounding: every weight outside the mask decoder
+    is saved unchanged (so every text answer stays the same), and the mask decoder learns."""
+    start = small_run(tmp_path / "start", train_dir, steps=2)
+    train(start, progress=False)
+    only_masks = {task: 0.0 for task in TASKS if task != "pixel_grounding"}
+    run = small_run(tmp_path / "masks", train_dir, steps=4, task_weights=only_masks)
+    run.model.init_from = start.train.output_dir
+    run.model.trainable = "mask_decoder"
+    run.optim.lr = 1e-2
+    result = train(run, progress=False)
+    decoder = sum(p.numel() for n, p in _state(start).items() if n.startswith("mask_decoder."))
+    assert result.log["trainable_parameters"] == decoder
+    assert all(np.isfinite(e["mask_loss"]) for e in result.losses)
+
+    before, after = _state(start), _state(run)
+    assert before.keys() == after.keys()
+    rest = [k for k in before if not k.startswith("mask_decoder.")]
+    assert rest and all(torch.equal(before[k], after[k]) for k in rest)
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("mask_decoder."))
+
+
+def test_mask_decoder_stage_refuses_tasks_without_masks(tmp_path: Path, train_dir: Path) -> None:
+    start = small_run(tmp_path / "start", train_dir, steps=1)
+    train(start, progress=False)
+    run = small_run(tmp_path / "masks", train_dir, steps=2)  # every task keeps its weight
+    run.model.init_from = start.train.output_dir
+    run.model.trainable = "mask_decoder"
+    with pytest.raises(ValueError, match="weight 0 in train.task_weights"):
+        train(run, progress=False)
+
+
+def _state(run: RunConfig) -> dict[str, torch.Tensor]:
+    return load_file(Path(run.train.output_dir) / "model.safetensors")
 
 
 # ------------------------------------------------------------------------------------------- numbers
