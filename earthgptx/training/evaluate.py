@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.model.processing_earthgptx import EncodedSample
+from earthgptx.model.processing_earthgptx import EncodedSample, prompt_centroid_grid
 from earthgptx.training import metrics
 from earthgptx.training.config import RunConfig, load_run_config
 from earthgptx.training.datasets import cpu_workers, encode_for_inference, ensure_dataset, load_split
@@ -65,6 +65,17 @@ def _read_mask(path: Path, size: int) -> np.ndarray:
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # masks are plain PNGs
         with rasterio.open(path) as src:
             return src.read(1, out_shape=(size, size), resampling=Resampling.nearest) > 0
+
+
+def _relation_gap(record: dict[str, Any]) -> float | None:
+    """For a relation between two prompts, how far apart their centroids are (``metrics.relation_gap``), from the
+    same centroids the processor writes into the question when ``prompt_coordinates`` is on."""
+    prompts = record.get("prompts") or []
+    if record["task"] != "relation" or len(prompts) < 2:
+        return None
+    width, height = float(record["width"]), float(record["height"])
+    first, second = (prompt_centroid_grid(p, width, height, i) for i, p in enumerate(prompts[:2]))
+    return metrics.relation_gap(str(record["answer"].get("relation", "")), first, second)
 
 
 def pick_device(requested: str) -> torch.device:
@@ -130,7 +141,7 @@ def predict(
             )
             for i, answer in zip(chunk, answers, strict=True):
                 record = records[i]
-                row = metrics.row_from_record(record, answer.text)
+                row = metrics.row_from_record(record, answer.text, gap=_relation_gap(record))
                 if task == "pixel_grounding":
                     gt = _read_mask(root / record["answer"].get("mask", record.get("mask")), size)
                     pred = answer.masks[0] if answer.masks else None

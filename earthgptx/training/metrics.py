@@ -224,13 +224,43 @@ KIND_FIELDS = {
 }
 
 
+# Relations that compare the two prompts' positions are also reported by how far apart the prompts are, in units
+# of the [0, 1000) grid on which the processor writes their centroids: |Δx| for "left of", |Δy| for "above", and
+# the difference of their distances from the chip centre for "nearer to". Bins: (label, lowest, below).
+GAP_BINS: tuple[tuple[str, float, float], ...] = (
+    ("< 100", 0.0, 100.0),
+    ("100-249", 100.0, 250.0),
+    (">= 250", 250.0, math.inf),
+)
+_GRID_CENTRE = 500.0
+
+
+def relation_gap(relation: str, first: Sequence[float], second: Sequence[float]) -> float | None:
+    """How far apart two grid centroids are along what ``relation`` compares; ``None`` for "larger than"."""
+    (x1, y1), (x2, y2) = first, second
+    if relation == "left of":
+        return abs(x1 - x2)
+    if relation == "above":
+        return abs(y1 - y2)
+    if relation == "nearer to":
+        c = _GRID_CENTRE
+        return abs(math.hypot(x1 - c, y1 - c) - math.hypot(x2 - c, y2 - c))
+    return None
+
+
+def _gap_bin(gap: float) -> str:
+    return next(label for label, low, below in GAP_BINS if low <= gap < below)
+
+
 def row_from_record(
     record: Mapping[str, Any],
     prediction: str,
     pred_mask: np.ndarray | None = None,
     gt_mask: np.ndarray | None = None,
+    gap: float | None = None,
 ) -> dict[str, Any]:
-    """An evaluation row for :func:`build_report` from a dataset record and the model's answer."""
+    """An evaluation row for :func:`build_report` from a dataset record and the model's answer (``gap``: see
+    :func:`relation_gap`)."""
     row: dict[str, Any] = {
         "id": record.get("id"),
         "task": record["task"],
@@ -242,6 +272,8 @@ def row_from_record(
     kind_field = KIND_FIELDS.get(record["task"])
     if kind_field is not None and kind_field in record["answer"]:
         row["kind"] = str(record["answer"][kind_field])
+    if gap is not None:
+        row["gap"] = float(gap)
     if record["task"] == "pixel_grounding":
         row["pred_mask"] = pred_mask
         row["gt_mask"] = gt_mask
@@ -327,6 +359,16 @@ def build_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             tasks[task]["by_kind"] = {
                 k: {"n": len(g), **_score_rows(task, g)} for (k,), g in _group(task_rows, "kind").items()
             }
+        with_gap = [r for r in task_rows if r.get("gap") is not None and "kind" in r]
+        if with_gap:
+            tasks[task]["by_gap"] = {
+                kind: {
+                    label: {"n": len(g), **_score_rows(task, g)}
+                    for label, _, _ in GAP_BINS
+                    if (g := [r for r in kind_rows if _gap_bin(float(r["gap"])) == label])
+                }
+                for (kind,), kind_rows in _group(with_gap, "kind").items()
+            }
     ordered = {t: tasks[t] for t in TASK_LEVELS if t in tasks}
     return {"n_rows": len(rows), "tasks": ordered}
 
@@ -396,6 +438,18 @@ def report_markdown(report: Mapping[str, Any], thresholds: bool = True) -> str:
             for name, group in entry["by_kind"].items():
                 values = " | ".join(_fmt(group[m]) for m in metrics)
                 lines.append(f"| {name} | {group['n']} | {values} |")
+            lines.append("")
+        if entry.get("by_gap"):
+            metric = entry["metric"]
+            labels = [label for label, _, _ in GAP_BINS]
+            lines.append(f"| {entry['kind_field']} (grid units apart) | " + " | ".join(labels) + " |")
+            lines.append("|---|" + "---:|" * len(labels))
+            for name, bins in entry["by_gap"].items():
+                cells = [
+                    f"{_fmt(bins[label][metric])} (n={bins[label]['n']})" if label in bins else "—"
+                    for label in labels
+                ]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
             lines.append("")
     if thresholds:
         lines += [

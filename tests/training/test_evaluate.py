@@ -75,6 +75,12 @@ def test_evaluate_tasks_keeps_only_those_tasks(
     )
     assert set(report["tasks"]) == {"pixel_grounding", "relation"}
     assert report["eval_data"]["tasks"] == ["pixel_grounding", "relation"]
+    # positional relations are also binned by the gap between the two prompts' centroids
+    relation = report["tasks"]["relation"]
+    assert relation["by_gap"] and set(relation["by_gap"]) <= {"left of", "above", "nearer to"}
+    assert sum(b["n"] for bins in relation["by_gap"].values() for b in bins.values()) == sum(
+        relation["by_kind"][kind]["n"] for kind in relation["by_gap"]
+    )
     held_out = load_records(Path(run.data.eval_dir) / "records.jsonl")
     assert report["n_rows"] == sum(r["task"] in ("pixel_grounding", "relation") for r in held_out)
     skipped = [c for c in report["acceptance"] if c["task"] not in ("pixel_grounding", "relation")]

@@ -22,6 +22,7 @@ from earthgptx.training.metrics import (
     parse_box,
     parse_count,
     parse_yes_no,
+    relation_gap,
     report_markdown,
     row_from_record,
 )
@@ -235,3 +236,39 @@ def test_report_groups_by_the_kind_of_question() -> None:
     # rows without the field (made by hand, or a converted dataset) are reported without the grouping
     plain = build_report([{k: v for k, v in r.items() if k != "kind"} for r in rows])
     assert "by_kind" not in plain["tasks"]["relation"]
+
+
+def test_relation_gap_and_report_by_gap() -> None:
+    """The gap is what each relation compares, on the grid; the report bins relation accuracy by it."""
+    assert relation_gap("left of", (100, 900), (420, 10)) == 320
+    assert relation_gap("above", (100, 900), (420, 10)) == 890
+    # distances from the centre (500, 500): 300 and 100
+    assert relation_gap("nearer to", (200, 500), (500, 600)) == pytest.approx(200.0)
+    assert relation_gap("larger than", (0, 0), (999, 999)) is None
+
+    def row(relation: str, value: str, prediction: str, gap: float | None) -> dict[str, Any]:
+        answer = {"relation": relation, "value": value, "objects": [0, 1]}
+        record = {"id": "r", "task": "relation", "modality": "sar", "prompt_type": "box", "answer": answer}
+        return row_from_record(record, prediction, gap=gap)
+
+    rows = [
+        row("left of", "yes", "yes", 40.0),
+        row("left of", "yes", "no", 99.9),
+        row("left of", "no", "no", 100.0),
+        row("left of", "no", "no", 600.0),
+        row("above", "yes", "no", 250.0),
+        row("larger than", "yes", "yes", None),
+    ]
+    entry = build_report(rows)["tasks"]["relation"]
+    assert entry["by_gap"] == {
+        "above": {">= 250": {"n": 1, "accuracy": 0.0}},
+        "left of": {
+            "< 100": {"n": 2, "accuracy": 0.5},
+            "100-249": {"n": 1, "accuracy": 1.0},
+            ">= 250": {"n": 1, "accuracy": 1.0},
+        },
+    }
+    markdown = report_markdown(build_report(rows))
+    assert "| relation (grid units apart) | < 100 | 100-249 | >= 250 |" in markdown
+    assert "| left of | 0.500 (n=2) | 1.000 (n=1) | 1.000 (n=1) |" in markdown
+    assert "| above | — | — | 0.000 (n=1) |" in markdown
