@@ -22,6 +22,7 @@ from earthgptx.training.datasets import (
     encode_dataset,
     ensure_dataset,
 )
+from earthgptx.training.probe_numbers import linear_readout, probe_model
 from earthgptx.training.train import (
     CHECKPOINT_NAME,
     TRAINING_LOG_NAME,
@@ -376,3 +377,25 @@ def test_ordinal_number_init_makes_neighbours_similar(train_dir: Path) -> None:
     torch.testing.assert_close(
         model.get_input_embeddings().weight[int(tokenizer.convert_tokens_to_ids("the"))], other
     )
+
+
+def test_number_probe_sees_ordinal_init_and_not_random_rows(train_dir: Path) -> None:
+    """The probe reads value from sine/cosine-initialised number rows and not from random ones."""
+    tokenizer = build_run_tokenizer(load_records(train_dir / "records.jsonl"))
+    torch.manual_seed(0)
+    model = EarthGPTXForConditionalGeneration(
+        build_model_config(ModelSettings(overrides=SMALL_MODEL), tokenizer)
+    )
+    random_rows = probe_model(model, tokenizer)
+    number_ids = number_token_ids(tokenizer)
+    assert number_ids is not None
+    init_ordinal_numbers(model, number_ids)
+    ordinal = probe_model(model, tokenizer)
+    for name in ("input", "output"):
+        assert ordinal[name].r2 > 0.7 and ordinal[name].wide_pair_order_accuracy > 0.99, ordinal[name]
+        # 96-wide random rows fitted on 500 values: no real readout on the other 500
+        chance = random_rows[name]
+        assert chance.r2 < 0.3 and chance.wide_pair_order_accuracy < 0.8, chance
+    # a hand-made case: rows that are the value itself give an exact readout
+    exact = linear_readout(np.arange(1000, dtype=float)[:, None], ridge=0.0)
+    assert exact.r2 == pytest.approx(1.0) and exact.pair_order_accuracy == 1.0
