@@ -9,7 +9,8 @@ Command line (``make eval`` runs the first)::
 The held-out set is generated from ``data.eval_seed`` (never a training seed; the generator is deterministic, so
 every host evaluates the same records). Records are encoded once, grouped by task and batched for greedy
 ``generate``; answers are parsed by the processor and scored by :mod:`earthgptx.training.metrics`. The report is
-written to ``<model>/eval_report.json`` and ``<model>/eval_report.md``; the Markdown table and the acceptance
+written to ``<model>/eval_report.json`` and ``<model>/eval_report.md`` (a partial run, with ``--limit`` or ``--tasks``,
+writes ``eval_report.partial.json``/``.md`` instead, so it never replaces a full report); the Markdown table and the acceptance
 check are printed, and the exit status is 1 when a target is missed (``--no-fail``: always 0). ``--tasks`` keeps
 only the named tasks; the targets of the others then count as missed ("task not evaluated").
 """
@@ -45,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 REPORT_JSON = "eval_report.json"
 REPORT_MD = "eval_report.md"
+PARTIAL_REPORT_JSON = "eval_report.partial.json"
+PARTIAL_REPORT_MD = "eval_report.partial.md"
 
 # Longest answer per task in tokens (+ </s>); generation stops earlier once every answer in a batch has ended.
 MAX_NEW_TOKENS: dict[str, int] = {
@@ -228,8 +231,11 @@ def evaluate(
         f"{predict_s:.0f} s.\n\n"
     )
     markdown = markdown.replace("\n\n", "\n\n" + header, 1)
-    (model_dir / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    (model_dir / REPORT_MD).write_text(markdown, encoding="utf-8")
+    partial = bool(limit) or bool(tasks)
+    report["partial"] = partial
+    json_name, md_name = (PARTIAL_REPORT_JSON, PARTIAL_REPORT_MD) if partial else (REPORT_JSON, REPORT_MD)
+    (model_dir / json_name).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (model_dir / md_name).write_text(markdown, encoding="utf-8")
     report["markdown"] = markdown
     return report
 

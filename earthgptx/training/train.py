@@ -366,7 +366,7 @@ def save_model(
     The config keeps ``dtype: float32``, so ``from_pretrained`` casts half-precision weights back to float32.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("eval_report.json", "eval_report.md"):
+    for stale in ("eval_report.json", "eval_report.md", "eval_report.partial.json", "eval_report.partial.md"):
         (out_dir / stale).unlink(missing_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

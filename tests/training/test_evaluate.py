@@ -14,7 +14,13 @@ from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.training import evaluate as evaluate_module
 from earthgptx.training.datasets import build_run_tokenizer
-from earthgptx.training.evaluate import REPORT_JSON, REPORT_MD, evaluate
+from earthgptx.training.evaluate import (
+    PARTIAL_REPORT_JSON,
+    PARTIAL_REPORT_MD,
+    REPORT_JSON,
+    REPORT_MD,
+    evaluate,
+)
 from earthgptx.training.train import build_model_config, save_model
 
 
@@ -44,9 +50,11 @@ def test_evaluate_writes_the_report(tmp_path: Path, train_dir: Path, untrained_m
     assert len(report["acceptance"]) == 7
     assert report["passed"] is False  # an untrained model cannot meet the targets
 
-    saved = json.loads((untrained_model / REPORT_JSON).read_text())
-    assert saved["n_rows"] == 60 and "markdown" not in saved
-    markdown = (untrained_model / REPORT_MD).read_text()
+    # a partial run (--limit) writes the partial report and leaves the full one alone
+    assert not (untrained_model / REPORT_JSON).exists() and not (untrained_model / REPORT_MD).exists()
+    saved = json.loads((untrained_model / PARTIAL_REPORT_JSON).read_text())
+    assert saved["n_rows"] == 60 and "markdown" not in saved and saved["partial"] is True
+    markdown = (untrained_model / PARTIAL_REPORT_MD).read_text()
     assert "## Acceptance" in markdown and "| scene_classification | accuracy |" in markdown
     # The held-out records come from the eval seed, not from the training data.
     held_out = load_records(Path(run.data.eval_dir) / "records.jsonl")
@@ -87,3 +95,11 @@ def test_evaluate_tasks_keeps_only_those_tasks(
     assert skipped and all(c["detail"] == "task not evaluated" and not c["passed"] for c in skipped)
     with pytest.raises(ValueError, match="unknown tasks"):
         evaluate(run, untrained_model, device="cpu", progress=False, tasks=["segmentation"])
+    assert not (untrained_model / REPORT_JSON).exists()  # partial: only the partial report was written
+    full = evaluate(run, untrained_model, device="cpu", progress=False)
+    assert full["partial"] is False and full["n_rows"] == len(held_out)
+    assert json.loads((untrained_model / REPORT_JSON).read_text())["n_rows"] == len(held_out)
+    assert json.loads((untrained_model / PARTIAL_REPORT_JSON).read_text())["eval_data"]["tasks"] == [
+        "pixel_grounding",
+        "relation",
+    ]
