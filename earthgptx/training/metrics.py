@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import sacrebleu
 
-from earthgptx.data.vocabulary import TASK_LEVELS
+from earthgptx.data.vocabulary import BOX_GRID, TASK_LEVELS
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,6 @@ GAP_BINS: tuple[tuple[str, float, float], ...] = (
     ("100-249", 100.0, 250.0),
     (">= 250", 250.0, math.inf),
 )
-_GRID_CENTRE = 500.0
 
 
 def relation_gap(relation: str, first: Sequence[float], second: Sequence[float]) -> float | None:
@@ -243,7 +242,7 @@ def relation_gap(relation: str, first: Sequence[float], second: Sequence[float])
     if relation == "above":
         return abs(y1 - y2)
     if relation == "nearer to":
-        c = _GRID_CENTRE
+        c = BOX_GRID / 2
         return abs(math.hypot(x1 - c, y1 - c) - math.hypot(x2 - c, y2 - c))
     return None
 

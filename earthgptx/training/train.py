@@ -53,6 +53,7 @@ from earthgptx.training.datasets import (
     encode_dataset,
     ensure_dataset,
 )
+from earthgptx.training.evaluate import PARTIAL_REPORT_JSON, PARTIAL_REPORT_MD, REPORT_JSON, REPORT_MD
 from earthgptx.training.pretrain import load_or_pretrain, stored_result
 
 logger = logging.getLogger(__name__)
@@ -366,7 +367,8 @@ def save_model(
     The config keeps ``dtype: float32``, so ``from_pretrained`` casts half-precision weights back to float32.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in ("eval_report.json", "eval_report.md", "eval_report.partial.json", "eval_report.partial.md"):
+    # Reports in the folder describe older weights.
+    for stale in (REPORT_JSON, REPORT_MD, PARTIAL_REPORT_JSON, PARTIAL_REPORT_MD):
         (out_dir / stale).unlink(missing_ok=True)
     model.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
