@@ -4,8 +4,8 @@
 #
 #   bash deploy/gpu/train_on_gpu.sh --time-budget-s 480            # from the repository root
 #   bash deploy/gpu/train_on_gpu.sh --smoke --time-budget-s 240    # tiny settings, any host (CPU is fine)
-#   bash deploy/gpu/train_on_gpu.sh --config configs/tiny-stage3.yaml --init-from models/earthgptx-tiny \
-#       --time-budget-s 480                                          # continue the shipped model, all tasks
+#   bash deploy/gpu/train_on_gpu.sh --config configs/tiny.yaml --init-from models/earthgptx-tiny \
+#       --train-seed 3 --time-budget-s 480       # continue the shipped model, all tasks, on scenes it never saw
 #
 # The budget covers everything this script does: installing the wheels in .whl/ (rasterio, shapely, pyproj,
 # affine, jsonschema ... for hosts without them), generating the training and held-out data with every core,
@@ -34,6 +34,7 @@ PY=${PYTHON:-python3}
 WORK=${EGX_GPU_WORK:-/tmp/egx-gpu}
 CONFIG=configs/tiny-stage1.yaml   # from scratch: vision pre-training + one-stage training (no stage-1 folder needed)
 INIT_FROM=""                      # --init-from DIR: start from a saved model (its config and tokenizer)
+TRAIN_SEED=""                     # --train-seed N: training scenes of another seed (default: the config's)
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -48,6 +49,7 @@ while [[ $# -gt 0 ]]; do
     --work) WORK=$2; shift 2 ;;
     --config) CONFIG=$2; shift 2 ;;
     --init-from) INIT_FROM=$2; shift 2 ;;
+    --train-seed) TRAIN_SEED=$2; shift 2 ;;
     -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1" >&2; exit 2 ;;
   esac
@@ -81,7 +83,7 @@ log "budget ${BUDGET}s: training must end by +$(( TRAIN_DEADLINE - START ))s, ev
 "$PY" -m earthgptx.training.train --config "$CONFIG" --no-progress \
   --deadline "$TRAIN_DEADLINE" --steps "$STEPS" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" \
   --n-scenes "$N_SCENES" --workers 0 --train-dir "$WORK/train" --checkpoint-dir "$WORK/checkpoints" \
-  --out "$WORK/model" ${INIT_FROM:+--init-from "$INIT_FROM"}
+  --out "$WORK/model" ${INIT_FROM:+--init-from "$INIT_FROM"} ${TRAIN_SEED:+--train-seed "$TRAIN_SEED"}
 log "training done"
 
 # The checkpoint comes back even if the evaluation below runs out of time.

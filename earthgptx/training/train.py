@@ -821,6 +821,7 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
         ("optim", "lr"): args.lr,
         ("optim", "warmup_steps"): args.warmup_steps,
         ("data", "n_scenes"): args.n_scenes,
+        ("data", "train_seed"): args.train_seed,
         ("data", "workers"): args.workers,
         ("data", "train_dir"): args.train_dir,
         ("model", "init_from"): args.init_from,
@@ -828,6 +829,8 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
     for (section, key), value in pairs.items():
         if value is not None:
             setattr(getattr(run, section), key, value)
+    if run.data.train_seed == run.data.eval_seed:
+        raise ValueError(f"--train-seed {run.data.train_seed} is the held-out seed (data.eval_seed); pick another")
     return run
 
 
@@ -855,6 +858,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--n-scenes", type=int, help="training scenes to generate")
     parser.add_argument("--train-dir", help="folder of the generated training data")
+    parser.add_argument(
+        "--train-seed", type=int, help="seed of the generated training scenes (data.train_seed; fresh scenes)"
+    )
     parser.add_argument(
         "--workers", type=int, help="processes for data generation and encoding (0: all cores)"
     )

@@ -100,6 +100,14 @@ def test_command_line_wins_over_the_yaml() -> None:
     assert run.model.init_from == "runs/other-model"
     assert (run.optim.lr, run.train.steps) == (0.001, 7)
     assert run.train.batch_size == 16  # not named on the command line: the YAML's
+    fresh = apply_overrides(
+        load_run_config(REPO / "configs" / "tiny.yaml"),
+        build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", "7"]),
+    )
+    assert fresh.data.train_seed == 7
+    held_out = build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", str(run.data.eval_seed)])
+    with pytest.raises(ValueError, match="held-out seed"):
+        apply_overrides(load_run_config(REPO / "configs" / "tiny.yaml"), held_out)
 
 
 def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
