@@ -368,8 +368,29 @@ def build_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
                 }
                 for (kind,), kind_rows in _group(with_gap, "kind").items()
             }
+        if task == "counting":
+            tasks[task]["by_count"] = _count_confusion(task_rows)
     ordered = {t: tasks[t] for t in TASK_LEVELS if t in tasks}
     return {"n_rows": len(rows), "tasks": ordered}
+
+
+def _count_confusion(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counting by true count: n, accuracy, and how often each count was answered ("?": no number), so a model that
+    falls back on the most common count shows as one column taking every row."""
+    by_true: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    for r in rows:
+        by_true[int(r["answer"]["count"])].append(r)
+    out: dict[str, Any] = {}
+    for true in sorted(by_true):
+        group = by_true[true]
+        answered: dict[str, int] = defaultdict(int)
+        for r in group:
+            got = parse_count(r["prediction"])
+            answered["?" if got is None else str(got)] += 1
+        numbers = sorted((k for k in answered if k != "?"), key=int)
+        ordered = {k: answered[k] for k in [*numbers, "?"] if k in answered}
+        out[str(true)] = {"n": len(group), **_score_rows("counting", group), "answered": ordered}
+    return out
 
 
 def check_thresholds(report: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -449,6 +470,13 @@ def report_markdown(report: Mapping[str, Any], thresholds: bool = True) -> str:
                     for label in labels
                 ]
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            lines.append("")
+        if entry.get("by_count"):
+            lines.append("| true count | n | accuracy | answered (count: n) |")
+            lines.append("|---:|---:|---:|---|")
+            for true, group in entry["by_count"].items():
+                answered = ", ".join(f"{k}: {v}" for k, v in group["answered"].items())
+                lines.append(f"| {true} | {group['n']} | {_fmt(group['accuracy'])} | {answered} |")
             lines.append("")
     if thresholds:
         lines += [

@@ -272,3 +272,25 @@ def test_relation_gap_and_report_by_gap() -> None:
     assert "| relation (grid units apart) | < 100 | 100-249 | >= 250 |" in markdown
     assert "| left of | 0.500 (n=2) | 1.000 (n=1) | 1.000 (n=1) |" in markdown
     assert "| above | — | — | 0.000 (n=1) |" in markdown
+
+
+def test_counting_report_by_true_count() -> None:
+    """Counting is broken down by the true count, with what was answered, so a fall-back on one count shows."""
+
+    def row(count: int, prediction: str) -> dict[str, Any]:
+        answer = {"count": count, "class": "ship"}
+        record = {"id": "c", "task": "counting", "modality": "sar", "prompt_type": "none", "answer": answer}
+        return row_from_record(record, prediction)
+
+    rows = [row(2, "1"), row(2, "1"), row(2, "2"), row(2, "many"), row(0, "0"), row(10, "1")]
+    entry = build_report(rows)["tasks"]["counting"]
+    assert list(entry["by_count"]) == ["0", "2", "10"]  # numeric order, not string order
+    assert entry["by_count"]["2"] == {"n": 4, "accuracy": 0.25, "answered": {"1": 2, "2": 1, "?": 1}}
+    assert entry["by_count"]["0"] == {"n": 1, "accuracy": 1.0, "answered": {"0": 1}}
+    assert entry["by_count"]["10"]["accuracy"] == 0.0
+    markdown = report_markdown(build_report(rows))
+    assert "| true count | n | accuracy | answered (count: n) |" in markdown
+    assert "| 2 | 4 | 0.250 | 1: 2, 2: 1, ?: 1 |" in markdown
+    answer = {"relation": "above", "value": "no", "objects": [0, 1]}
+    other = {"id": "r", "task": "relation", "modality": "sar", "prompt_type": "box", "answer": answer}
+    assert "by_count" not in build_report([row_from_record(other, "no")])["tasks"]["relation"]
