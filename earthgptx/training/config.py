@@ -125,6 +125,10 @@ class TrainSettings:
     seed: int = 0
     # Relative sampling weight per task (missing tasks weigh 1): hard tasks get more steps.
     task_weights: dict[str, float] = field(default_factory=dict)
+    # Per task, an exponent a in [0, 1]: within the task a record is drawn in proportion to n^-a, n being how many of
+    # the task's records share its answer (1: every answer equally often; 0: as generated). The task's share of the
+    # steps does not change. For answers as lopsided as counting's, where "1" is half the records.
+    answer_balance: dict[str, float] = field(default_factory=dict)
     checkpoint_dir: str = "runs/tiny"
     checkpoint_every: int = 500
     log_every: int = 50
@@ -169,6 +173,12 @@ class TrainSettings:
         unknown = sorted(set(self.task_weights) - set(TASKS))
         if unknown:
             raise ValueError(f"train.task_weights names unknown tasks {unknown}; tasks are {list(TASKS)}")
+        unknown = sorted(set(self.answer_balance) - set(TASKS))
+        if unknown:
+            raise ValueError(f"train.answer_balance names unknown tasks {unknown}; tasks are {list(TASKS)}")
+        outside = {t: a for t, a in self.answer_balance.items() if not 0.0 <= float(a) <= 1.0}
+        if outside:
+            raise ValueError(f"train.answer_balance exponents must lie in [0, 1], got {outside}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError(
                 f"train.steps and train.batch_size must be >= 1, got {self.steps}, {self.batch_size}"

@@ -533,8 +533,14 @@ class WeightedStepSampler:
         seed: int,
         rank: int = 0,
         world_size: int = 1,
+        factors: Sequence[float] | None = None,
     ) -> None:
         weights = torch.tensor([float(task_weights.get(t, 1.0)) for t in tasks], dtype=torch.double)
+        # Per-sample factors within a task (answer_balance_factors): the task shares stay the same.
+        if factors is not None:
+            if len(factors) != len(tasks):
+                raise ValueError(f"{len(factors)} sampling factors for {len(tasks)} samples")
+            weights = weights * torch.tensor([float(f) for f in factors], dtype=torch.double)
         if not len(weights) or float(weights.sum()) <= 0:
             raise ValueError("sampling weights must have a positive sum")
         self.weights = weights
@@ -556,6 +562,34 @@ class WeightedStepSampler:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + step)
         drawn = torch.multinomial(self.weights, self.batch_size * self.world_size, True, generator=generator)
         return drawn[self.rank :: self.world_size]
+
+
+def answer_text(record: Mapping[str, Any]) -> str:
+    """The record's answer as the model is taught to say it (the last turn)."""
+    return str(record["conversations"][-1]["value"])
+
+
+def answer_balance_factors(records: Sequence[Mapping[str, Any]], balance: Mapping[str, float]) -> list[float]:
+    """Per-record sampling factors for ``train.answer_balance``: within a task with exponent ``a`` a record whose
+    answer ``n`` records of the task share gets ``n**-a``, scaled so that the task's factors still sum to its
+    number of records (its share of the steps stays what ``task_weights`` makes it). Other tasks get 1."""
+    same: dict[tuple[str, str], int] = defaultdict(int)
+    for r in records:
+        if r["task"] in balance:
+            same[(str(r["task"]), answer_text(r))] += 1
+    scale: dict[str, float] = {}
+    for task, exponent in balance.items():
+        sizes = [n for (t, _), n in same.items() if t == task]
+        if sizes:
+            scale[task] = sum(sizes) / sum(n ** (1.0 - float(exponent)) for n in sizes)
+    factors = []
+    for r in records:
+        task = str(r["task"])
+        if task in scale:
+            factors.append(scale[task] * same[(task, answer_text(r))] ** -float(balance[task]))
+        else:
+            factors.append(1.0)
+    return factors
 
 
 def load_split(records_path: Path, splits: Sequence[str]) -> list[dict[str, Any]]:

@@ -48,6 +48,7 @@ from earthgptx.training.datasets import (
     AuxSpec,
     EncodedDataset,
     WeightedStepSampler,
+    answer_balance_factors,
     build_run_tokenizer,
     cpu_workers,
     encode_dataset,
@@ -586,6 +587,9 @@ def train(
         run.train.seed,
         info.rank,
         info.world_size,
+        factors=answer_balance_factors(train_data.records, run.train.answer_balance)
+        if run.train.answer_balance
+        else None,
     )
     shares = sampler.task_shares(train_data.tasks)
     if run.model.trainable == "mask_decoder":
@@ -830,7 +834,8 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
         if value is not None:
             setattr(getattr(run, section), key, value)
     if run.data.train_seed == run.data.eval_seed:
-        raise ValueError(f"--train-seed {run.data.train_seed} is the held-out seed (data.eval_seed); pick another")
+        seed = run.data.train_seed
+        raise ValueError(f"--train-seed {seed} is the held-out seed (data.eval_seed); pick another")
     return run
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcesso
 from earthgptx.training.config import ModelSettings, RunConfig, load_run_config, run_config_from_dict
 from earthgptx.training.datasets import (
     WeightedStepSampler,
+    answer_balance_factors,
     build_run_tokenizer,
     encode_dataset,
     ensure_dataset,
@@ -70,7 +72,8 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     assert [stage.model.trainable for stage in stages] == ["all", "all", "all", "mask_decoder", "all"]
     # the mask stage samples pixel grounding only (the other tasks cannot reach the mask decoder); stage 5 samples
     # every task again
-    assert {task for task, weight in stages[3].train.task_weights.items() if weight > 0} == {"pixel_grounding"}
+    mask_stage = stages[3].train.task_weights
+    assert {task for task, weight in mask_stage.items() if weight > 0} == {"pixel_grounding"}
     assert set(stages[3].train.task_weights) == set(TASKS)
     assert all(run.train.task_weights.get(task, 1.0) > 0 for task in TASKS)
 
@@ -105,7 +108,8 @@ def test_command_line_wins_over_the_yaml() -> None:
         build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", "7"]),
     )
     assert fresh.data.train_seed == 7
-    held_out = build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", str(run.data.eval_seed)])
+    seed = str(run.data.eval_seed)
+    held_out = build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", seed])
     with pytest.raises(ValueError, match="held-out seed"):
         apply_overrides(load_run_config(REPO / "configs" / "tiny.yaml"), held_out)
 
@@ -180,6 +184,37 @@ def test_weighted_sampler_is_deterministic_and_weighted() -> None:
     # DDP ranks split the same global draw.
     ranks = [WeightedStepSampler(tasks, {}, 8, seed=1, rank=r, world_size=2).indices(5) for r in (0, 1)]
     assert torch.equal(torch.stack(ranks, 1).flatten(), WeightedStepSampler(tasks, {}, 16, seed=1).indices(5))
+
+
+def test_answer_balance_evens_out_answers_within_a_task_only() -> None:
+    def record(task: str, answer: str) -> dict[str, Any]:
+        turns = [{"from": "human", "value": "?"}, {"from": "gpt", "value": answer}]
+        return {"task": task, "conversations": turns}
+
+    records = [record("counting", "1")] * 60 + [record("counting", "2")] * 30 + [record("counting", "5")] * 10
+    records += [record("relation", "yes")] * 80 + [record("relation", "no")] * 20
+    tasks = [r["task"] for r in records]
+    # exponent 1: every count equally often; the relation records, not named, keep factor 1
+    factors = answer_balance_factors(records, {"counting": 1.0})
+    assert factors[100:] == [1.0] * 100
+    assert sum(factors[:100]) == pytest.approx(100.0)
+    for start, stop in ((0, 60), (60, 90), (90, 100)):
+        assert sum(factors[start:stop]) == pytest.approx(100 / 3)
+    sampler = WeightedStepSampler(tasks, {"counting": 2.0}, batch_size=64, seed=3, factors=factors)
+    assert sampler.task_shares(tasks) == pytest.approx({"counting": 2 / 3, "relation": 1 / 3})
+    drawn = torch.cat([sampler.indices(s) for s in range(200)])
+    rare = float(((drawn >= 90) & (drawn < 100)).float().mean())
+    assert 0.18 < rare < 0.26  # 2/9 of the draws, against 2/30 without balancing
+    # exponent 0: as generated; 0.5 lies between
+    assert answer_balance_factors(records, {"counting": 0.0}) == pytest.approx([1.0] * 200)
+    half = answer_balance_factors(records, {"counting": 0.5})
+    assert 10 / 100 < sum(half[90:100]) / 100 < 1 / 3
+    with pytest.raises(ValueError, match="3 sampling factors for 200 samples"):
+        WeightedStepSampler(tasks, {}, 8, seed=1, factors=[1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        run_config_from_dict({"train": {"answer_balance": {"counting": 1.5}}})
+    with pytest.raises(ValueError, match="unknown tasks"):
+        run_config_from_dict({"train": {"answer_balance": {"countin": 1.0}}})
 
 
 # ------------------------------------------------------------------------------------------- training
