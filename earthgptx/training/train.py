@@ -26,7 +26,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, 
 from earthgptx.model.modeling_earthgptx import sincos_1d
 from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE
 from earthgptx.training.auxiliary import PerceptionHeads
-from earthgptx.training.config import ModelSettings, RunConfig, load_run_config
+from earthgptx.training.config import ModelSettings, RunConfig, load_run_config, run_config_from_dict
 from earthgptx.training.datasets import (
     AuxSpec,
     EncodedDataset,
@@ -833,10 +833,8 @@ def apply_overrides(run: RunConfig, args: argparse.Namespace) -> RunConfig:
     for (section, key), value in pairs.items():
         if value is not None:
             setattr(getattr(run, section), key, value)
-    if run.data.train_seed == run.data.eval_seed:
-        seed = run.data.train_seed
-        raise ValueError(f"--train-seed {seed} is the held-out seed (data.eval_seed); pick another")
-    return run
+    # Built again, so the file's checks (held-out seed kept apart, steps >= 1, ...) apply to the flags too.
+    return run_config_from_dict(asdict(run))
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -112,7 +112,7 @@ def test_command_line_wins_over_the_yaml() -> None:
     assert fresh.data.train_seed == 7
     seed = str(run.data.eval_seed)
     held_out = build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", seed])
-    with pytest.raises(ValueError, match="held-out seed"):
+    with pytest.raises(ValueError, match="eval_seed must differ from data.train_seed"):
         apply_overrides(load_run_config(REPO / "configs" / "tiny.yaml"), held_out)
 
 
