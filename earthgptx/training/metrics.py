@@ -377,19 +377,18 @@ def build_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 def _count_confusion(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Counting by true count: n, accuracy, and how often each count was answered ("?": no number), so a model that
     falls back on the most common count shows as one column taking every row."""
-    by_true: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
+    by_true: dict[int, list[int | None]] = defaultdict(list)
     for r in rows:
-        by_true[int(r["answer"]["count"])].append(r)
+        by_true[int(r["answer"]["count"])].append(parse_count(r["prediction"]))
     out: dict[str, Any] = {}
     for true in sorted(by_true):
-        group = by_true[true]
+        got = by_true[true]
         answered: dict[str, int] = defaultdict(int)
-        for r in group:
-            got = parse_count(r["prediction"])
-            answered["?" if got is None else str(got)] += 1
+        for value in got:
+            answered["?" if value is None else str(value)] += 1
         numbers = sorted((k for k in answered if k != "?"), key=int)
         ordered = {k: answered[k] for k in [*numbers, "?"] if k in answered}
-        out[str(true)] = {"n": len(group), **_score_rows("counting", group), "answered": ordered}
+        out[str(true)] = {"n": len(got), "accuracy": accuracy(got, [true] * len(got)), "answered": ordered}
     return out
 
 
