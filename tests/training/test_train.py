@@ -49,19 +49,19 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     run = load_run_config(REPO / "configs" / "tiny.yaml")
     assert run.data.eval_seed != run.data.train_seed
     assert run.train.output_dir == "models/earthgptx-tiny"
-    # stage 7 (tiny.yaml) continues from stage 6, which continues from stage 5, and so on down to stage 1; each stage
+    # stage 8 (tiny.yaml) continues from stage 7, which continues from stage 6, and so on down to stage 1; each stage
     # has its own checkpoint folder
-    stages = [load_run_config(REPO / "configs" / f"tiny-stage{i}.yaml") for i in (1, 2, 3, 4, 5, 6)] + [run]
+    stages = [load_run_config(REPO / "configs" / f"tiny-stage{i}.yaml") for i in (1, 2, 3, 4, 5, 6, 7)] + [run]
     for before, after in zip(stages, stages[1:], strict=False):
         assert after.model.init_from == before.train.output_dir
         assert after.train.vision_pretrain_steps == 0
     assert stages[0].model.init_from is None and stages[0].train.vision_pretrain_steps > 0
-    assert len({stage.train.checkpoint_dir for stage in stages}) == 7
-    # stages 1-4 share the seed-0 scenes; stages 5, 6 and 7 each train on fresh scenes of a seed of their own, in a
+    assert len({stage.train.checkpoint_dir for stage in stages}) == 8
+    # stages 1-4 share the seed-0 scenes; stages 5-8 each train on fresh scenes of a seed of their own, in a
     # folder of their own, and no stage ever trains on the held-out seed
     assert len({(s.data.train_seed, s.data.n_scenes, s.data.train_dir) for s in stages[:4]}) == 1
     later = [(s.data.train_seed, s.data.train_dir) for s in stages[3:]]
-    assert len({seed for seed, _ in later}) == len({folder for _, folder in later}) == 4
+    assert len({seed for seed, _ in later}) == len({folder for _, folder in later}) == 5
     assert all(s.data.eval_seed == run.data.eval_seed != s.data.train_seed for s in stages)
     assert [stage.model.overrides for stage in stages] == [
         {"prompt_position_features": False},
@@ -71,9 +71,10 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
         {},
         {},
         {},
+        {},
     ]
-    assert [stage.model.trainable for stage in stages] == ["all", "all", "all", "mask_decoder", "all", "all", "all"]
-    # the mask stage samples pixel grounding only (the other tasks cannot reach the mask decoder); stages 5-7
+    assert [stage.model.trainable for stage in stages] == ["all", "all", "all", "mask_decoder", "all", "all", "all", "all"]
+    # the mask stage samples pixel grounding only (the other tasks cannot reach the mask decoder); stages 5-8
     # sample every task again
     mask_stage = stages[3].train.task_weights
     assert {task for task, weight in mask_stage.items() if weight > 0} == {"pixel_grounding"}
