@@ -49,37 +49,43 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     run = load_run_config(REPO / "configs" / "tiny.yaml")
     assert run.data.eval_seed != run.data.train_seed
     assert run.train.output_dir == "models/earthgptx-tiny"
-    # stage 8 (tiny.yaml) continues from stage 7, which continues from stage 6, and so on down to stage 1; each stage
-    # has its own checkpoint folder
-    stages = [load_run_config(REPO / "configs" / f"tiny-stage{i}.yaml") for i in (1, 2, 3, 4, 5, 6, 7)] + [run]
+    # the last stage (tiny.yaml) continues from the highest-numbered tiny-stageN.yaml, which continues from the one
+    # before, and so on down to stage 1; each stage has its own checkpoint folder
+    numbers = sorted(
+        int(p.stem.removeprefix("tiny-stage")) for p in (REPO / "configs").glob("tiny-stage*.yaml")
+    )
+    assert numbers == list(range(1, len(numbers) + 1))
+    stages = [load_run_config(REPO / "configs" / f"tiny-stage{i}.yaml") for i in numbers] + [run]
     for before, after in zip(stages, stages[1:], strict=False):
         assert after.model.init_from == before.train.output_dir
         assert after.train.vision_pretrain_steps == 0
     assert stages[0].model.init_from is None and stages[0].train.vision_pretrain_steps > 0
-    assert len({stage.train.checkpoint_dir for stage in stages}) == 8
-    # stages 1-4 share the seed-0 scenes; stages 5-8 each train on fresh scenes of a seed of their own, in a
+    assert len({stage.train.checkpoint_dir for stage in stages}) == len(stages)
+    # stages 1-4 share the seed-0 scenes; stages 5 on each train on fresh scenes of a seed of their own, in a
     # folder of their own, and no stage ever trains on the held-out seed
     assert len({(s.data.train_seed, s.data.n_scenes, s.data.train_dir) for s in stages[:4]}) == 1
     later = [(s.data.train_seed, s.data.train_dir) for s in stages[3:]]
-    assert len({seed for seed, _ in later}) == len({folder for _, folder in later}) == 5
+    assert len({seed for seed, _ in later}) == len({folder for _, folder in later}) == len(later)
     assert all(s.data.eval_seed == run.data.eval_seed != s.data.train_seed for s in stages)
     assert [stage.model.overrides for stage in stages] == [
         {"prompt_position_features": False},
         {"prompt_position_features": True, "prompt_position_sincos": 0},
         {"prompt_coordinates": True},
-        {},
-        {},
-        {},
-        {},
-        {},
-    ]
-    assert [stage.model.trainable for stage in stages] == ["all", "all", "all", "mask_decoder", "all", "all", "all", "all"]
-    # the mask stage samples pixel grounding only (the other tasks cannot reach the mask decoder); stages 5-8
+    ] + [{}] * (len(stages) - 3)
+    assert [stage.model.trainable for stage in stages] == ["all"] * 3 + ["mask_decoder"] + ["all"] * (
+        len(stages) - 4
+    )
+    # the mask stage samples pixel grounding only (the other tasks cannot reach the mask decoder); stages 5 on
     # sample every task again
     mask_stage = stages[3].train.task_weights
     assert {task for task, weight in mask_stage.items() if weight > 0} == {"pixel_grounding"}
     assert set(stages[3].train.task_weights) == set(TASKS)
     assert all(s.train.task_weights.get(task, 1.0) > 0 for s in stages[4:] for task in TASKS)
+    # `make train` runs every stage, in order
+    recipe = (REPO / "Makefile").read_text().split("\ntrain:", 1)[1].split("\n\n", 1)[0]
+    assert re.findall(r"--config (configs/\S+)", recipe) == [
+        f"configs/tiny-stage{i}.yaml" for i in numbers
+    ] + ["configs/tiny.yaml"]
 
 
 def test_config_base_replaces_named_keys_whole_and_refuses_loops(tmp_path: Path) -> None:
