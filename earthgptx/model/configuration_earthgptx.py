@@ -224,6 +224,12 @@ class EarthGPTXConfig(PreTrainedConfig):
     ``prompt_coordinates`` makes the processor write each prompt's centroid on the ``[0, 1000)`` grid as text,
     ``[x, y]``, after the prompt's K tokens (a hybrid region reference: the prompt's features and its place in
     words the language model already reads and writes for boxes).
+    ``count_classes`` > 0 adds a counting path to the projector (single-view towers only): a linear head reads
+    from every image token how many object centres of each of that many classes fall in its cell; the per-class
+    sums over the whole image, and over each prompt's region (each cell weighted by the share of it the prompt
+    covers), are encoded as soft one-hot counts ``0..count_max`` and added, through linear maps that start at zero,
+    to every image token and to the prompt's tokens. Attention averages and a count is a sum: the path hands the
+    language model the sum.
     """
 
     model_type: ClassVar[str] = "earthgptx"
@@ -253,6 +259,8 @@ class EarthGPTXConfig(PreTrainedConfig):
     prompt_position_features: bool = False
     prompt_position_sincos: int = 32
     prompt_coordinates: bool = False
+    count_classes: int = 0
+    count_max: int = 8
     mask_decoder_hidden_size: int = 64
     mask_loss_weight: float = 1.0
     dice_loss_weight: float = 1.0
@@ -299,6 +307,15 @@ class EarthGPTXConfig(PreTrainedConfig):
         _require(
             self.prompt_position_sincos >= 0 and self.prompt_position_sincos % 2 == 0,
             f"prompt_position_sincos must be even and >= 0, got {self.prompt_position_sincos}",
+        )
+        _require(
+            self.count_classes >= 0 and self.count_max >= 1,
+            f"count_classes must be >= 0 and count_max >= 1, got {self.count_classes} and {self.count_max}",
+        )
+        _require(
+            self.count_classes == 0 or self.vision_config.num_views == 1,
+            "count_classes needs a single-view vision tower (the sum over views would count objects twice), "
+            f"got num_views={self.vision_config.num_views}",
         )
         _require(
             self.mask_decoder_hidden_size >= 8,

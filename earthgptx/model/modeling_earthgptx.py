@@ -59,11 +59,14 @@ class EarthGPTXVisionOutput:
             replaces the ``k``-th placeholder of ``<region{i+1}>``; rows of invalid prompts are zero.
         mask_features: ``(batch, mask_decoder_hidden, image_size / 2, image_size / 2)`` — the pixel feature map
             the mask decoder applies its ``[SEG]`` kernels to.
+        token_counts: ``(batch, num_image_tokens, count_classes)`` — the counting path's per-token object-centre
+            counts (``None`` without the path; not part of the ONNX graph, which returns what they add).
     """
 
     image_tokens: torch.Tensor
     prompt_tokens: torch.Tensor
     mask_features: torch.Tensor
+    token_counts: torch.Tensor | None = None
 
 
 @dataclass
@@ -81,6 +84,8 @@ class EarthGPTXOutput(ModelOutput):
         image_tokens: ``(batch, num_image_tokens, text_hidden)``.
         prompt_tokens: ``(batch, num_prompts, tokens_per_prompt, text_hidden)``.
         mask_features: ``(batch, mask_decoder_hidden_size, S/2, S/2)``, the mask decoder's pixel features.
+        token_counts: ``(batch, num_image_tokens, count_classes)``, the counting path's per-token counts (or
+            ``None``).
     """
 
     loss: torch.Tensor | None = None
@@ -92,6 +97,7 @@ class EarthGPTXOutput(ModelOutput):
     image_tokens: torch.Tensor | None = None
     prompt_tokens: torch.Tensor | None = None
     mask_features: torch.Tensor | None = None
+    token_counts: torch.Tensor | None = None
 
 
 @dataclass
@@ -472,7 +478,8 @@ class EarthGPTXZeroLinear(nn.Linear):
 
 class EarthGPTXMultiModalProjector(nn.Module):
     """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens (and, with
-    ``prompt_position_features``, the position features of each prompt to its tokens)."""
+    ``prompt_position_features``, the position features of each prompt to its tokens; with ``count_classes``,
+    the counting path's encoded sums to both)."""
 
     def __init__(self, config: EarthGPTXConfig) -> None:
         super().__init__()
@@ -489,6 +496,29 @@ class EarthGPTXMultiModalProjector(nn.Module):
         self.position_sincos = config.prompt_position_sincos
         if config.prompt_position_features:
             self.prompt_position = EarthGPTXZeroLinear(3 + 3 * self.position_sincos, text_hidden)
+        self.count_head: nn.Linear | None = None
+        self.count_max = config.count_max
+        if config.count_classes > 0:
+            self.count_head = nn.Linear(text_hidden, config.count_classes)
+            count_features = config.count_classes * (config.count_max + 1)
+            self.image_count = EarthGPTXZeroLinear(count_features, text_hidden)
+            self.prompt_count = EarthGPTXZeroLinear(count_features, text_hidden)
+
+    def count_encoding(self, counts: torch.Tensor) -> torch.Tensor:
+        """``(..., C)`` real-valued counts → ``(..., C * (count_max + 1))`` soft one-hot features: value ``k`` of a
+        class is ``max(0, 1 - |count - k|)`` (the count clipped to ``[0, count_max]``), so 2.3 objects read as 0.7
+        of "2" and 0.3 of "3", and the gradient reaches the head."""
+        levels = torch.arange(self.count_max + 1, device=counts.device, dtype=counts.dtype)
+        clipped = counts.clamp(0.0, float(self.count_max)).unsqueeze(-1)
+        return torch.relu(1.0 - (clipped - levels).abs()).flatten(-2)
+
+    def token_cover(self, prompt_masks: torch.Tensor) -> torch.Tensor:
+        """``(B, N, S, S)`` masks → ``(B, N, T)``: the share of each LLM image token's cell a prompt covers."""
+        side = self.grid_size // self.downsample
+        masks = prompt_masks.float()
+        if masks.shape[-1] % side:
+            return F.adaptive_avg_pool2d(masks, side).flatten(2)
+        return F.avg_pool2d(masks, masks.shape[-1] // side).flatten(2)
 
     def position_features(self, prompt_masks: torch.Tensor) -> torch.Tensor:
         """``(B, N, S, S)`` masks → ``(B, N, 3 + 3F)``: the centroid (x, y) and its distance from the chip centre,
@@ -529,9 +559,10 @@ class EarthGPTXMultiModalProjector(nn.Module):
         prompts: torch.Tensor,
         modality_ids: torch.Tensor,
         prompt_masks: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``prompts`` ``(B, N, K, D)``; ``prompt_masks`` ``(B, N, S, S)`` is needed when the model has
-        ``prompt_position_features``."""
+        ``prompt_position_features`` or the counting path. Returns the image tokens, the prompt tokens and the
+        counting path's per-token counts (``None`` without it)."""
         image_tokens = self.image_proj(self.merge_neighbours(image))
         image_tokens = image_tokens + self.modality_embedding(modality_ids).unsqueeze(1)
         prompt_tokens = self.prompt_proj(prompts)
@@ -541,7 +572,20 @@ class EarthGPTXMultiModalProjector(nn.Module):
             features = self.position_features(prompt_masks).to(self.prompt_position.weight.dtype)
             shift = self.prompt_position(features).unsqueeze(2)
             prompt_tokens = prompt_tokens + shift.to(prompt_tokens.dtype)
-        return image_tokens, prompt_tokens
+        token_counts = None
+        if self.count_head is not None:
+            if prompt_masks is None:
+                raise ValueError("this model has a counting path: pass prompt_masks")
+            token_counts = self.count_head(image_tokens)  # (B, T, C), read before the sums are added
+            dtype = self.image_count.weight.dtype
+            total = self.count_encoding(token_counts.sum(1).to(dtype))  # (B, C * levels)
+            region = torch.bmm(
+                self.token_cover(prompt_masks).to(token_counts.dtype), token_counts
+            )  # (B, N, C)
+            image_tokens = image_tokens + self.image_count(total).unsqueeze(1).to(image_tokens.dtype)
+            shift = self.prompt_count(self.count_encoding(region.to(dtype))).unsqueeze(2)
+            prompt_tokens = prompt_tokens + shift.to(prompt_tokens.dtype)
+        return image_tokens, prompt_tokens, token_counts
 
 
 # ---------------------------------------------------------------------------------------------------- masks
@@ -662,7 +706,7 @@ def run_vision_side(
     fused_image, fused_prompts = parts.fusion(
         tower.image_features, prompt_features, prompt_masks, prompt_valid
     )
-    image_tokens, prompt_tokens = parts.multi_modal_projector(
+    image_tokens, prompt_tokens, token_counts = parts.multi_modal_projector(
         fused_image, fused_prompts, modality_ids, prompt_masks
     )
     prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
@@ -670,7 +714,10 @@ def run_vision_side(
         fused_image, tower.stride4, tower.stride8, tower.adapted
     )
     return EarthGPTXVisionOutput(
-        image_tokens=image_tokens, prompt_tokens=prompt_tokens, mask_features=mask_features
+        image_tokens=image_tokens,
+        prompt_tokens=prompt_tokens,
+        mask_features=mask_features,
+        token_counts=token_counts,
     )
 
 
@@ -904,6 +951,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             image_tokens=vision.image_tokens,
             prompt_tokens=vision.prompt_tokens,
             mask_features=vision.mask_features,
+            token_counts=vision.token_counts,
         )
 
     # ------------------------------------------------------------------ generate

@@ -8,7 +8,9 @@ beside the language-model loss, from the exact ground truth of the synthetic sce
   box of the object that fills most of it, and how many object centres of each class fall in it;
 - every region token group (the K tokens of one prompt): the prompted object's class, size, orientation and,
   where the modality shows them, colour or temperature;
-- every pixel feature: its land cover or object class.
+- every pixel feature: its land cover or object class;
+- the model's own counting path (``count_classes``), when it has one: its per-token counts are trained on the same
+  object-centre counts, and their per-image sums on the image's totals (this head is part of the saved model).
 
 The heads are linear, so the information has to be linearly present in the tokens the language model reads;
 they exist only during training and are not part of the saved model. The scene layout is rebuilt from the
@@ -173,9 +175,11 @@ class PerceptionHeads(nn.Module):
         prompt_tokens: torch.Tensor,
         mask_features: torch.Tensor,
         targets: Mapping[str, torch.Tensor],
+        token_counts: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``image_tokens (B, T, H)``, ``prompt_tokens (B, N, K, H)``, ``mask_features (B, D, P, P)`` and the
-        batch's ``aux_*`` targets → one scalar loss per head (heads without targets in the batch are left out)."""
+        """``image_tokens (B, T, H)``, ``prompt_tokens (B, N, K, H)``, ``mask_features (B, D, P, P)``, the
+        batch's ``aux_*`` targets and, for a model with a counting path, its ``token_counts (B, T, C)`` → one
+        scalar loss per head (heads without targets in the batch are left out)."""
         image_tokens = image_tokens.float()
         out: dict[str, torch.Tensor] = {}
         semantic = targets["aux_token_semantic"].float()
@@ -187,6 +191,14 @@ class PerceptionHeads(nn.Module):
             out["token_box"] = F.l1_loss(boxes, targets["aux_token_box"].float()[valid]) * 4.0
         centres = self.token_centres(image_tokens)
         out["token_centres"] = F.mse_loss(centres, targets["aux_token_centres"].float())
+        if token_counts is not None:
+            target = targets["aux_token_centres"].float()
+            counts = token_counts.float()
+            if counts.shape != target.shape:
+                raise ValueError(
+                    f"the counting path gives {tuple(counts.shape)} counts but the targets are {tuple(target.shape)}"
+                )
+            out["count_path"] = F.mse_loss(counts, target) + 0.1 * F.mse_loss(counts.sum(1), target.sum(1))
 
         region = targets["aux_region"].long()  # (B, N, F)
         n = min(region.shape[1], prompt_tokens.shape[1])

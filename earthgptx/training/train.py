@@ -653,7 +653,9 @@ def train(
         if heads is not None and aux_targets:
             assert out.image_tokens is not None and out.prompt_tokens is not None
             assert out.mask_features is not None
-            parts = heads.losses(out.image_tokens, out.prompt_tokens, out.mask_features, aux_targets)
+            parts = heads.losses(
+                out.image_tokens, out.prompt_tokens, out.mask_features, aux_targets, out.token_counts
+            )
             aux_loss = torch.stack(list(parts.values())).sum()
             loss = loss + run.train.aux_weight * aux_loss
         coord = None

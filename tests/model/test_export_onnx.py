@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from earthgptx.model import EarthGPTXForConditionalGeneration
+from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration
 from earthgptx.model.export_onnx import (
     INPUT_NAMES,
     OUTPUT_NAMES,
@@ -60,6 +60,26 @@ def test_parity_with_pytorch_on_fresh_inputs(
         reference = reference.numpy()
         assert got[name].shape == reference.shape, name
         # relative to the output's scale: max |onnx - torch| / max |torch|
+        relative = np.abs(got[name] - reference).max() / np.abs(reference).max()
+        assert relative < 1e-4, f"{name}: relative error {relative:.2e}"
+
+
+def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForConditionalGeneration) -> None:
+    config = EarthGPTXConfig.from_dict({**model.config.to_dict(), "count_classes": 5})
+    torch.manual_seed(7)
+    counting = EarthGPTXForConditionalGeneration(config).eval()
+    projector = counting.multi_modal_projector
+    for part in (projector.image_count, projector.prompt_count):  # trained, not the zero start
+        torch.nn.init.normal_(part.weight, std=0.1)
+    path = export_vision_onnx(counting, tmp_path / "vision.onnx")
+    inputs = example_inputs(config.image_size, 2, 3, seed=404)
+    with torch.no_grad():
+        expected = EarthGPTXVisionOnnx(counting).eval()(*inputs)
+        plain = EarthGPTXVisionOnnx(model).eval()(*inputs)
+    got = VisionOnnxRunner(path).run(*inputs)
+    for name, reference, other in zip(OUTPUT_NAMES, expected, plain, strict=True):
+        assert got[name].shape == other.shape, name  # the same signature as without the path
+        reference = reference.numpy()
         relative = np.abs(got[name] - reference).max() / np.abs(reference).max()
         assert relative < 1e-4, f"{name}: relative error {relative:.2e}"
 

@@ -379,6 +379,97 @@ def test_prompt_position_features_are_the_centroid_and_start_as_a_no_op(config: 
     torch.testing.assert_close(only_values.position_features(masks), features[..., :3])
 
 
+def test_counting_path_sums_token_counts_and_starts_as_a_no_op(config: EarthGPTXConfig) -> None:
+    from earthgptx.data.vocabulary import OBJECT_CLASSES
+
+    n_classes = len(OBJECT_CLASSES)
+    with_path = EarthGPTXConfig.from_dict({**config.to_dict(), "count_classes": n_classes})
+    torch.manual_seed(0)
+    model = EarthGPTXForConditionalGeneration(with_path).eval()
+    projector = model.multi_modal_projector
+    assert projector.count_head is not None and projector.count_head.out_features == n_classes
+    assert not projector.image_count.weight.any() and not projector.prompt_count.weight.any()
+
+    # soft one-hot: 2.25 objects are 0.75 of "2" and 0.25 of "3"; counts past count_max saturate
+    encoded = projector.count_encoding(torch.tensor([[2.25, 0.0, 20.0] + [0.0] * (n_classes - 3)]))
+    levels = with_path.count_max + 1
+    assert encoded.shape == (1, n_classes * levels)
+    torch.testing.assert_close(encoded[0, 2:4], torch.tensor([0.75, 0.25]))
+    assert encoded[0, :levels].sum().item() == pytest.approx(1.0)
+    assert encoded[0, levels].item() == 1.0  # class 1: zero objects
+    assert encoded[0, 3 * levels - 1].item() == 1.0  # class 2: clipped to count_max
+
+    # a box over the top-left quarter covers the 16 tokens of the 8 x 8 grid's top-left 4 x 4 block
+    masks = torch.zeros(1, 2, 128, 128)
+    masks[0, 0, :64, :64] = 1
+    masks[0, 1, 100:102, 2:4] = 1
+    cover = projector.token_cover(masks)
+    assert cover.shape == (1, 2, with_path.num_image_tokens)
+    grid = cover[0, 0].reshape(8, 8)
+    assert grid[:4, :4].eq(1).all() and grid.sum().item() == 16
+
+    # Without the path, the same weights give the same tokens: a checkpoint trained without it loads unchanged.
+    off = EarthGPTXForConditionalGeneration(config).eval()
+    result = off.load_state_dict(model.state_dict(), strict=False)
+    assert not result.missing_keys
+    assert {k.split(".")[1] for k in result.unexpected_keys} == {"count_head", "image_count", "prompt_count"}
+    pixel_values = torch.randn(1, 13, 128, 128)
+    valid = torch.tensor([[True, True]])
+    with torch.no_grad():
+        on = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
+        plain = off.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
+        torch.testing.assert_close(on.image_tokens, plain.image_tokens)
+        torch.testing.assert_close(on.prompt_tokens, plain.prompt_tokens)
+        assert plain.token_counts is None
+        assert on.token_counts is not None and on.token_counts.shape == (
+            1,
+            with_path.num_image_tokens,
+            n_classes,
+        )
+        # Once trained, the sums move every image token alike and each prompt's tokens by its own region's count.
+        torch.nn.init.normal_(projector.image_count.weight, std=0.1)
+        torch.nn.init.normal_(projector.prompt_count.weight, std=0.1)
+        moved = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
+    image_shift = moved.image_tokens - on.image_tokens
+    assert image_shift.abs().sum() > 0
+    torch.testing.assert_close(image_shift[0, 0], image_shift[0, -1])
+    prompt_shift = moved.prompt_tokens - on.prompt_tokens
+    torch.testing.assert_close(prompt_shift[0, 0, 0], prompt_shift[0, 0, 1])
+    assert not torch.allclose(prompt_shift[0, 0, 0], prompt_shift[0, 1, 0])
+
+    multi_view = {**with_path.to_dict()}
+    multi_view["vision_config"] = {**multi_view["vision_config"], "num_views": 5}
+    multi_view["prompt_config"] = {**multi_view["prompt_config"], "mask_size": 256}  # 5 views read a 256 chip
+    with pytest.raises(ValueError, match="single-view"):
+        EarthGPTXConfig.from_dict(multi_view)
+
+
+def test_counting_path_is_trained_on_the_centre_counts() -> None:
+    from earthgptx.training.auxiliary import PerceptionHeads
+
+    heads = PerceptionHeads(16, 8)
+    b, t, c = 2, 4, 3
+    targets = {
+        "aux_token_semantic": torch.full((b, t, len(heads.token_semantic.weight)), 1.0 / 20),
+        "aux_token_box": torch.zeros(b, t, 4),
+        "aux_token_box_valid": torch.zeros(b, t, dtype=torch.bool),
+        "aux_token_centres": torch.zeros(b, t, heads.token_centres.out_features),
+        "aux_region": torch.full((b, 1, 5), -100, dtype=torch.int16),
+        "aux_pixel_labels": torch.zeros(b, 4, 4, dtype=torch.long),
+    }
+    targets["aux_token_centres"][0, 1, 0] = 2.0
+    args = (torch.zeros(b, t, 16), torch.zeros(b, 1, 2, 16), torch.zeros(b, 8, 4, 4), targets)
+    assert "count_path" not in heads.losses(*args)
+    exact = targets["aux_token_centres"].clone()
+    assert heads.losses(*args, token_counts=exact)["count_path"].item() == 0.0
+    off = exact.clone()
+    off[1, 2, 0] = 1.0  # one object too many, in one token: per-token and per-image error
+    expected = 1.0 / exact.numel() + 0.1 * 1.0 / (b * exact.shape[-1])
+    assert heads.losses(*args, token_counts=off)["count_path"].item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match="counting path"):
+        heads.losses(*args, token_counts=torch.zeros(b, t, c))
+
+
 def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp_path: Path) -> None:
     from earthgptx.training.train import apply_init_overrides
 
