@@ -5,7 +5,7 @@
 #   bash deploy/gpu/train_on_gpu.sh --time-budget-s 480            # from the repository root
 #   bash deploy/gpu/train_on_gpu.sh --smoke --time-budget-s 240    # tiny settings, any host (CPU is fine)
 #   bash deploy/gpu/train_on_gpu.sh --config configs/tiny.yaml --init-from models/earthgptx-tiny \
-#       --train-seed 5 --time-budget-s 480       # continue the shipped model, all tasks, on scenes it never saw
+#       --train-seed 7 --time-budget-s 480       # continue the shipped model, all tasks, on scenes it never saw
 #
 # The budget covers everything this script does: installing the wheels in .whl/ (rasterio, shapely, pyproj,
 # affine, jsonschema ... for hosts without them), generating the training and held-out data with every core,
