@@ -499,7 +499,9 @@ class EarthGPTXMultiModalProjector(nn.Module):
         self.count_head: nn.Linear | None = None
         self.count_max = config.count_max
         if config.count_classes > 0:
-            self.count_head = nn.Linear(text_hidden, config.count_classes)
+            # Starts at zero counts: a random head summed over every token would start far off and its first,
+            # large gradients would shake the shared image tokens.
+            self.count_head = EarthGPTXZeroLinear(text_hidden, config.count_classes)
             count_features = config.count_classes * (config.count_max + 1)
             self.image_count = EarthGPTXZeroLinear(count_features, text_hidden)
             self.prompt_count = EarthGPTXZeroLinear(count_features, text_hidden)

@@ -69,7 +69,11 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
     torch.manual_seed(7)
     counting = EarthGPTXForConditionalGeneration(config).eval()
     projector = counting.multi_modal_projector
-    for part in (projector.image_count, projector.prompt_count):  # trained, not the zero start
+    for part in (
+        projector.count_head,
+        projector.image_count,
+        projector.prompt_count,
+    ):  # trained, not the zero start
         torch.nn.init.normal_(part.weight, std=0.1)
     path = export_vision_onnx(counting, tmp_path / "vision.onnx")
     inputs = example_inputs(config.image_size, 2, 3, seed=404)

@@ -389,6 +389,9 @@ def test_counting_path_sums_token_counts_and_starts_as_a_no_op(config: EarthGPTX
     projector = model.multi_modal_projector
     assert projector.count_head is not None and projector.count_head.out_features == n_classes
     assert not projector.image_count.weight.any() and not projector.prompt_count.weight.any()
+    assert (
+        not projector.count_head.weight.any() and not projector.count_head.bias.any()
+    )  # zero counts at first
 
     # soft one-hot: 2.25 objects are 0.75 of "2" and 0.25 of "3"; counts past count_max saturate
     encoded = projector.count_encoding(torch.tensor([[2.25, 0.0, 20.0] + [0.0] * (n_classes - 3)]))
@@ -426,7 +429,9 @@ def test_counting_path_sums_token_counts_and_starts_as_a_no_op(config: EarthGPTX
             with_path.num_image_tokens,
             n_classes,
         )
+        assert not on.token_counts.any()
         # Once trained, the sums move every image token alike and each prompt's tokens by its own region's count.
+        torch.nn.init.normal_(projector.count_head.weight, std=0.1)
         torch.nn.init.normal_(projector.image_count.weight, std=0.1)
         torch.nn.init.normal_(projector.prompt_count.weight, std=0.1)
         moved = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
