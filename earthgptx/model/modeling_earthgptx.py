@@ -251,6 +251,14 @@ def split_views(x: torch.Tensor, num_views: int) -> torch.Tensor:
     return torch.stack(views, dim=1).flatten(0, 1)
 
 
+def cell_shares(masks: torch.Tensor, grid: int) -> torch.Tensor:
+    """``(..., S, S)`` masks → ``(..., grid, grid)``: the mean of each cell (average-pooled when ``grid`` divides
+    ``S``, adaptively otherwise), i.e. the share of the cell a mask covers."""
+    if masks.shape[-1] % grid:
+        return F.adaptive_avg_pool2d(masks, grid)
+    return F.avg_pool2d(masks, masks.shape[-1] // grid)
+
+
 def resample_to_grid(features: torch.Tensor, grid: int) -> torch.Tensor:
     """Average-pool (when the size divides) or bilinearly resample a ``(B, C, h, w)`` map to ``grid × grid``."""
     size = features.shape[-1]
@@ -426,10 +434,7 @@ class EarthGPTXFusion(nn.Module):
         """Fraction of each image token's cell covered by each prompt: ``(B, N, S, S)`` → ``(B, N, V*g*g)``."""
         batch, num_prompts = prompt_masks.shape[:2]
         views = split_views(prompt_masks.flatten(0, 1).unsqueeze(1), self.num_views)
-        pooled = F.adaptive_avg_pool2d(views, self.grid_size) if views.shape[-1] % self.grid_size else None
-        if pooled is None:
-            pooled = F.avg_pool2d(views, views.shape[-1] // self.grid_size)
-        return pooled.reshape(batch, num_prompts, -1)
+        return cell_shares(views, self.grid_size).reshape(batch, num_prompts, -1)
 
     def forward(
         self,
@@ -516,11 +521,7 @@ class EarthGPTXMultiModalProjector(nn.Module):
 
     def token_cover(self, prompt_masks: torch.Tensor) -> torch.Tensor:
         """``(B, N, S, S)`` masks → ``(B, N, T)``: the share of each LLM image token's cell a prompt covers."""
-        side = self.grid_size // self.downsample
-        masks = prompt_masks.float()
-        if masks.shape[-1] % side:
-            return F.adaptive_avg_pool2d(masks, side).flatten(2)
-        return F.avg_pool2d(masks, masks.shape[-1] // side).flatten(2)
+        return cell_shares(prompt_masks.float(), self.grid_size // self.downsample).flatten(2)
 
     def position_features(self, prompt_masks: torch.Tensor) -> torch.Tensor:
         """``(B, N, S, S)`` masks → ``(B, N, 3 + 3F)``: the centroid (x, y) and its distance from the chip centre,
