@@ -224,12 +224,14 @@ class EarthGPTXConfig(PreTrainedConfig):
     ``prompt_coordinates`` makes the processor write each prompt's centroid on the ``[0, 1000)`` grid as text,
     ``[x, y]``, after the prompt's K tokens (a hybrid region reference: the prompt's features and its place in
     words the language model already reads and writes for boxes).
-    ``count_classes`` > 0 adds a counting path to the projector (single-view towers only): a linear head reads
-    from every image token how many object centres of each of that many classes fall in its cell; the per-class
-    sums over the whole image, and over each prompt's region (each cell weighted by the share of it the prompt
-    covers), are encoded as soft one-hot counts ``0..count_max`` and added, through linear maps that start at zero,
-    to every image token and to the prompt's tokens. Attention averages and a count is a sum: the path hands the
-    language model the sum.
+    ``count_classes`` > 0 adds a counting path to the projector (single-view towers only): a small convolutional
+    head on the mask decoder's pixel features (half the chip's resolution) draws a heatmap of object centres for
+    each of that many classes; its local maxima (in ``count_window`` × ``count_window`` cells, odd) above
+    ``count_threshold`` are the detected objects. Their
+    number per class over the whole image, and inside each prompt's region (a peak weighted by the share of its
+    cell the prompt covers), is encoded as a one-hot count ``0..count_max`` and added, through linear maps that
+    start at zero, to every image token and to the prompt's tokens. Attention averages and a count is a sum: the
+    path hands the language model the count.
     """
 
     model_type: ClassVar[str] = "earthgptx"
@@ -261,6 +263,8 @@ class EarthGPTXConfig(PreTrainedConfig):
     prompt_coordinates: bool = False
     count_classes: int = 0
     count_max: int = 8
+    count_threshold: float = 0.5
+    count_window: int = 3
     mask_decoder_hidden_size: int = 64
     mask_loss_weight: float = 1.0
     dice_loss_weight: float = 1.0
@@ -311,6 +315,14 @@ class EarthGPTXConfig(PreTrainedConfig):
         _require(
             self.count_classes >= 0 and self.count_max >= 1,
             f"count_classes must be >= 0 and count_max >= 1, got {self.count_classes} and {self.count_max}",
+        )
+        _require(
+            0.0 < self.count_threshold < 1.0,
+            f"count_threshold is a centre probability in (0, 1), got {self.count_threshold}",
+        )
+        _require(
+            self.count_window >= 1 and self.count_window % 2 == 1,
+            f"count_window is an odd number of cells, got {self.count_window}",
         )
         _require(
             self.count_classes == 0 or self.vision_config.num_views == 1,

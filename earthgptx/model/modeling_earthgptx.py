@@ -59,14 +59,15 @@ class EarthGPTXVisionOutput:
             replaces the ``k``-th placeholder of ``<region{i+1}>``; rows of invalid prompts are zero.
         mask_features: ``(batch, mask_decoder_hidden, image_size / 2, image_size / 2)`` — the pixel feature map
             the mask decoder applies its ``[SEG]`` kernels to.
-        token_counts: ``(batch, num_image_tokens, count_classes)`` — the counting path's per-token object-centre
-            counts (``None`` without the path; not part of the ONNX graph, which returns what they add).
+        centre_logits: ``(batch, count_classes, image_size / 2, image_size / 2)`` — the counting path's
+            object-centre heatmap logits (``None`` without the path; not part of the ONNX graph, which returns what
+            the counts add to the tokens).
     """
 
     image_tokens: torch.Tensor
     prompt_tokens: torch.Tensor
     mask_features: torch.Tensor
-    token_counts: torch.Tensor | None = None
+    centre_logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -84,7 +85,7 @@ class EarthGPTXOutput(ModelOutput):
         image_tokens: ``(batch, num_image_tokens, text_hidden)``.
         prompt_tokens: ``(batch, num_prompts, tokens_per_prompt, text_hidden)``.
         mask_features: ``(batch, mask_decoder_hidden_size, S/2, S/2)``, the mask decoder's pixel features.
-        token_counts: ``(batch, num_image_tokens, count_classes)``, the counting path's per-token counts (or
+        centre_logits: ``(batch, count_classes, S/2, S/2)``, the counting path's object-centre heatmap logits (or
             ``None``).
     """
 
@@ -97,7 +98,7 @@ class EarthGPTXOutput(ModelOutput):
     image_tokens: torch.Tensor | None = None
     prompt_tokens: torch.Tensor | None = None
     mask_features: torch.Tensor | None = None
-    token_counts: torch.Tensor | None = None
+    centre_logits: torch.Tensor | None = None
 
 
 @dataclass
@@ -481,10 +482,51 @@ class EarthGPTXZeroLinear(nn.Linear):
         init.zeros_(self.bias)
 
 
+# The centre head's last bias starts at a 1 % centre probability (most pixel features hold no centre), the usual
+# start of a focal-loss heatmap: the first gradients are then not swamped by the easy negatives.
+CENTRE_PRIOR_BIAS = -4.6
+
+
+class EarthGPTXCentreLogits(nn.Conv2d):
+    """The centre head's last (1 × 1) layer; its bias starts at ``CENTRE_PRIOR_BIAS`` (set on the layer itself, so
+    the initialisation order of the modules cannot undo it)."""
+
+    def reset_custom_parameters(self) -> None:
+        assert self.bias is not None
+        init.constant_(self.bias, CENTRE_PRIOR_BIAS)
+
+
+class EarthGPTXCentreHead(nn.Module):
+    """The counting path's detector: ``(B, D, P, P)`` pixel features → ``(B, C, P, P)`` object-centre logits, a
+    heatmap per class whose local maxima are the objects' centres."""
+
+    def __init__(self, channels: int, classes: int) -> None:
+        super().__init__()
+        hidden = max(8, channels // 2)  # it runs on every pixel feature: narrow, so it costs little
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, hidden, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(hidden, hidden, 3, padding=1),
+            nn.GELU(),
+        )
+        self.out = EarthGPTXCentreLogits(hidden, classes, 1)
+
+    def forward(self, pixel_features: torch.Tensor) -> torch.Tensor:
+        return self.out(self.body(pixel_features))
+
+
+def centre_peaks(logits: torch.Tensor, threshold: float, window: int = 3) -> torch.Tensor:
+    """``(B, C, P, P)`` centre logits → the same shape, 1.0 where a local maximum (of its ``window`` × ``window``
+    neighbourhood, odd) has a centre probability above ``threshold``, else 0.0: one peak per detected object."""
+    heat = torch.sigmoid(logits.float())
+    local_max = F.max_pool2d(heat, window, stride=1, padding=window // 2)
+    return ((heat >= local_max) & (heat > threshold)).to(logits.dtype)
+
+
 class EarthGPTXMultiModalProjector(nn.Module):
     """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens (and, with
     ``prompt_position_features``, the position features of each prompt to its tokens; with ``count_classes``,
-    the counting path's encoded sums to both)."""
+    the counting path's encoded counts to both)."""
 
     def __init__(self, config: EarthGPTXConfig) -> None:
         super().__init__()
@@ -501,27 +543,30 @@ class EarthGPTXMultiModalProjector(nn.Module):
         self.position_sincos = config.prompt_position_sincos
         if config.prompt_position_features:
             self.prompt_position = EarthGPTXZeroLinear(3 + 3 * self.position_sincos, text_hidden)
-        self.count_head: nn.Linear | None = None
+        self.count_head: EarthGPTXCentreHead | None = None
         self.count_max = config.count_max
+        self.count_threshold = config.count_threshold
+        self.count_window = config.count_window
         if config.count_classes > 0:
-            # Starts at zero counts: a random head summed over every token would start far off and its first,
-            # large gradients would shake the shared image tokens.
-            self.count_head = EarthGPTXZeroLinear(text_hidden, config.count_classes)
+            self.count_head = EarthGPTXCentreHead(config.mask_decoder_hidden_size, config.count_classes)
+            # The counts reach the tokens through maps that start at zero: the path is a no-op until trained.
             count_features = config.count_classes * (config.count_max + 1)
             self.image_count = EarthGPTXZeroLinear(count_features, text_hidden)
             self.prompt_count = EarthGPTXZeroLinear(count_features, text_hidden)
 
     def count_encoding(self, counts: torch.Tensor) -> torch.Tensor:
-        """``(..., C)`` real-valued counts → ``(..., C * (count_max + 1))`` soft one-hot features: value ``k`` of a
-        class is ``max(0, 1 - |count - k|)`` (the count clipped to ``[0, count_max]``), so 2.3 objects read as 0.7
-        of "2" and 0.3 of "3", and the gradient reaches the head."""
+        """``(..., C)`` counts → ``(..., C * (count_max + 1))`` soft one-hot features: value ``k`` of a class is
+        ``max(0, 1 - |count - k|)`` (the count clipped to ``[0, count_max]``), so a whole count is a one-hot and a
+        fractional one (a peak on a region's edge counts by the share of its cell inside) falls between two."""
         levels = torch.arange(self.count_max + 1, device=counts.device, dtype=counts.dtype)
         clipped = counts.clamp(0.0, float(self.count_max)).unsqueeze(-1)
         return torch.relu(1.0 - (clipped - levels).abs()).flatten(-2)
 
-    def token_cover(self, prompt_masks: torch.Tensor) -> torch.Tensor:
-        """``(B, N, S, S)`` masks → ``(B, N, T)``: the share of each LLM image token's cell a prompt covers."""
-        return cell_shares(prompt_masks.float(), self.grid_size // self.downsample).flatten(2)
+    def region_counts(self, peaks: torch.Tensor, prompt_masks: torch.Tensor) -> torch.Tensor:
+        """``(B, C, P, P)`` peaks, ``(B, N, S, S)`` masks → ``(B, N, C)``: each prompt's count of every class, a peak
+        weighted by the share of its pixel-feature cell the prompt covers."""
+        cover = cell_shares(prompt_masks.to(peaks.dtype), peaks.shape[-1]).flatten(2)  # (B, N, P*P)
+        return torch.bmm(cover, peaks.flatten(2).transpose(1, 2))
 
     def position_features(self, prompt_masks: torch.Tensor) -> torch.Tensor:
         """``(B, N, S, S)`` masks → ``(B, N, 3 + 3F)``: the centroid (x, y) and its distance from the chip centre,
@@ -562,10 +607,14 @@ class EarthGPTXMultiModalProjector(nn.Module):
         prompts: torch.Tensor,
         modality_ids: torch.Tensor,
         prompt_masks: torch.Tensor | None = None,
+        pixel_features: torch.Tensor | None = None,
+        centre_maps: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """``prompts`` ``(B, N, K, D)``; ``prompt_masks`` ``(B, N, S, S)`` is needed when the model has
-        ``prompt_position_features`` or the counting path. Returns the image tokens, the prompt tokens and the
-        counting path's per-token counts (``None`` without it)."""
+        ``prompt_position_features`` or the counting path, and the mask decoder's ``pixel_features`` by the counting
+        path. ``centre_maps`` ``(B, C, P, P)``, true object centres (1.0 in the cell of each), replaces the detected
+        peaks (teacher forcing in training). Returns the image tokens, the prompt tokens and the counting path's
+        centre logits (``None`` without it)."""
         image_tokens = self.image_proj(self.merge_neighbours(image))
         image_tokens = image_tokens + self.modality_embedding(modality_ids).unsqueeze(1)
         prompt_tokens = self.prompt_proj(prompts)
@@ -575,20 +624,27 @@ class EarthGPTXMultiModalProjector(nn.Module):
             features = self.position_features(prompt_masks).to(self.prompt_position.weight.dtype)
             shift = self.prompt_position(features).unsqueeze(2)
             prompt_tokens = prompt_tokens + shift.to(prompt_tokens.dtype)
-        token_counts = None
+        centre_logits = None
         if self.count_head is not None:
-            if prompt_masks is None:
-                raise ValueError("this model has a counting path: pass prompt_masks")
-            token_counts = self.count_head(image_tokens)  # (B, T, C), read before the sums are added
+            if prompt_masks is None or pixel_features is None:
+                raise ValueError("this model has a counting path: pass prompt_masks and pixel_features")
+            centre_logits = self.count_head(pixel_features)
+            if centre_maps is None:
+                peaks = centre_peaks(centre_logits.detach(), self.count_threshold, self.count_window)
+            else:
+                if centre_maps.shape != centre_logits.shape:
+                    raise ValueError(
+                        f"centre_maps has shape {tuple(centre_maps.shape)}, the centre head gives "
+                        f"{tuple(centre_logits.shape)}"
+                    )
+                peaks = centre_maps
             dtype = self.image_count.weight.dtype
-            total = self.count_encoding(token_counts.sum(1).to(dtype))  # (B, C * levels)
-            region = torch.bmm(
-                self.token_cover(prompt_masks).to(token_counts.dtype), token_counts
-            )  # (B, N, C)
+            peaks = peaks.to(dtype)
+            total = self.count_encoding(peaks.sum((-2, -1)))  # (B, C * levels)
+            region = self.count_encoding(self.region_counts(peaks, prompt_masks))  # (B, N, C * levels)
             image_tokens = image_tokens + self.image_count(total).unsqueeze(1).to(image_tokens.dtype)
-            shift = self.prompt_count(self.count_encoding(region.to(dtype))).unsqueeze(2)
-            prompt_tokens = prompt_tokens + shift.to(prompt_tokens.dtype)
-        return image_tokens, prompt_tokens, token_counts
+            prompt_tokens = prompt_tokens + self.prompt_count(region).unsqueeze(2).to(prompt_tokens.dtype)
+        return image_tokens, prompt_tokens, centre_logits
 
 
 # ---------------------------------------------------------------------------------------------------- masks
@@ -699,8 +755,10 @@ def run_vision_side(
     modality_ids: torch.Tensor,
     prompt_masks: torch.Tensor,
     prompt_valid: torch.Tensor,
+    centre_maps: torch.Tensor | None = None,
 ) -> EarthGPTXVisionOutput:
-    """The vision side, shared by ``encode_vision`` and the ONNX export wrapper (which holds only these parts)."""
+    """The vision side, shared by ``encode_vision`` and the ONNX export wrapper (which holds only these parts);
+    ``centre_maps`` replaces the counting path's detected centres (teacher forcing in training)."""
     dtype = parts.vision_tower.band_adapter.weight.dtype
     pixel_values = pixel_values.to(dtype)
     prompt_masks = prompt_masks.to(dtype)
@@ -709,18 +767,18 @@ def run_vision_side(
     fused_image, fused_prompts = parts.fusion(
         tower.image_features, prompt_features, prompt_masks, prompt_valid
     )
-    image_tokens, prompt_tokens, token_counts = parts.multi_modal_projector(
-        fused_image, fused_prompts, modality_ids, prompt_masks
-    )
-    prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
     mask_features = parts.mask_decoder.pixel_features(
         fused_image, tower.stride4, tower.stride8, tower.adapted
     )
+    image_tokens, prompt_tokens, centre_logits = parts.multi_modal_projector(
+        fused_image, fused_prompts, modality_ids, prompt_masks, mask_features, centre_maps
+    )
+    prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
     return EarthGPTXVisionOutput(
         image_tokens=image_tokens,
         prompt_tokens=prompt_tokens,
         mask_features=mask_features,
-        token_counts=token_counts,
+        centre_logits=centre_logits,
     )
 
 
@@ -796,6 +854,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         modality_ids: torch.Tensor,
         prompt_masks: torch.Tensor,
         prompt_valid: torch.Tensor,
+        centre_maps: torch.Tensor | None = None,
     ) -> EarthGPTXVisionOutput:
         """The whole vision side (tower + prompt encoder + fusion + projector + mask pixel features).
 
@@ -804,8 +863,10 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             modality_ids: ``(B,)`` int64 in ``0..3`` (optical, multispectral, sar, infrared).
             prompt_masks: ``(B, N, S, S)`` float in [0, 1], one rasterised mask per prompt slot.
             prompt_valid: ``(B, N)`` bool, which prompt slots hold a real prompt.
+            centre_maps: ``(B, count_classes, S/2, S/2)``, 1.0 in the pixel-feature cell of each true object centre:
+                the counting path counts these instead of its detected peaks (teacher forcing; training only).
         """
-        return run_vision_side(self, pixel_values, modality_ids, prompt_masks, prompt_valid)
+        return run_vision_side(self, pixel_values, modality_ids, prompt_masks, prompt_valid, centre_maps)
 
     # ------------------------------------------------------------------ token merging
     def embed_inputs(
@@ -885,6 +946,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         prompt_valid: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         target_masks: torch.Tensor | None = None,
+        centre_maps: torch.Tensor | None = None,
     ) -> EarthGPTXOutput:
         """Teacher-forced forward pass.
 
@@ -897,10 +959,11 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             labels: ``(B, L)``, ``ignore_index`` everywhere but the answer tokens (not shifted: label ``t`` is the
                 token at position ``t``; the model shifts).
             target_masks: ``(M, S, S)`` in [0, 1], one per ``[SEG]`` id in ``input_ids`` (row-major order).
+            centre_maps: true object centres for the counting path (see ``encode_vision``; training only).
         """
         config = self.config
         prompt_masks, prompt_valid = self._default_prompts(pixel_values, prompt_masks, prompt_valid)
-        vision = self.encode_vision(pixel_values, modality_ids, prompt_masks, prompt_valid)
+        vision = self.encode_vision(pixel_values, modality_ids, prompt_masks, prompt_valid, centre_maps)
         answer_mask = None if labels is None else labels != config.ignore_index
         embeds = self.embed_inputs(
             input_ids, vision.image_tokens, vision.prompt_tokens, prompt_valid, answer_mask
@@ -954,7 +1017,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             image_tokens=vision.image_tokens,
             prompt_tokens=vision.prompt_tokens,
             mask_features=vision.mask_features,
-            token_counts=vision.token_counts,
+            centre_logits=vision.centre_logits,
         )
 
     # ------------------------------------------------------------------ generate

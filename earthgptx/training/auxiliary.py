@@ -9,8 +9,9 @@ beside the language-model loss, from the exact ground truth of the synthetic sce
 - every region token group (the K tokens of one prompt): the prompted object's class, size, orientation and,
   where the modality shows them, colour or temperature;
 - every pixel feature: its land cover or object class;
-- the model's own counting path (``count_classes``), when it has one: its per-token counts are trained on the same
-  object-centre counts, and their per-image sums on the image's totals (this head is part of the saved model).
+- the model's own counting path (``count_classes``), when it has one: its centre heatmap is trained with a focal
+  loss against a Gaussian bump at every object's centre on the pixel-feature grid (this head is part of the saved
+  model; the counts it hands the language model come from the true centres during training, see ``centre_maps``).
 
 The heads are linear, so the information has to be linearly present in the tokens the language model reads;
 they exist only during training and are not part of the saved model. The scene layout is rebuilt from the
@@ -20,6 +21,7 @@ records of other sources (converted datasets) simply have no auxiliary targets.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,13 +58,15 @@ REGION_FIELDS: tuple[tuple[str, tuple[str, ...]], ...] = (
 @dataclass
 class ChipTargets:
     """Targets of one chip: ``token_semantic (T, C)`` shares, ``token_box (T, 4)`` in [0, 1] with
-    ``token_box_valid (T,)``, ``token_centres (T, n_objects)`` counts, ``pixel_labels (P, P)`` class indices."""
+    ``token_box_valid (T,)``, ``token_centres (T, n_objects)`` counts, ``pixel_labels (P, P)`` class indices,
+    ``centre_map (n_objects, P, P)`` 1 in the pixel-feature cell of each object's centre."""
 
     token_semantic: np.ndarray
     token_box: np.ndarray
     token_box_valid: np.ndarray
     token_centres: np.ndarray
     pixel_labels: np.ndarray
+    centre_map: np.ndarray
 
 
 def semantic_map(scene: Scene) -> np.ndarray:
@@ -103,15 +107,18 @@ def chip_targets(scene: Scene, grid: int, pixel_side: int) -> ChipTargets:
             valid[t] = True
 
     centres = np.zeros((grid * grid, len(OBJECT_CLASSES)), dtype=np.float32)
+    centre_map = np.zeros((len(OBJECT_CLASSES), pixel_side, pixel_side), dtype=np.uint8)
+    block = size // pixel_side
     for obj in scene.objects:
         x, y = obj.centroid_px
+        c = OBJECT_CLASSES.index(obj.cls)
         row, col = min(int(y // cell), grid - 1), min(int(x // cell), grid - 1)
-        centres[row * grid + col, OBJECT_CLASSES.index(obj.cls)] += 1.0
+        centres[row * grid + col, c] += 1.0
+        centre_map[c, min(int(y // block), pixel_side - 1), min(int(x // block), pixel_side - 1)] = 1
 
     # Object classes have the higher indices, so a max-pool keeps a small object that touches a block.
-    block = size // pixel_side
     pixels = semantic.reshape(pixel_side, block, pixel_side, block).max(axis=(1, 3)).astype(np.uint8)
-    return ChipTargets(shares, boxes, valid, centres, pixels)
+    return ChipTargets(shares, boxes, valid, centres, pixels, centre_map)
 
 
 def prompted_objects(record: Mapping[str, Any]) -> list[int | None]:
@@ -175,10 +182,10 @@ class PerceptionHeads(nn.Module):
         prompt_tokens: torch.Tensor,
         mask_features: torch.Tensor,
         targets: Mapping[str, torch.Tensor],
-        token_counts: torch.Tensor | None = None,
+        centre_logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """``image_tokens (B, T, H)``, ``prompt_tokens (B, N, K, H)``, ``mask_features (B, D, P, P)``, the
-        batch's ``aux_*`` targets and, for a model with a counting path, its ``token_counts (B, T, C)`` → one
+        batch's ``aux_*`` targets and, for a model with a counting path, its ``centre_logits (B, C, P, P)`` → one
         scalar loss per head (heads without targets in the batch are left out)."""
         image_tokens = image_tokens.float()
         out: dict[str, torch.Tensor] = {}
@@ -191,14 +198,14 @@ class PerceptionHeads(nn.Module):
             out["token_box"] = F.l1_loss(boxes, targets["aux_token_box"].float()[valid]) * 4.0
         centres = self.token_centres(image_tokens)
         out["token_centres"] = F.mse_loss(centres, targets["aux_token_centres"].float())
-        if token_counts is not None:
-            target = targets["aux_token_centres"].float()
-            counts = token_counts.float()
-            if counts.shape != target.shape:
+        if centre_logits is not None:
+            centre_map = targets["aux_centre_map"]
+            if centre_logits.shape != centre_map.shape:
                 raise ValueError(
-                    f"the counting path gives {tuple(counts.shape)} counts but the targets are {tuple(target.shape)}"
+                    f"the counting path gives {tuple(centre_logits.shape)} centre logits but the targets are "
+                    f"{tuple(centre_map.shape)}"
                 )
-            out["count_path"] = F.mse_loss(counts, target) + 0.1 * F.mse_loss(counts.sum(1), target.sum(1))
+            out["count_path"] = centre_focal_loss(centre_logits, centre_map)
 
         region = targets["aux_region"].long()  # (B, N, F)
         n = min(region.shape[1], prompt_tokens.shape[1])
@@ -221,6 +228,44 @@ class PerceptionHeads(nn.Module):
             )
         out["pixel_semantic"] = F.cross_entropy(pixel_logits, labels)
         return out
+
+
+CENTRE_SIGMA = 1.0  # of the Gaussian bump around each centre, in pixel-feature cells
+
+
+def centre_heat_targets(centre_map: torch.Tensor, sigma: float = CENTRE_SIGMA) -> torch.Tensor:
+    """``(B, C, P, P)`` 0/1 centre cells → heat targets in [0, 1]: 1 at each centre, falling off as a Gaussian
+    (the largest bump where two meet)."""
+    radius = max(1, math.ceil(2 * sigma))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32, device=centre_map.device)
+    bump = torch.exp(-(offsets[:, None] ** 2 + offsets[None, :] ** 2) / (2 * sigma**2))
+    batch, classes, side, _ = centre_map.shape
+    flat = centre_map.float().reshape(batch * classes, 1, side, side)
+    # A max over shifted copies, not a sum (a sum would let two close bumps exceed 1 between them).
+    padded = F.pad(flat, (radius, radius, radius, radius))
+    heat = torch.zeros_like(flat)
+    for dy in range(2 * radius + 1):
+        for dx in range(2 * radius + 1):
+            window = padded[..., dy : dy + side, dx : dx + side]
+            heat = torch.maximum(heat, window * bump[dy, dx])
+    return heat.reshape(batch, classes, side, side)
+
+
+def centre_focal_loss(
+    logits: torch.Tensor, centre_map: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+) -> torch.Tensor:
+    """The penalty-reduced focal loss of a centre heatmap (as in CenterNet): ``-(1-p)^alpha log p`` at each centre
+    cell, ``-(1-y)^beta p^alpha log(1-p)`` elsewhere (``y`` the Gaussian target, so cells next to a centre are
+    barely punished), summed and divided by the number of centres."""
+    logits = logits.float()
+    positive = centre_map.float()
+    target = centre_heat_targets(positive)
+    prob = torch.sigmoid(logits)
+    log_p = F.logsigmoid(logits)
+    log_not_p = F.logsigmoid(-logits)
+    pos = -((1 - prob) ** alpha) * log_p * positive
+    neg = -((1 - target) ** beta) * prob**alpha * log_not_p * (1 - positive)
+    return (pos.sum() + neg.sum()) / positive.sum().clamp_min(1.0)
 
 
 def stack_region_targets(per_sample: Sequence[np.ndarray], max_prompts: int) -> torch.Tensor:

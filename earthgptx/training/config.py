@@ -107,11 +107,16 @@ class OptimSettings:
     warmup_steps: int = 200
     min_lr_ratio: float = 0.05
     grad_clip: float = 1.0
+    # Learning-rate multiplier (and no weight decay) for the counting path's maps into the tokens (image_count,
+    # prompt_count): they start at zero, and at the shared rate they stayed too small for the language model to read.
+    count_path_lr_scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.betas = (float(self.betas[0]), float(self.betas[1]))
         if self.lr <= 0:
             raise ValueError(f"optim.lr must be > 0, got {self.lr}")
+        if self.count_path_lr_scale <= 0:
+            raise ValueError(f"optim.count_path_lr_scale must be > 0, got {self.count_path_lr_scale}")
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
 
@@ -150,6 +155,13 @@ class TrainSettings:
     # Weight of the auxiliary perception losses (linear probes on image tokens, region tokens and pixel features
     # against the synthetic scenes' exact ground truth; see earthgptx.training.auxiliary). 0 disables them.
     aux_weight: float = 0.0
+    # For a model with a counting path (model count_classes > 0): the share of batches whose counts, as the language
+    # model reads them, come from the true object centres rather than the centre head's peaks (teacher forcing: the
+    # language model learns to read exact counts while the head, trained by its own loss, learns to find them).
+    count_teacher_forcing: float = 1.0
+    # Steps that train the counting path's centre head alone (everything else frozen) before the one-stage training,
+    # with the vision pre-training's batch size and learning rate (0: none; see earthgptx.training.pretrain).
+    count_head_warmup_steps: int = 0
     # Dense pre-training of the vision tower before the one-stage training (the stand-in for the pretrained
     # encoders of the paper; see earthgptx.training.pretrain): steps (0 disables it), batch size, peak
     # learning rate. It needs the synthetic dataset's auxiliary targets (aux_weight > 0).
@@ -162,14 +174,26 @@ class TrainSettings:
             raise ValueError("train.coordinate_sigma and train.coordinate_weight must be >= 0")
         if self.aux_weight < 0:
             raise ValueError("train.aux_weight must be >= 0")
-        if self.vision_pretrain_steps < 0 or self.vision_pretrain_batch_size < 1 or self.vision_pretrain_lr <= 0:
+        if self.count_head_warmup_steps < 0:
+            raise ValueError(
+                f"train.count_head_warmup_steps must be >= 0, got {self.count_head_warmup_steps}"
+            )
+        if not 0.0 <= self.count_teacher_forcing <= 1.0:
+            raise ValueError("train.count_teacher_forcing is a share of batches, in [0, 1]")
+        if (
+            self.vision_pretrain_steps < 0
+            or self.vision_pretrain_batch_size < 1
+            or self.vision_pretrain_lr <= 0
+        ):
             raise ValueError(
                 "train.vision_pretrain_steps must be >= 0, train.vision_pretrain_batch_size >= 1 and "
                 f"train.vision_pretrain_lr > 0, got {self.vision_pretrain_steps}, "
                 f"{self.vision_pretrain_batch_size}, {self.vision_pretrain_lr}"
             )
         if self.vision_pretrain_steps > 0 and self.aux_weight <= 0:
-            raise ValueError("train.vision_pretrain_steps needs train.aux_weight > 0 (its targets are the aux ones)")
+            raise ValueError(
+                "train.vision_pretrain_steps needs train.aux_weight > 0 (its targets are the aux ones)"
+            )
         unknown = sorted(set(self.task_weights) - set(TASKS))
         if unknown:
             raise ValueError(f"train.task_weights names unknown tasks {unknown}; tasks are {list(TASKS)}")

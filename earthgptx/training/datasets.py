@@ -432,6 +432,7 @@ def encode_dataset(
             "aux_token_box_valid": torch.from_numpy(np.stack([t.token_box_valid for t in targets])),
             "aux_token_centres": torch.from_numpy(np.stack([t.token_centres for t in targets])).half(),
             "aux_pixel_labels": torch.from_numpy(np.stack([t.pixel_labels for t in targets])),
+            "aux_centre_map": torch.from_numpy(np.stack([t.centre_map for t in targets])),
             "aux_region": stack_region_targets(
                 [r if r is not None else np.zeros((0, 0), dtype=np.int64) for r in region_rows],
                 processor.max_prompts,

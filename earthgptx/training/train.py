@@ -43,6 +43,8 @@ from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, 
 from earthgptx.model.modeling_earthgptx import sincos_1d
 from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE
 from earthgptx.training.auxiliary import PerceptionHeads
+from earthgptx.training.calibrate_counts import calibrate as calibrate_counts
+from earthgptx.training.calibrate_counts import write_calibration
 from earthgptx.training.config import ModelSettings, RunConfig, load_run_config, run_config_from_dict
 from earthgptx.training.datasets import (
     AuxSpec,
@@ -55,11 +57,12 @@ from earthgptx.training.datasets import (
     ensure_dataset,
 )
 from earthgptx.training.evaluate import PARTIAL_REPORT_JSON, PARTIAL_REPORT_MD, REPORT_JSON, REPORT_MD
-from earthgptx.training.pretrain import load_or_pretrain, stored_result
+from earthgptx.training.pretrain import load_or_pretrain, stored_result, warm_up_centre_head
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "last.pt"
+COUNT_CALIBRATION_CHIPS = 400  # val chips on which a counting path's peak threshold and window are chosen
 TRAINING_LOG_NAME = "training_log.json"
 # Steps timed before planning the schedule under a time budget (the first few are discarded as warm-up).
 _TIMING_STEPS, _TIMING_SKIP = 40, 10
@@ -274,7 +277,9 @@ def auxiliary_spec(run: RunConfig, records_path: Path, config: EarthGPTXConfig) 
     meta = json.loads(meta_path.read_text(encoding="utf-8")) if meta_path.exists() else {}
     vision = config.vision_config
     if "seed" not in meta or vision.num_views != 1:
-        logger.warning("auxiliary losses are off: they need the synthetic dataset and a single-view vision tower")
+        logger.warning(
+            "auxiliary losses are off: they need the synthetic dataset and a single-view vision tower"
+        )
         return None
     return AuxSpec(
         seed=int(meta["seed"]),
@@ -284,24 +289,44 @@ def auxiliary_spec(run: RunConfig, records_path: Path, config: EarthGPTXConfig) 
     )
 
 
+def teacher_forced(seed: int, step: int, share: float) -> bool:
+    """Whether step ``step`` hands the language model the true counts (a draw that depends only on the seed and the
+    step, so a resumed run makes the same choices)."""
+    if share >= 1.0:
+        return True
+    return share > 0.0 and random.Random(seed * 1_000_003 + step).random() < share
+
+
 def count_parameters(model: nn.Module) -> tuple[int, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return total, trainable
 
 
+COUNT_MAP_PARTS = (".image_count.", ".prompt_count.")
+
+
 def make_optimizer(model: nn.Module, run: RunConfig) -> torch.optim.AdamW:
-    """AdamW; matrices decay, biases / norms / 1-d parameters do not."""
+    """AdamW; matrices decay, biases / norms / 1-d parameters do not; the counting path's maps into the tokens take
+    ``optim.count_path_lr_scale`` times the learning rate, without decay."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
-    for parameter in model.parameters():
+    count_maps: list[nn.Parameter] = []
+    for name, parameter in model.named_parameters():
         if not parameter.requires_grad:
             continue
-        (decay if parameter.ndim >= 2 else no_decay).append(parameter)
+        if any(part in f".{name}" for part in COUNT_MAP_PARTS):
+            count_maps.append(parameter)
+        else:
+            (decay if parameter.ndim >= 2 else no_decay).append(parameter)
     groups = [
         {"params": decay, "weight_decay": run.optim.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+    if count_maps:
+        groups.append(
+            {"params": count_maps, "weight_decay": 0.0, "lr": run.optim.lr * run.optim.count_path_lr_scale}
+        )
     return torch.optim.AdamW(groups, lr=run.optim.lr, betas=run.optim.betas, fused=False)
 
 
@@ -508,7 +533,11 @@ def train(
         init_ordinal_numbers(model, number_ids)
     checkpoint_path = Path(run.train.checkpoint_dir) / CHECKPOINT_NAME
     vision_pretrain: dict[str, Any] | None = None
-    if run.train.vision_pretrain_steps > 0 and init_from is None and not (resume and checkpoint_path.exists()):
+    if (
+        run.train.vision_pretrain_steps > 0
+        and init_from is None
+        and not (resume and checkpoint_path.exists())
+    ):
         t0 = time.perf_counter()
         if train_data.aux is None:
             raise ValueError("train.vision_pretrain_steps needs the synthetic dataset's auxiliary targets")
@@ -525,8 +554,30 @@ def train(
         if info.is_main:
             vision_pretrain = dict(vars(pretrained))
         seed_everything(run.train.seed)  # the one-stage training starts from the same RNG state either way
-    elif run.train.vision_pretrain_steps > 0 and info.is_main:  # resumed: report what the first session measured
+    elif (
+        run.train.vision_pretrain_steps > 0 and info.is_main
+    ):  # resumed: report what the first session measured
         vision_pretrain = stored_result(Path(run.train.checkpoint_dir))
+    centre_warmup: dict[str, Any] | None = None
+    if run.train.count_head_warmup_steps > 0 and not (resume and checkpoint_path.exists()):
+        t0 = time.perf_counter()
+        if train_data.aux is None:
+            raise ValueError("train.count_head_warmup_steps needs the synthetic dataset's auxiliary targets")
+        if info.is_main:  # DistributedDataParallel hands rank 0's weights to the other ranks
+            model.to(device)  # type: ignore[arg-type]
+            warmed = warm_up_centre_head(
+                model, train_data, run.train.count_head_warmup_steps, run.train.vision_pretrain_batch_size,
+                run.train.vision_pretrain_lr, run.train.seed, progress,
+            )  # fmt: skip
+            centre_warmup = dict(vars(warmed))
+            logger.info(
+                "centre head warm-up: %d steps in %.0f s, focal loss %.4f, exact counts %.3f",
+                warmed.steps, warmed.seconds, warmed.loss, warmed.count_accuracy,
+            )  # fmt: skip
+        if info.enabled:
+            dist.barrier()
+        timings["centre_warmup_s"] = time.perf_counter() - t0
+        seed_everything(run.train.seed)
     box_task = torch.tensor([task == "grounding" for task in train_data.tasks], dtype=torch.bool)
     use_coordinate_loss = run.train.coordinate_sigma > 0 and number_ids is not None
     tuner = apply_trainable(model, run.model)
@@ -540,6 +591,12 @@ def train(
         heads.train()
         if info.is_main:
             logger.info("auxiliary perception losses on (weight %g)", run.train.aux_weight)
+    counting = model_config.count_classes > 0
+    if counting and (heads is None or run.train.aux_weight <= 0) and info.is_main:
+        logger.warning(
+            "the model has a counting path but no auxiliary targets (train.aux_weight > 0 on the synthetic dataset): "
+            "its centre head gets no training"
+        )
     optimizer = make_optimizer(model if heads is None else nn.ModuleList([model, heads]), run)
     schedule = WarmupCosine(run.optim.warmup_steps, run.train.steps, run.optim.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -646,6 +703,13 @@ def train(
         if train_data.device != device:
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         aux_targets = {k: batch.pop(k) for k in list(batch) if k.startswith("aux_")}
+        centre_maps = aux_targets.get("aux_centre_map")
+        if (
+            counting
+            and centre_maps is not None
+            and teacher_forced(run.train.seed, step, run.train.count_teacher_forcing)
+        ):
+            batch["centre_maps"] = centre_maps
         with autocast():
             out = train_model(**batch)
         loss = out.loss
@@ -654,7 +718,7 @@ def train(
             assert out.image_tokens is not None and out.prompt_tokens is not None
             assert out.mask_features is not None
             parts = heads.losses(
-                out.image_tokens, out.prompt_tokens, out.mask_features, aux_targets, out.token_counts
+                out.image_tokens, out.prompt_tokens, out.mask_features, aux_targets, out.centre_logits
             )
             aux_loss = torch.stack(list(parts.values())).sum()
             loss = loss + run.train.aux_weight * aux_loss
@@ -780,6 +844,26 @@ def train(
             model.language_model = tuner.merge_and_unload()
         final_model.to("cpu").float()  # type: ignore[arg-type]
         save_model(final_model, processor, out_dir, run.model.save_dtype)
+        count_calibration = None
+        if model_config.count_classes > 0 and aux_spec is not None and val_records:
+            # The centre head's peak threshold and window, chosen on the training seed's val chips.
+            t0 = time.perf_counter()
+            calibration = calibrate_counts(
+                final_model,
+                processor,
+                val_records,
+                records_path.parent,
+                aux_spec.seed,
+                COUNT_CALIBRATION_CHIPS,
+            )
+            write_calibration(out_dir, calibration)
+            count_calibration = calibration["best"]
+            timings["count_calibration_s"] = time.perf_counter() - t0
+            logger.info(
+                "counting path: threshold %.2f, window %d (exact counts on %d val chips: %.3f present, %.3f absent)",
+                count_calibration["threshold"], count_calibration["window"], calibration["chips"],
+                count_calibration["present_exact"], count_calibration["absent_exact"],
+            )  # fmt: skip
         timings["total_s"] = time.perf_counter() - started
         log = {
             "name": run.name,
@@ -799,6 +883,8 @@ def train(
             "losses": losses,
             "validation": val_history,
             "vision_pretrain": vision_pretrain,
+            "centre_warmup": centre_warmup,
+            "count_calibration": count_calibration,
             "config": run.to_dict(),
         }
         (out_dir / TRAINING_LOG_NAME).write_text(json.dumps(log, indent=2) + "\n", encoding="utf-8")

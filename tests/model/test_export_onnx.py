@@ -16,6 +16,7 @@ from earthgptx.model.export_onnx import (
     example_inputs,
     export_vision_onnx,
 )
+from earthgptx.model.modeling_earthgptx import centre_peaks
 
 pytestmark = pytest.mark.slow  # one export takes ~15 s on two cores
 
@@ -69,17 +70,20 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
     torch.manual_seed(7)
     counting = EarthGPTXForConditionalGeneration(config).eval()
     projector = counting.multi_modal_projector
-    for part in (
-        projector.count_head,
-        projector.image_count,
-        projector.prompt_count,
-    ):  # trained, not the zero start
-        torch.nn.init.normal_(part.weight, std=0.1)
+    assert projector.count_head is not None
+    # trained, not the zero start: the maps pass counts on, and the head finds peaks
+    torch.nn.init.normal_(projector.image_count.weight, std=0.1)
+    torch.nn.init.normal_(projector.prompt_count.weight, std=0.1)
+    torch.nn.init.normal_(projector.count_head.out.weight, std=0.5)
+    torch.nn.init.zeros_(projector.count_head.out.bias)
     path = export_vision_onnx(counting, tmp_path / "vision.onnx")
     inputs = example_inputs(config.image_size, 2, 3, seed=404)
     with torch.no_grad():
         expected = EarthGPTXVisionOnnx(counting).eval()(*inputs)
         plain = EarthGPTXVisionOnnx(model).eval()(*inputs)
+        detected = counting.encode_vision(*inputs)
+    assert detected.centre_logits is not None
+    assert centre_peaks(detected.centre_logits, config.count_threshold).sum() > 0
     got = VisionOnnxRunner(path).run(*inputs)
     for name, reference, other in zip(OUTPUT_NAMES, expected, plain, strict=True):
         assert got[name].shape == other.shape, name  # the same signature as without the path

@@ -379,21 +379,22 @@ def test_prompt_position_features_are_the_centroid_and_start_as_a_no_op(config: 
     torch.testing.assert_close(only_values.position_features(masks), features[..., :3])
 
 
-def test_counting_path_sums_token_counts_and_starts_as_a_no_op(config: EarthGPTXConfig) -> None:
+def test_counting_path_counts_centre_peaks_and_starts_as_a_no_op(config: EarthGPTXConfig) -> None:
     from earthgptx.data.vocabulary import OBJECT_CLASSES
+    from earthgptx.model.modeling_earthgptx import CENTRE_PRIOR_BIAS, centre_peaks
 
     n_classes = len(OBJECT_CLASSES)
     with_path = EarthGPTXConfig.from_dict({**config.to_dict(), "count_classes": n_classes})
     torch.manual_seed(0)
     model = EarthGPTXForConditionalGeneration(with_path).eval()
     projector = model.multi_modal_projector
-    assert projector.count_head is not None and projector.count_head.out_features == n_classes
+    assert projector.count_head is not None and projector.count_head.out.out_channels == n_classes
     assert not projector.image_count.weight.any() and not projector.prompt_count.weight.any()
-    assert (
-        not projector.count_head.weight.any() and not projector.count_head.bias.any()
-    )  # zero counts at first
+    torch.testing.assert_close(
+        projector.count_head.out.bias, torch.full((n_classes,), CENTRE_PRIOR_BIAS)
+    )  # a low centre probability everywhere at first
 
-    # soft one-hot: 2.25 objects are 0.75 of "2" and 0.25 of "3"; counts past count_max saturate
+    # one-hot counts; a fractional count falls between two levels; counts past count_max saturate
     encoded = projector.count_encoding(torch.tensor([[2.25, 0.0, 20.0] + [0.0] * (n_classes - 3)]))
     levels = with_path.count_max + 1
     assert encoded.shape == (1, n_classes * levels)
@@ -402,14 +403,32 @@ def test_counting_path_sums_token_counts_and_starts_as_a_no_op(config: EarthGPTX
     assert encoded[0, levels].item() == 1.0  # class 1: zero objects
     assert encoded[0, 3 * levels - 1].item() == 1.0  # class 2: clipped to count_max
 
-    # a box over the top-left quarter covers the 16 tokens of the 8 x 8 grid's top-left 4 x 4 block
+    # Peaks: local maxima above the threshold. Class 0 has two bumps (each with a weaker neighbour, which is not a
+    # peak) and a faint one below the threshold; class 1 has a single cell.
+    logits = torch.full((1, 2, 64, 64), -8.0)
+    logits[0, 0, 3, 3], logits[0, 0, 3, 4] = 4.0, 2.0
+    logits[0, 0, 40, 40], logits[0, 0, 41, 41] = 3.0, 1.0
+    logits[0, 0, 20, 50] = -1.0  # p = 0.27
+    logits[0, 1, 10, 60] = 0.5  # p = 0.62
+    peaks = centre_peaks(logits, 0.5)
+    assert peaks.shape == logits.shape
+    assert peaks[0, 0].sum().item() == 2 and peaks[0, 0, 3, 3] == 1 and peaks[0, 0, 40, 40] == 1
+    assert peaks[0, 1].sum().item() == 1
+    assert centre_peaks(logits, 0.2)[0, 0].sum().item() == 3
+    # a wider window keeps one peak of two that lie three cells apart
+    close = torch.full((1, 1, 16, 16), -8.0)
+    close[0, 0, 8, 4], close[0, 0, 8, 7] = 3.0, 2.5
+    assert centre_peaks(close, 0.5).sum().item() == 2
+    assert centre_peaks(close, 0.5, window=7).sum().item() == 1
+
+    # Region counts: the top-left quarter of the chip holds the class-0 peak at (3, 3) (chip pixels 6-7), not the
+    # one at (40, 40); a region over half of a peak's cell counts it by half.
     masks = torch.zeros(1, 2, 128, 128)
     masks[0, 0, :64, :64] = 1
-    masks[0, 1, 100:102, 2:4] = 1
-    cover = projector.token_cover(masks)
-    assert cover.shape == (1, 2, with_path.num_image_tokens)
-    grid = cover[0, 0].reshape(8, 8)
-    assert grid[:4, :4].eq(1).all() and grid.sum().item() == 16
+    masks[0, 1, 80:82, 80] = 1  # one of the two pixel columns of cell (40, 40)
+    region = projector.region_counts(peaks, masks)
+    assert region.shape == (1, 2, 2)
+    torch.testing.assert_close(region[0], torch.tensor([[1.0, 0.0], [0.5, 0.0]]))
 
     # Without the path, the same weights give the same tokens: a checkpoint trained without it loads unchanged.
     off = EarthGPTXForConditionalGeneration(config).eval()
@@ -423,22 +442,27 @@ def test_counting_path_sums_token_counts_and_starts_as_a_no_op(config: EarthGPTX
         plain = off.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
         torch.testing.assert_close(on.image_tokens, plain.image_tokens)
         torch.testing.assert_close(on.prompt_tokens, plain.prompt_tokens)
-        assert plain.token_counts is None
-        assert on.token_counts is not None and on.token_counts.shape == (
-            1,
-            with_path.num_image_tokens,
-            n_classes,
-        )
-        assert not on.token_counts.any()
-        # Once trained, the sums move every image token alike and each prompt's tokens by its own region's count.
-        torch.nn.init.normal_(projector.count_head.weight, std=0.1)
+        assert plain.centre_logits is None
+        assert on.centre_logits is not None and on.centre_logits.shape == (1, n_classes, 64, 64)
+        # Once trained, the counts move every image token alike and each prompt's tokens by its own region's count.
         torch.nn.init.normal_(projector.image_count.weight, std=0.1)
         torch.nn.init.normal_(projector.prompt_count.weight, std=0.1)
-        moved = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
-    image_shift = moved.image_tokens - on.image_tokens
+        detected = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
+        # Teacher forcing: true centres replace the detected peaks; the detector's own peaks change nothing.
+        own = centre_peaks(detected.centre_logits, with_path.count_threshold, with_path.count_window)
+        same = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid, centre_maps=own)
+        torch.testing.assert_close(same.image_tokens, detected.image_tokens)
+        centres = torch.zeros(1, n_classes, 64, 64)
+        centres[0, 2, 3, 3] = centres[0, 2, 50, 50] = 1.0  # two objects of class 2, one inside prompt 0
+        forced = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid, centre_maps=centres)
+        with pytest.raises(ValueError, match="centre_maps"):
+            model.encode_vision(pixel_values, torch.tensor([0]), masks, valid, centre_maps=centres[:, :2])
+    assert not own.any()  # the untrained head finds nothing
+    image_shift = forced.image_tokens - detected.image_tokens
     assert image_shift.abs().sum() > 0
     torch.testing.assert_close(image_shift[0, 0], image_shift[0, -1])
-    prompt_shift = moved.prompt_tokens - on.prompt_tokens
+    # prompt 0 holds one of the two objects, prompt 1 none: their tokens move differently
+    prompt_shift = forced.prompt_tokens - detected.prompt_tokens
     torch.testing.assert_close(prompt_shift[0, 0, 0], prompt_shift[0, 0, 1])
     assert not torch.allclose(prompt_shift[0, 0, 0], prompt_shift[0, 1, 0])
 
@@ -447,13 +471,38 @@ def test_counting_path_sums_token_counts_and_starts_as_a_no_op(config: EarthGPTX
     multi_view["prompt_config"] = {**multi_view["prompt_config"], "mask_size": 256}  # 5 views read a 256 chip
     with pytest.raises(ValueError, match="single-view"):
         EarthGPTXConfig.from_dict(multi_view)
+    with pytest.raises(ValueError, match="count_threshold"):
+        EarthGPTXConfig.from_dict({**with_path.to_dict(), "count_threshold": 1.0})
+    with pytest.raises(ValueError, match="count_window"):
+        EarthGPTXConfig.from_dict({**with_path.to_dict(), "count_window": 4})
 
 
-def test_counting_path_is_trained_on_the_centre_counts() -> None:
-    from earthgptx.training.auxiliary import PerceptionHeads
+def test_counting_path_is_trained_with_a_focal_loss_on_the_centres() -> None:
+    from earthgptx.training.auxiliary import PerceptionHeads, centre_focal_loss, centre_heat_targets
+
+    # Heat targets: 1 on each centre, a Gaussian (sigma 1 cell) around it, the larger bump where two meet.
+    centres = torch.zeros(1, 1, 8, 8)
+    centres[0, 0, 2, 2] = centres[0, 0, 2, 4] = 1.0
+    heat = centre_heat_targets(centres)
+    assert heat[0, 0, 2, 2] == 1.0 and heat[0, 0, 2, 4] == 1.0
+    assert heat[0, 0, 2, 3].item() == pytest.approx(math.exp(-0.5))  # between the two: the max, not the sum
+    assert heat[0, 0, 3, 3].item() == pytest.approx(math.exp(-1.0))
+    assert heat[0, 0, 7, 7] == 0.0
+
+    # All logits 0 (p = 0.5) on a 3 x 3 map with one centre in the middle, worked by hand.
+    one = torch.zeros(1, 1, 3, 3)
+    one[0, 0, 1, 1] = 1.0
+    log_half = math.log(0.5)
+    edge, corner = (1 - math.exp(-0.5)) ** 4, (1 - math.exp(-1.0)) ** 4
+    expected = -(0.5**2) * log_half - (0.5**2) * log_half * (4 * edge + 4 * corner)
+    assert centre_focal_loss(torch.zeros(1, 1, 3, 3), one).item() == pytest.approx(expected, rel=1e-5)
+    # a confident, right heatmap costs almost nothing; the same heatmap one cell off costs a lot
+    right = torch.where(one > 0, 12.0, -12.0)
+    assert centre_focal_loss(right, one).item() < 1e-4
+    assert centre_focal_loss(right.roll(1, dims=-1), one).item() > 1.0
 
     heads = PerceptionHeads(16, 8)
-    b, t, c = 2, 4, 3
+    b, t = 2, 4
     targets = {
         "aux_token_semantic": torch.full((b, t, len(heads.token_semantic.weight)), 1.0 / 20),
         "aux_token_box": torch.zeros(b, t, 4),
@@ -461,18 +510,16 @@ def test_counting_path_is_trained_on_the_centre_counts() -> None:
         "aux_token_centres": torch.zeros(b, t, heads.token_centres.out_features),
         "aux_region": torch.full((b, 1, 5), -100, dtype=torch.int16),
         "aux_pixel_labels": torch.zeros(b, 4, 4, dtype=torch.long),
+        "aux_centre_map": torch.zeros(b, 5, 4, 4, dtype=torch.uint8),
     }
-    targets["aux_token_centres"][0, 1, 0] = 2.0
+    targets["aux_centre_map"][0, 1, 2, 2] = 1
     args = (torch.zeros(b, t, 16), torch.zeros(b, 1, 2, 16), torch.zeros(b, 8, 4, 4), targets)
     assert "count_path" not in heads.losses(*args)
-    exact = targets["aux_token_centres"].clone()
-    assert heads.losses(*args, token_counts=exact)["count_path"].item() == 0.0
-    off = exact.clone()
-    off[1, 2, 0] = 1.0  # one object too many, in one token: per-token and per-image error
-    expected = 1.0 / exact.numel() + 0.1 * 1.0 / (b * exact.shape[-1])
-    assert heads.losses(*args, token_counts=off)["count_path"].item() == pytest.approx(expected)
+    logits = torch.randn(b, 5, 4, 4)
+    loss = heads.losses(*args, centre_logits=logits)["count_path"]
+    torch.testing.assert_close(loss, centre_focal_loss(logits, targets["aux_centre_map"]))
     with pytest.raises(ValueError, match="counting path"):
-        heads.losses(*args, token_counts=torch.zeros(b, t, c))
+        heads.losses(*args, centre_logits=torch.zeros(b, 3, 4, 4))
 
 
 def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp_path: Path) -> None:

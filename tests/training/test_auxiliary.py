@@ -58,6 +58,16 @@ def test_token_targets_agree_with_the_pixels() -> None:
         x, y = obj.centroid_px
         cell_index = int(y // cell) * GRID + int(x // cell)
         assert targets.token_centres[cell_index, OBJECT_CLASSES.index(obj.cls)] >= 1
+    # The centre map marks each object once, on the pixel-feature cell of its centroid, which lies on the object.
+    block = scene.chip_size // PIXELS
+    assert targets.centre_map.shape == (len(OBJECT_CLASSES), PIXELS, PIXELS)
+    for c, cls in enumerate(OBJECT_CLASSES):
+        assert targets.centre_map[c].sum() == scene.count(cls)
+    for obj in scene.objects:
+        x, y = obj.centroid_px
+        row, col = int(y // block), int(x // block)
+        assert targets.centre_map[OBJECT_CLASSES.index(obj.cls), row, col] == 1
+        assert obj.mask[row * block : (row + 1) * block, col * block : (col + 1) * block].any()
     # A cell has a box exactly when an object covers part of it, and the box is one whose object touches the cell.
     object_share = targets.token_semantic[:, len(LAND_COVERS) :].sum(-1)
     np.testing.assert_array_equal(targets.token_box_valid, object_share > 0)
@@ -158,6 +168,7 @@ def test_encoded_batches_carry_aux_targets_only_when_asked(tmp_path: Path, train
     batch = data.batch(index, with_aux=True)
     assert batch["aux_token_semantic"].shape == (8, grid * grid, len(SEMANTIC_CLASSES))
     assert batch["aux_pixel_labels"].shape == (8, CHIP // 2, CHIP // 2)
+    assert batch["aux_centre_map"].shape == (8, len(OBJECT_CLASSES), CHIP // 2, CHIP // 2)
     assert batch["aux_region"].shape[:2] == batch["prompt_valid"].shape
     # Region targets exist only in valid prompt slots.
     has_target = (batch["aux_region"] != IGNORE).any(-1)
@@ -182,3 +193,60 @@ def test_training_with_aux_losses_logs_them_and_checkpoints_the_heads(
     # The heads are training-only: the saved model has none of their weights.
     saved = load_file(Path(run.train.output_dir) / "model.safetensors")
     assert not any("token_semantic" in k for k in saved)
+
+
+def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
+    tmp_path: Path, train_dir: Path
+) -> None:
+    from earthgptx.model import EarthGPTXForConditionalGeneration
+    from earthgptx.training.auxiliary import centre_focal_loss
+    from earthgptx.training.pretrain import chip_modalities, warm_up_centre_head
+    from earthgptx.training.train import teacher_forced
+
+    run = small_run(tmp_path, train_dir, steps=6, aux_weight=1.0, count_head_warmup_steps=40)
+    run.model.overrides = {**run.model.overrides, "count_classes": len(OBJECT_CLASSES)}
+    records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"]
+    tokenizer = build_run_tokenizer(records)
+    config = build_model_config(run.model, tokenizer)
+    processor = EarthGPTXProcessor(tokenizer, config)
+    grid = config.vision_config.grid_size // config.projector_downsample
+    spec = AuxSpec(seed=3, chip_size=CHIP, grid=grid, pixel_side=CHIP // 2)
+    data = encode_dataset(records, train_dir, processor, workers=1, progress=False, aux=spec)
+    assert data.aux is not None
+    torch.manual_seed(0)
+    model = EarthGPTXForConditionalGeneration(config)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if ".count_head." not in k}
+    head = model.multi_modal_projector.count_head
+    assert head is not None
+    chips = torch.arange(min(16, data.images.shape[0]))
+    modalities = chip_modalities(data)[chips]
+
+    def head_loss() -> float:
+        with torch.no_grad():
+            features = model.encode_vision(
+                data.images[chips].float(), modalities, torch.zeros(len(chips), 1, CHIP, CHIP),
+                torch.zeros(len(chips), 1, dtype=torch.bool),
+            ).mask_features  # fmt: skip
+            return float(centre_focal_loss(head(features), data.aux["aux_centre_map"][chips]))
+
+    before = head_loss()
+    result = warm_up_centre_head(model, data, steps=40, batch_size=8, lr=1e-2, progress=False)
+    assert result.steps == 40 and np.isfinite(result.loss) and 0.0 <= result.count_accuracy <= 1.0
+    assert head_loss() < 0.8 * before
+    # only the head moved
+    after = model.state_dict()
+    assert all(torch.equal(after[k], v) for k, v in frozen.items())
+
+    # The draw of teacher-forced steps depends only on the seed and the step (a resumed run repeats it).
+    draws = [teacher_forced(0, step, 0.5) for step in range(200)]
+    assert draws == [teacher_forced(0, step, 0.5) for step in range(200)]
+    assert 60 < sum(draws) < 140
+    assert all(teacher_forced(0, step, 1.0) for step in range(10))
+    assert not any(teacher_forced(0, step, 0.0) for step in range(10))
+
+    # A whole run: the warm-up, then the one-stage training with the counting path, saved with the model.
+    trained = train(run, progress=False)
+    log = trained.log
+    assert log is not None and log["centre_warmup"]["steps"] == 40
+    saved = load_file(Path(run.train.output_dir) / "model.safetensors")
+    assert any(".count_head." in k for k in saved) and any(".image_count." in k for k in saved)

@@ -36,6 +36,7 @@ from earthgptx.training.train import (
     coordinate_loss,
     init_ordinal_numbers,
     load_checkpoint,
+    make_optimizer,
     number_token_ids,
     train,
 )
@@ -133,6 +134,33 @@ def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
         run_config_from_dict({"train": {"task_weights": {"segmentation": 2.0}}})
     with pytest.raises(ValueError, match="trainable"):
         ModelSettings(trainable="some")
+
+
+def test_counting_maps_get_their_own_learning_rate_without_decay(tmp_path: Path) -> None:
+    from earthgptx.model import EarthGPTXConfig
+
+    run = small_run(tmp_path, tmp_path / "data")
+    run.optim.count_path_lr_scale = 50.0
+    model = EarthGPTXForConditionalGeneration(EarthGPTXConfig.from_dict({**SMALL_MODEL, "count_classes": 5}))
+    groups = make_optimizer(model, run).param_groups
+    assert len(groups) == 3
+    projector = model.multi_modal_projector
+    maps = {id(p) for part in (projector.image_count, projector.prompt_count) for p in part.parameters()}
+    assert {id(p) for p in groups[2]["params"]} == maps
+    assert groups[2]["lr"] == pytest.approx(50.0 * run.optim.lr) and groups[2]["weight_decay"] == 0.0
+    assert groups[0]["lr"] == run.optim.lr
+    # the centre head is an ordinary part; a model without the path has the two usual groups
+    assert not maps & {id(p) for p in projector.count_head.parameters()}  # type: ignore[union-attr]
+    assert (
+        len(
+            make_optimizer(
+                EarthGPTXForConditionalGeneration(EarthGPTXConfig.from_dict(SMALL_MODEL)), run
+            ).param_groups
+        )
+        == 2
+    )
+    with pytest.raises(ValueError, match="count_path_lr_scale"):
+        run_config_from_dict({"optim": {"count_path_lr_scale": 0}})
 
 
 def test_warmup_cosine_schedule() -> None:
