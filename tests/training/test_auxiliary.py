@@ -250,3 +250,34 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
     assert log is not None and log["centre_warmup"]["steps"] == 40
     saved = load_file(Path(run.train.output_dir) / "model.safetensors")
     assert any(".count_head." in k for k in saved) and any(".image_count." in k for k in saved)
+
+
+def test_counting_probe_answers_with_detected_and_true_counts(tmp_path: Path, train_dir: Path) -> None:
+    from earthgptx.model import EarthGPTXForConditionalGeneration
+    from earthgptx.training.probe_counting import probe_counting
+
+    run = small_run(tmp_path, train_dir)
+    run.model.overrides = {**run.model.overrides, "count_classes": len(OBJECT_CLASSES)}
+    records = load_records(train_dir / "records.jsonl")
+    counting = [r for r in records if r["task"] == "counting"][:6]
+    tokenizer = build_run_tokenizer(records)
+    config = build_model_config(run.model, tokenizer)
+    processor = EarthGPTXProcessor(tokenizer, config)
+    torch.manual_seed(0)
+    model = EarthGPTXForConditionalGeneration(config)
+    result = probe_counting(model, processor, counting, train_dir, seed=3, batch_size=4)
+    assert result["records"] == len(counting)
+    assert result["whole_image_records"] == sum(r["prompt_type"] == "none" for r in counting)
+    for key in ("answer_accuracy_detected_counts", "answer_accuracy_true_counts", "head_count_right"):
+        assert 0.0 <= result[key] <= 1.0
+    # the untrained head finds no centre: its count is right exactly where the asked class is absent
+    whole = [r for r in counting if r["prompt_type"] == "none"]
+    expected = sum(r["answer"]["count"] == 0 for r in whole) / max(len(whole), 1)
+    assert result["head_count_right"] == pytest.approx(expected)
+    # the generate() call is left as it was
+    assert "encode_vision" not in vars(model)
+    plain = EarthGPTXForConditionalGeneration(
+        build_model_config(small_run(tmp_path, train_dir).model, tokenizer)
+    )
+    with pytest.raises(ValueError, match="no counting path"):
+        probe_counting(plain, processor, counting, train_dir, seed=3)
