@@ -554,9 +554,8 @@ def train(
         if info.is_main:
             vision_pretrain = dict(vars(pretrained))
         seed_everything(run.train.seed)  # the one-stage training starts from the same RNG state either way
-    elif (
-        run.train.vision_pretrain_steps > 0 and info.is_main
-    ):  # resumed: report what the first session measured
+    elif run.train.vision_pretrain_steps > 0 and info.is_main:
+        # resumed: report what the first session measured
         vision_pretrain = stored_result(Path(run.train.checkpoint_dir))
     centre_warmup: dict[str, Any] | None = None
     if run.train.count_head_warmup_steps > 0 and not (resume and checkpoint_path.exists()):
