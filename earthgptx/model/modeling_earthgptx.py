@@ -628,7 +628,9 @@ class EarthGPTXMultiModalProjector(nn.Module):
         if self.count_head is not None:
             if prompt_masks is None or pixel_features is None:
                 raise ValueError("this model has a counting path: pass prompt_masks and pixel_features")
-            centre_logits = self.count_head(pixel_features)
+            # Outside autocast: on a CPU without bf16 hardware its convolutions at this size run ~30x slower in bf16.
+            with torch.autocast(device_type=pixel_features.device.type, enabled=False):
+                centre_logits = self.count_head(pixel_features.to(self.count_head.out.weight.dtype))
             if centre_maps is None:
                 peaks = centre_peaks(centre_logits.detach(), self.count_threshold, self.count_window)
             else:
