@@ -34,6 +34,22 @@ mkdir -p "$EGX_CACHE" "$LOG_DIR" "$RUN_DIR"
 chmod 755 "$EGX_STATE_DIR"
 
 say() { printf '[stack] %s\n' "$*" >&2; }
+
+# The default ports lie inside Linux's ephemeral port range (32768-60999), where the kernel picks the local port of
+# outgoing connections: reserve them, so that no client socket holds one when a server binds it. Best effort (it
+# needs root and a writable /proc/sys); a port already reserved is simply listed again.
+reserve_ports() {
+  local reserved=/proc/sys/net/ipv4/ip_local_reserved_ports current ports
+  ports="$EGX_PG_PORT,$EGX_KAFKA_PORT,$EGX_KAFKA_CONTROLLER_PORT,$EGX_MINIO_PORT,$EGX_MINIO_CONSOLE_PORT"
+  ports+=",$EGX_TRITON_HTTP_PORT,$EGX_TRITON_GRPC_PORT,$EGX_TRITON_METRICS_PORT"
+  [[ -w $reserved ]] || { say "cannot reserve the stack's ports against ephemeral use (continuing)"; return 0; }
+  current=$(cat "$reserved")
+  if echo "${current:+$current,}$ports" > "$reserved" 2>/dev/null; then
+    say "reserved the stack's ports against ephemeral use: $(cat "$reserved")"
+  else
+    say "could not reserve the stack's ports (continuing)"
+  fi
+}
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Random secrets are made once per state folder and never printed.

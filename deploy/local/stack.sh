@@ -6,6 +6,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 SERVICES=(postgres kafka minio triton)
 
 up() {
+  reserve_ports
   "$HERE/python.sh" install
   write_env_file
   for s in "${SERVICES[@]}"; do "$HERE/$s.sh" start; done
