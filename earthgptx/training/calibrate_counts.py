@@ -97,6 +97,18 @@ def sweep(logits: torch.Tensor, truth: torch.Tensor) -> list[dict[str, float]]:
     return rows
 
 
+def true_centre_map(
+    record: dict[str, Any], seed: int, model: EarthGPTXForConditionalGeneration, chip_size: int
+) -> torch.Tensor | None:
+    """``(C, S/2, S/2)`` float: 1.0 in the pixel-feature cell of each object's centre in the record's chip (rebuilt
+    from dataset seed ``seed``), or ``None`` for a record that is not synthetic."""
+    scene = synthetic_scene(record, seed, chip_size)
+    if scene is None:
+        return None
+    grid = model.config.vision_config.grid_size // model.config.projector_downsample
+    return torch.from_numpy(chip_targets(scene, grid, chip_size // 2).centre_map).float()
+
+
 def calibrate(
     model: EarthGPTXForConditionalGeneration,
     processor: EarthGPTXProcessor,
@@ -107,18 +119,16 @@ def calibrate(
 ) -> dict[str, Any]:
     """Sweep thresholds and windows on ``n_chips`` chips of ``records`` (synthetic, dataset seed ``seed``)."""
     pixels, modalities, truths = [], [], []
-    grid = model.config.vision_config.grid_size // model.config.projector_downsample
     for record in chip_records(records, n_chips, seed):
-        scene = synthetic_scene(record, seed, processor.image_size)
-        if scene is None:
+        centre_map = true_centre_map(record, seed, model, processor.image_size)
+        if centre_map is None:
             continue
         with rasterio.open(root / str(record["image"])) as src:
             image = src.read()
         encoded = processor.encode_loaded_record(record, image, [], train=False)
         pixels.append(encoded.pixel_values)
         modalities.append(encoded.modality_id)
-        centre_map = chip_targets(scene, grid, processor.image_size // 2).centre_map
-        truths.append(torch.from_numpy(centre_map).float().sum((-2, -1)))
+        truths.append(centre_map.sum((-2, -1)))
     if not pixels:
         raise ValueError("no synthetic chips to calibrate on")
     model.eval()

@@ -43,6 +43,7 @@ from earthgptx.training.auxiliary import (
     stack_region_targets,
     synthetic_scene,
 )
+from earthgptx.training.config import DataConfig
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +96,13 @@ def ensure_dataset(
         progress=progress,
         records_per_task=records_per_task,
         workers=workers,
+    )
+
+
+def ensure_eval_dataset(data: DataConfig, workers: int = 1, progress: bool = True) -> Path:
+    """``records.jsonl`` of the held-out set that ``data`` (a run's ``data`` section) names."""
+    return ensure_dataset(
+        data.eval_dir, data.n_eval_scenes, data.eval_seed, data.chip_size, data.records_per_task, workers, progress
     )
 
 

@@ -40,7 +40,7 @@ from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcesso
 from earthgptx.model.processing_earthgptx import EncodedSample, prompt_centroid_grid
 from earthgptx.training import metrics
 from earthgptx.training.config import RunConfig, load_run_config
-from earthgptx.training.datasets import cpu_workers, encode_for_inference, ensure_dataset, load_split
+from earthgptx.training.datasets import cpu_workers, encode_for_inference, ensure_eval_dataset, load_split
 
 logger = logging.getLogger(__name__)
 
@@ -171,15 +171,7 @@ def evaluate(
     model_dir = Path(model_dir)
     workers = cpu_workers(run.data.workers)
     data = run.data
-    records_path = ensure_dataset(
-        data.eval_dir,
-        data.n_eval_scenes,
-        data.eval_seed,
-        data.chip_size,
-        data.records_per_task,
-        workers,
-        progress,
-    )
+    records_path = ensure_eval_dataset(data, workers, progress)
     records = load_split(records_path, data.eval_splits)
     if tasks:
         unknown = sorted(set(tasks) - set(TASKS))

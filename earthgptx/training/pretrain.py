@@ -74,6 +74,39 @@ def chip_modalities(data: EncodedDataset) -> torch.Tensor:
     return out.scatter_(0, data.image_index, data.modality_ids)
 
 
+def _adamw_warmup_cosine(
+    parameters: list[nn.Parameter], lr: float, weight_decay: float, steps: int, warmup: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (matrices decay, 1-d parameters do not) with a linear warm-up over ``warmup`` steps, then a cosine to
+    zero at ``steps``."""
+    decay = [p for p in parameters if p.ndim >= 2]
+    no_decay = [p for p in parameters if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
+    )
+
+    def factor(step: int) -> float:
+        warm = min(1.0, (step + 1) / warmup)
+        return warm * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def _step(
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    parameters: list[nn.Parameter],
+) -> float:
+    """One optimiser step on ``loss`` (gradients clipped to norm 1); returns the loss value."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    optimizer.step()
+    scheduler.step()
+    return float(loss.detach())
+
+
 def pretrain_vision_tower(
     tower: EarthGPTXVisionTower,
     data: EncodedDataset,
@@ -116,17 +149,7 @@ def pretrain_vision_tower(
     weight = torch.ones(n_classes, device=device)
     weight[n_covers:] = OBJECT_WEIGHT
     parameters = [p for p in tower.parameters() if p.requires_grad] + list(head.parameters())
-    decay = [p for p in parameters if p.ndim >= 2]
-    no_decay = [p for p in parameters if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
-
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / WARMUP_STEPS)
-        return warm * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    optimizer, scheduler = _adamw_warmup_cosine(parameters, lr, weight_decay, steps, WARMUP_STEPS)
     tower.train()
     started = time.perf_counter()
     recent: list[float] = []
@@ -140,12 +163,7 @@ def pretrain_vision_tower(
         tokens = tower(pixels, modalities[index]).image_features  # (B, grid², C), row-major cells
         logits = head(tokens).reshape(-1, n_classes)
         loss = F.cross_entropy(logits, target.reshape(-1), weight=weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        recent = (recent + [float(loss.detach())])[-50:]
+        recent = (recent + [_step(loss, optimizer, scheduler, parameters)])[-50:]
         bar.update(1)
         if (step + 1) % 500 == 0 or step + 1 == steps:
             logger.info(
@@ -304,30 +322,15 @@ def warm_up_centre_head(
     )
 
     parameters = list(head.parameters())
-    decay = [p for p in parameters if p.ndim >= 2]
-    no_decay = [p for p in parameters if p.ndim < 2]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}], lr=lr
-    )
     warmup = min(WARMUP_STEPS, max(1, steps // 10))
-
-    def factor(step: int) -> float:
-        warm = min(1.0, (step + 1) / warmup)
-        return warm * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    optimizer, scheduler = _adamw_warmup_cosine(parameters, lr, 0.01, steps, warmup)
     head.train()
     recent: list[float] = []
     bar = tqdm(total=steps, disable=not progress, desc="centre head warm-up", unit="step", mininterval=2.0)
     for step in range(steps):
         index = torch.randint(0, len(pool), (batch_size,), generator=generator).to(device)
         loss = centre_focal_loss(head(features[index].float()), targets[index])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        optimizer.step()
-        scheduler.step()
-        recent = (recent + [float(loss.detach())])[-50:]
+        recent = (recent + [_step(loss, optimizer, scheduler, parameters)])[-50:]
         bar.update(1)
         if (step + 1) % 250 == 0 or step + 1 == steps:
             logger.info(

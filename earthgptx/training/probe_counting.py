@@ -24,9 +24,9 @@ import torch
 from earthgptx.data.vocabulary import OBJECT_CLASSES
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.modeling_earthgptx import centre_peaks
-from earthgptx.training.auxiliary import chip_targets, synthetic_scene
+from earthgptx.training.calibrate_counts import true_centre_map
 from earthgptx.training.config import load_run_config
-from earthgptx.training.datasets import encode_for_inference, ensure_dataset, load_split
+from earthgptx.training.datasets import encode_for_inference, ensure_eval_dataset, load_split
 
 
 @torch.no_grad()
@@ -43,13 +43,9 @@ def probe_counting(
         raise ValueError("the model has no counting path (count_classes = 0)")
     model.eval()
     size = processor.image_size
-    grid = model.config.vision_config.grid_size // model.config.projector_downsample
-    scenes = [synthetic_scene(r, seed, size) for r in records]
-    kept = [i for i, scene in enumerate(scenes) if scene is not None]
-    records = [records[i] for i in kept]
-    maps = torch.stack(
-        [torch.from_numpy(chip_targets(scenes[i], grid, size // 2).centre_map).float() for i in kept]  # type: ignore[arg-type]
-    )
+    truths = [true_centre_map(r, seed, model, size) for r in records]
+    records = [r for r, truth in zip(records, truths, strict=True) if truth is not None]
+    maps = torch.stack([truth for truth in truths if truth is not None])
     samples = encode_for_inference(records, root, processor, 1, False)
     answers: dict[str, list[str]] = {"detected": [], "true": []}
     head_counts: list[float] = []
@@ -113,14 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     data = load_run_config(args.config).data
-    records_path = ensure_dataset(
-        data.eval_dir,
-        data.n_eval_scenes,
-        data.eval_seed,
-        data.chip_size,
-        data.records_per_task,
-        progress=False,
-    )
+    records_path = ensure_eval_dataset(data, progress=False)
     records = [r for r in load_split(records_path, ["all"]) if r.get("task") == "counting"][: args.records]
     model = EarthGPTXForConditionalGeneration.from_pretrained(args.model)
     processor = EarthGPTXProcessor.from_pretrained(Path(args.model))

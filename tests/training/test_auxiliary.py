@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -152,9 +153,10 @@ def test_perception_heads_learn_linear_targets() -> None:
         assert last[key] < first[key], (key, first[key], last[key])
 
 
-def test_encoded_batches_carry_aux_targets_only_when_asked(tmp_path: Path, train_dir: Path) -> None:
-    run = small_run(tmp_path, train_dir)
-    records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"][:40]
+def _encoded_with_aux(run: Any, train_dir: Path, limit: int | None = None) -> tuple[list, Any, Any, Any]:
+    """The ``train`` records (the first ``limit``), the run's model config, its processor, and the records encoded
+    with their auxiliary targets."""
+    records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"][:limit]
     tokenizer = build_run_tokenizer(records)
     config = build_model_config(run.model, tokenizer)
     processor = EarthGPTXProcessor(tokenizer, config)
@@ -162,6 +164,13 @@ def test_encoded_batches_carry_aux_targets_only_when_asked(tmp_path: Path, train
     spec = AuxSpec(seed=3, chip_size=CHIP, grid=grid, pixel_side=CHIP // 2)
     data = encode_dataset(records, train_dir, processor, workers=1, progress=False, aux=spec)
     assert data.aux is not None
+    return records, config, processor, data
+
+
+def test_encoded_batches_carry_aux_targets_only_when_asked(tmp_path: Path, train_dir: Path) -> None:
+    run = small_run(tmp_path, train_dir)
+    records, config, processor, data = _encoded_with_aux(run, train_dir, limit=40)
+    grid = config.vision_config.grid_size // config.projector_downsample
     index = torch.arange(8)
     plain = data.batch(index)
     assert not any(k.startswith("aux_") for k in plain)
@@ -205,14 +214,7 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
 
     run = small_run(tmp_path, train_dir, steps=6, aux_weight=1.0, count_head_warmup_steps=40)
     run.model.overrides = {**run.model.overrides, "count_classes": len(OBJECT_CLASSES)}
-    records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"]
-    tokenizer = build_run_tokenizer(records)
-    config = build_model_config(run.model, tokenizer)
-    processor = EarthGPTXProcessor(tokenizer, config)
-    grid = config.vision_config.grid_size // config.projector_downsample
-    spec = AuxSpec(seed=3, chip_size=CHIP, grid=grid, pixel_side=CHIP // 2)
-    data = encode_dataset(records, train_dir, processor, workers=1, progress=False, aux=spec)
-    assert data.aux is not None
+    records, config, processor, data = _encoded_with_aux(run, train_dir)
     torch.manual_seed(0)
     model = EarthGPTXForConditionalGeneration(config)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if ".count_head." not in k}
