@@ -229,9 +229,13 @@ class EarthGPTXConfig(PreTrainedConfig):
     each of that many classes; its local maxima (in ``count_window`` × ``count_window`` cells, odd) above
     ``count_threshold`` are the detected objects. Their
     number per class over the whole image, and inside each prompt's region (a peak weighted by the share of its
-    cell the prompt covers), is encoded as a one-hot count ``0..count_max`` and added, through linear maps that
-    start at zero, to every image token and to the prompt's tokens. Attention averages and a count is a sum: the
-    path hands the language model the count.
+    cell the prompt covers), reaches the language model as words: one token per class, the embedding of the class's
+    name plus that of its count (``0..count_max``) as a number, after the image tokens (whole-image counts) and
+    after each prompt's tokens (the region's counts). So ``num_image_tokens`` and ``tokens_per_prompt`` each grow by
+    ``count_classes``. With the path the model also has a count copy: a pointer from each answer position to
+    the count tokens that mixes the count it points at into the next-token distribution through a learned gate;
+    ``count_number_ids`` are the vocabulary ids of the numbers ``0..count_max`` it writes (train.py sets them from
+    the tokenizer). Attention averages and a count is a sum: the path hands the language model the count.
     """
 
     model_type: ClassVar[str] = "earthgptx"
@@ -265,6 +269,7 @@ class EarthGPTXConfig(PreTrainedConfig):
     count_max: int = 8
     count_threshold: float = 0.5
     count_window: int = 3
+    count_number_ids: list[int] | None = None
     mask_decoder_hidden_size: int = 64
     mask_loss_weight: float = 1.0
     dice_loss_weight: float = 1.0
@@ -321,6 +326,11 @@ class EarthGPTXConfig(PreTrainedConfig):
             f"count_threshold is a centre probability in (0, 1), got {self.count_threshold}",
         )
         _require(
+            not self.count_number_ids or len(self.count_number_ids) == self.count_max + 1,
+            f"count_number_ids holds the ids of 0..count_max ({self.count_max + 1} ids), got "
+            f"{len(self.count_number_ids or [])}",
+        )
+        _require(
             self.count_window >= 1 and self.count_window % 2 == 1,
             f"count_window is an odd number of cells, got {self.count_window}",
         )
@@ -339,12 +349,18 @@ class EarthGPTXConfig(PreTrainedConfig):
     def num_image_tokens(self) -> int:
         """How many LLM tokens one ``<image>`` expands to."""
         per_view = (self.vision_config.grid_size // self.projector_downsample) ** 2
-        return per_view * self.vision_config.num_views
+        return per_view * self.vision_config.num_views + self.count_tokens
 
     @property
     def tokens_per_prompt(self) -> int:
         """How many LLM tokens one ``<regionI>`` expands to."""
-        return int(self.prompt_config.tokens_per_prompt)
+        return int(self.prompt_config.tokens_per_prompt) + self.count_tokens
+
+    @property
+    def count_tokens(self) -> int:
+        """How many count tokens (one per class: its name plus its count) follow the image's and each prompt's
+        tokens."""
+        return self.count_classes
 
     @property
     def max_prompts(self) -> int:

@@ -32,6 +32,8 @@ from transformers import (
     ConvNextModel,
     Dinov2Model,
     GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
     PreTrainedModel,
 )
 from transformers import initialization as init
@@ -62,12 +64,17 @@ class EarthGPTXVisionOutput:
         centre_logits: ``(batch, count_classes, image_size / 2, image_size / 2)`` — the counting path's
             object-centre heatmap logits (``None`` without the path; not part of the ONNX graph, which returns what
             the counts add to the tokens).
+        count_mix: ``(batch, count_classes, count_max + 1)`` — the counting path's whole-image count of each class
+            as weights over the numbers ``0..count_max`` (a one-hot for a whole count; ``None`` without the path).
+        region_count_mix: ``(batch, num_prompts, count_classes, count_max + 1)`` — the same inside each prompt.
     """
 
     image_tokens: torch.Tensor
     prompt_tokens: torch.Tensor
     mask_features: torch.Tensor
     centre_logits: torch.Tensor | None = None
+    count_mix: torch.Tensor | None = None
+    region_count_mix: torch.Tensor | None = None
 
 
 @dataclass
@@ -525,8 +532,8 @@ def centre_peaks(logits: torch.Tensor, threshold: float, window: int = 3) -> tor
 
 class EarthGPTXMultiModalProjector(nn.Module):
     """Maps fused tokens into the LLM's hidden size; adds the modality embedding to image tokens (and, with
-    ``prompt_position_features``, the position features of each prompt to its tokens; with ``count_classes``,
-    the counting path's encoded counts to both)."""
+    ``prompt_position_features``, the position features of each prompt to its tokens); with ``count_classes``,
+    the counting path's count tokens follow the image tokens and each prompt's tokens."""
 
     def __init__(self, config: EarthGPTXConfig) -> None:
         super().__init__()
@@ -549,18 +556,25 @@ class EarthGPTXMultiModalProjector(nn.Module):
         self.count_window = config.count_window
         if config.count_classes > 0:
             self.count_head = EarthGPTXCentreHead(config.mask_decoder_hidden_size, config.count_classes)
-            # The counts reach the tokens through maps that start at zero: the path is a no-op until trained.
-            count_features = config.count_classes * (config.count_max + 1)
-            self.image_count = EarthGPTXZeroLinear(count_features, text_hidden)
-            self.prompt_count = EarthGPTXZeroLinear(count_features, text_hidden)
+            # The counts reach the language model as words: one token per class, the class's name plus the number
+            # (train.py starts both tables from the text embeddings of those words).
+            self.count_numbers = nn.Embedding(config.count_max + 1, text_hidden)
+            self.count_names = nn.Embedding(config.count_classes, text_hidden)
 
-    def count_encoding(self, counts: torch.Tensor) -> torch.Tensor:
-        """``(..., C)`` counts → ``(..., C * (count_max + 1))`` soft one-hot features: value ``k`` of a class is
-        ``max(0, 1 - |count - k|)`` (the count clipped to ``[0, count_max]``), so a whole count is a one-hot and a
-        fractional one (a peak on a region's edge counts by the share of its cell inside) falls between two."""
-        levels = torch.arange(self.count_max + 1, device=counts.device, dtype=counts.dtype)
-        clipped = counts.clamp(0.0, float(self.count_max)).unsqueeze(-1)
-        return torch.relu(1.0 - (clipped - levels).abs()).flatten(-2)
+    def count_tokens(self, counts: torch.Tensor) -> torch.Tensor:
+        """``(..., C)`` counts → ``(..., C, H)`` tokens, one per class: its name's embedding plus its count's number
+        embedding (one token, so that a question's class finds its count in one look). A count between two whole
+        numbers (a peak on a region's edge counts by the share of its cell inside) mixes the two numbers'
+        embeddings; counts are clipped to ``[0, count_max]``."""
+        table = self.count_numbers.weight
+        return self.count_mix(counts).to(table.dtype) @ table + self.count_names.weight
+
+    def count_mix(self, counts: torch.Tensor) -> torch.Tensor:
+        """``(..., C)`` counts → ``(..., C, count_max + 1)`` weights over the numbers: a whole count is a one-hot,
+        a fractional one splits between its two neighbours; counts are clipped to ``[0, count_max]``."""
+        levels = torch.arange(self.count_max + 1, device=counts.device, dtype=torch.float32)
+        clipped = counts.float().clamp(0.0, float(self.count_max)).unsqueeze(-1)
+        return torch.relu(1.0 - (clipped - levels).abs())
 
     def region_counts(self, peaks: torch.Tensor, prompt_masks: torch.Tensor) -> torch.Tensor:
         """``(B, C, P, P)`` peaks, ``(B, N, S, S)`` masks → ``(B, N, C)``: each prompt's count of every class, a peak
@@ -609,12 +623,12 @@ class EarthGPTXMultiModalProjector(nn.Module):
         prompt_masks: torch.Tensor | None = None,
         pixel_features: torch.Tensor | None = None,
         centre_maps: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, torch.Tensor] | None]:
         """``prompts`` ``(B, N, K, D)``; ``prompt_masks`` ``(B, N, S, S)`` is needed when the model has
         ``prompt_position_features`` or the counting path, and the mask decoder's ``pixel_features`` by the counting
         path. ``centre_maps`` ``(B, C, P, P)``, true object centres (1.0 in the cell of each), replaces the detected
-        peaks (teacher forcing in training). Returns the image tokens, the prompt tokens and the counting path's
-        centre logits (``None`` without it)."""
+        peaks (teacher forcing in training). Returns the image tokens, the prompt tokens, and the counting path's
+        centre logits and count mixtures (whole image, each prompt; see ``count_mix``), ``None`` without it."""
         image_tokens = self.image_proj(self.merge_neighbours(image))
         image_tokens = image_tokens + self.modality_embedding(modality_ids).unsqueeze(1)
         prompt_tokens = self.prompt_proj(prompts)
@@ -625,6 +639,7 @@ class EarthGPTXMultiModalProjector(nn.Module):
             shift = self.prompt_position(features).unsqueeze(2)
             prompt_tokens = prompt_tokens + shift.to(prompt_tokens.dtype)
         centre_logits = None
+        mixes = None
         if self.count_head is not None:
             if prompt_masks is None or pixel_features is None:
                 raise ValueError("this model has a counting path: pass prompt_masks and pixel_features")
@@ -640,13 +655,69 @@ class EarthGPTXMultiModalProjector(nn.Module):
                         f"{tuple(centre_logits.shape)}"
                     )
                 peaks = centre_maps
-            dtype = self.image_count.weight.dtype
-            peaks = peaks.to(dtype)
-            total = self.count_encoding(peaks.sum((-2, -1)))  # (B, C * levels)
-            region = self.count_encoding(self.region_counts(peaks, prompt_masks))  # (B, N, C * levels)
-            image_tokens = image_tokens + self.image_count(total).unsqueeze(1).to(image_tokens.dtype)
-            prompt_tokens = prompt_tokens + self.prompt_count(region).unsqueeze(2).to(prompt_tokens.dtype)
-        return image_tokens, prompt_tokens, centre_logits
+            with torch.autocast(device_type=pixel_features.device.type, enabled=False):
+                peaks = peaks.float()
+                total_counts = peaks.sum((-2, -1))  # (B, C)
+                region_counts = self.region_counts(peaks, prompt_masks)  # (B, N, C)
+                total = self.count_tokens(total_counts)  # (B, C, H)
+                region = self.count_tokens(region_counts)  # (B, N, C, H)
+                mixes = (self.count_mix(total_counts), self.count_mix(region_counts))
+            image_tokens = torch.cat([image_tokens, total.to(image_tokens.dtype)], dim=1)
+            prompt_tokens = torch.cat([prompt_tokens, region.to(prompt_tokens.dtype)], dim=2)
+        return image_tokens, prompt_tokens, centre_logits, mixes
+
+
+class EarthGPTXCopyGate(nn.Linear):
+    """The count copy's gate; its bias starts at ``COPY_GATE_BIAS`` (the copy starts nearly shut, so a model
+    trained without it answers as before)."""
+
+    def reset_custom_parameters(self) -> None:
+        init.zeros_(self.weight)
+        assert self.bias is not None
+        init.constant_(self.bias, COPY_GATE_BIAS)
+
+
+COPY_GATE_BIAS = -4.0
+
+
+class EarthGPTXCountCopy(nn.Module):
+    """A pointer from the language model's answer to the counting path (a copy mechanism, as in pointer-generator
+    networks): at each position the last hidden state attends over the count tokens (their own last hidden states
+    as keys), takes the counts they carry as a distribution over the numbers ``0..count_max``, and mixes it into
+    the next-token distribution with a learned gate. The language model picks which count (which class, the whole
+    image or which region) and when to copy it; the detector supplies the number."""
+
+    def __init__(self, hidden: int) -> None:
+        super().__init__()
+        self.query = nn.Linear(hidden, hidden, bias=False)
+        self.key = nn.Linear(hidden, hidden, bias=False)
+        self.gate = EarthGPTXCopyGate(hidden, 1)
+
+    def forward(
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor,
+        source_hidden: torch.Tensor,
+        source_mix: torch.Tensor,
+        source_mask: torch.Tensor,
+        number_ids: torch.Tensor,
+    ) -> torch.Tensor:
+        """``logits`` ``(B, L, V)`` and ``hidden`` ``(B, L, H)`` of the positions to predict; the count tokens'
+        ``source_hidden`` ``(B, S, H)``, ``source_mix`` ``(B, S, levels)`` and ``source_mask`` ``(B, S)`` bool;
+        ``number_ids`` ``(levels,)`` the vocabulary ids of ``0..count_max`` → ``(B, L, V)`` log-probabilities of
+        ``(1 - g) softmax(logits) + g copy``. A sample without count tokens keeps ``log_softmax(logits)``."""
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            hidden, source_hidden = hidden.float(), source_hidden.float()
+            scores = (
+                self.query(hidden) @ self.key(source_hidden).transpose(1, 2) / math.sqrt(hidden.shape[-1])
+            )
+            scores = scores.masked_fill(~source_mask[:, None, :], float("-inf"))
+            attention = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # (B, L, S); no source: all zero
+            copy = attention @ source_mix.float()  # (B, L, levels)
+            gate = torch.sigmoid(self.gate(hidden)) * source_mask.any(-1).float()[:, None, None]
+            probs = torch.softmax(logits.float(), dim=-1) * (1.0 - gate)
+            probs = probs.index_add(-1, number_ids.to(probs.device), gate * copy)
+            return torch.log(probs.clamp_min(1e-30))
 
 
 # ---------------------------------------------------------------------------------------------------- masks
@@ -772,7 +843,7 @@ def run_vision_side(
     mask_features = parts.mask_decoder.pixel_features(
         fused_image, tower.stride4, tower.stride8, tower.adapted
     )
-    image_tokens, prompt_tokens, centre_logits = parts.multi_modal_projector(
+    image_tokens, prompt_tokens, centre_logits, mixes = parts.multi_modal_projector(
         fused_image, fused_prompts, modality_ids, prompt_masks, mask_features, centre_maps
     )
     prompt_tokens = prompt_tokens * prompt_valid.to(prompt_tokens.dtype)[:, :, None, None]
@@ -781,6 +852,8 @@ def run_vision_side(
         prompt_tokens=prompt_tokens,
         mask_features=mask_features,
         centre_logits=centre_logits,
+        count_mix=None if mixes is None else mixes[0],
+        region_count_mix=None if mixes is None else mixes[1],
     )
 
 
@@ -813,6 +886,9 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         self.multi_modal_projector = EarthGPTXMultiModalProjector(config)
         self.language_model = AutoModelForCausalLM.from_config(config.text_config)
         self.mask_decoder = EarthGPTXMaskDecoder(config)
+        self.count_copy = (
+            EarthGPTXCountCopy(config.text_config.hidden_size) if config.count_classes > 0 else None
+        )
         self.post_init()
 
     # ------------------------------------------------------------------ LM plumbing
@@ -889,10 +965,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         config = self.config
         embed = self.get_input_embeddings()
         image_positions = input_ids == config.image_token_id
-        region_ids = torch.tensor(config.region_token_ids, device=input_ids.device)
-        is_region = (input_ids.unsqueeze(-1) == region_ids).any(-1)
-        if answer_mask is not None:
-            is_region = is_region & ~answer_mask
+        is_region, region_index, occurrence = self._region_slots(input_ids, answer_mask)
         placeholders = image_positions | is_region
         embeds = embed(input_ids.masked_fill(placeholders, 0))
 
@@ -909,10 +982,6 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
 
         if bool(is_region.any()):
             num_prompts, k = prompt_tokens.shape[1], prompt_tokens.shape[2]
-            # region index (0-based) of every position; the k-th occurrence of that region in the sample
-            region_index = (input_ids.unsqueeze(-1) == region_ids).long().argmax(-1)
-            one_hot = F.one_hot(region_index, len(config.region_token_ids)) * is_region.unsqueeze(-1).long()
-            occurrence = ((one_hot.cumsum(1) * one_hot).sum(-1) - 1).clamp_min(0)
             batch_idx, pos_idx = is_region.nonzero(as_tuple=True)
             regions = region_index[batch_idx, pos_idx]
             too_high = regions >= num_prompts
@@ -929,6 +998,52 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             values = prompt_tokens[batch_idx, regions, slots].to(embeds.dtype)
             embeds = embeds.index_put((batch_idx, pos_idx), values)
         return embeds
+
+    def _region_slots(
+        self, input_ids: torch.Tensor, answer_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Where the ``<regionI>`` placeholders are (``(B, L)`` bool; not at ``answer_mask`` positions), the region
+        index (0-based) of every position, and which occurrence of its region in the sample each position is."""
+        region_ids = torch.tensor(self.config.region_token_ids, device=input_ids.device)
+        matches = input_ids.unsqueeze(-1) == region_ids
+        is_region = matches.any(-1)
+        if answer_mask is not None:
+            is_region = is_region & ~answer_mask
+        region_index = matches.long().argmax(-1)
+        one_hot = F.one_hot(region_index, len(region_ids)) * is_region.unsqueeze(-1).long()
+        occurrence = ((one_hot.cumsum(1) * one_hot).sum(-1) - 1).clamp_min(0)
+        return is_region, region_index, occurrence
+
+    def count_sources(
+        self, input_ids: torch.Tensor, vision: EarthGPTXVisionOutput, answer_mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The count tokens' places in ``input_ids`` ``(B, L)`` → ``(B, L, count_max + 1)`` the count each carries
+        (zero elsewhere) and ``(B, L)`` bool, which positions are count tokens: the last ``count_tokens`` of the
+        ``<image>`` ids, and of each ``<regionI>`` occurrence's ``tokens_per_prompt`` ids."""
+        config = self.config
+        if vision.count_mix is None or vision.region_count_mix is None:
+            raise ValueError("this model has no counting path")
+        c, t, k = config.count_tokens, config.num_image_tokens, config.tokens_per_prompt
+        batch, length = input_ids.shape
+        values = vision.count_mix.new_zeros(batch, length, vision.count_mix.shape[-1])
+        image_positions = input_ids == config.image_token_id
+        rank = image_positions.long().cumsum(1) - 1
+        is_count = image_positions & (rank >= t - c)
+        b, p = is_count.nonzero(as_tuple=True)
+        values[b, p] = vision.count_mix[b, rank[b, p] - (t - c)]
+        is_region, region_index, occurrence = self._region_slots(input_ids, answer_mask)
+        slot = occurrence % k
+        region_count = is_region & (slot >= k - c)
+        b, p = region_count.nonzero(as_tuple=True)
+        regions = region_index[b, p].clamp(max=vision.region_count_mix.shape[1] - 1)
+        values[b, p] = vision.region_count_mix[b, regions, slot[b, p] - (k - c)]
+        return values, is_count | region_count
+
+    def number_ids(self, device: torch.device) -> torch.Tensor:
+        ids = self.config.count_number_ids
+        if not ids or len(ids) != self.config.count_max + 1:
+            raise ValueError("this model's counting path needs count_number_ids: the ids of 0..count_max")
+        return torch.tensor(ids, device=device)
 
     # ------------------------------------------------------------------ masks
     def predict_masks(
@@ -974,6 +1089,10 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )
         logits = lm.logits
+        if self.count_copy is not None:  # logits become the log-probabilities with the copied counts mixed in
+            hidden = lm.hidden_states[-1]
+            mix, is_source = self.count_sources(input_ids, vision, answer_mask)
+            logits = self.count_copy(logits, hidden, hidden, mix, is_source, self.number_ids(logits.device))
 
         # The hidden state that predicts a [SEG] (position t-1 for a [SEG] at t) drives its mask; generate()
         # sees exactly that state when it emits [SEG].
@@ -1064,9 +1183,21 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             return_dict_in_generate=True,
             use_cache=True,
         )
-        generated = self.language_model.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, generation_config=generation_config
-        )
+        processors = LogitsProcessorList()
+        hook = None
+        if self.count_copy is not None:
+            mix, is_source = self.count_sources(input_ids, vision)
+            copier = _CountCopyProcessor(self.count_copy, mix, is_source, self.number_ids(input_ids.device))
+            hook = self.language_model.get_decoder().norm.register_forward_hook(copier.capture)
+            processors.append(copier)
+        try:
+            generated = self.language_model.generate(
+                inputs_embeds=embeds, attention_mask=attention_mask, generation_config=generation_config,
+                logits_processor=processors,
+            )  # fmt: skip
+        finally:
+            if hook is not None:
+                hook.remove()
         sequences = generated.sequences
         if sequences.shape[1] > max_new_tokens:  # some versions return the (empty) prompt ids in front
             sequences = sequences[:, -max_new_tokens:]
@@ -1084,7 +1215,33 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         return output
 
 
+class _CountCopyProcessor(LogitsProcessor):
+    """Applies ``EarthGPTXCountCopy`` during ``generate``: a hook on the language model's final norm hands it each
+    step's last hidden states; the first call (the whole prompt) also gives the count tokens' own."""
+
+    def __init__(
+        self, copy: EarthGPTXCountCopy, mix: torch.Tensor, is_source: torch.Tensor, number_ids: torch.Tensor
+    ) -> None:
+        self.copy, self.mix, self.is_source, self.number_ids = copy, mix, is_source, number_ids
+        self.source_hidden: torch.Tensor | None = None
+        self.last: torch.Tensor | None = None
+
+    def capture(self, module: nn.Module, args: object, output: torch.Tensor) -> None:
+        if self.source_hidden is None:
+            self.source_hidden = output
+        self.last = output[:, -1:]
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self.source_hidden is None or self.last is None:
+            raise RuntimeError("the count copy saw no hidden state (its hook is not on the final norm)")
+        mixed = self.copy(
+            scores[:, None], self.last, self.source_hidden, self.mix, self.is_source, self.number_ids
+        )
+        return mixed[:, 0].to(scores.dtype)  # type: ignore[return-value]
+
+
 __all__ = [
+    "EarthGPTXCountCopy",
     "EarthGPTXForConditionalGeneration",
     "EarthGPTXGenerateOutput",
     "EarthGPTXOutput",

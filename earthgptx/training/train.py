@@ -33,12 +33,14 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from earthgptx.data import load_records
+from earthgptx.data.vocabulary import OBJECT_CLASSES, PLURALS
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.modeling_earthgptx import sincos_1d
 from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE
@@ -242,6 +244,48 @@ def init_ordinal_numbers(model: EarthGPTXForConditionalGeneration, number_ids: t
         matrix[number_ids.to(matrix.device)] = (features * scale).to(matrix.dtype).to(matrix.device)
 
 
+def count_name_token_ids(tokenizer: Any, classes: int) -> list[int]:
+    """The token id standing for each counted class (``OBJECT_CLASSES`` order): the last word of its plural, the
+    word a counting question ends the class name with ("storage tanks" → "tanks")."""
+    if classes > len(OBJECT_CLASSES):
+        raise ValueError(
+            f"count_classes is {classes}, but the dataset has {len(OBJECT_CLASSES)} object classes"
+        )
+    ids = [tokenizer.convert_tokens_to_ids(PLURALS[c].split()[-1]) for c in OBJECT_CLASSES[:classes]]
+    missing = [c for c, i in zip(OBJECT_CLASSES, ids, strict=False) if i in (None, tokenizer.unk_token_id)]
+    if missing:
+        raise ValueError(f"the tokenizer has no word for the plural of {missing}")
+    return ids
+
+
+def saved_count_tokens(folder: Path | None) -> bool:
+    """Whether a saved model folder holds trained count-token tables (a counting stage continued)."""
+    if folder is None:
+        return False
+    with safe_open(str(folder / "model.safetensors"), framework="pt") as saved:
+        return any(".count_numbers." in f".{key}" for key in saved.keys())  # noqa: SIM118 (not a dict)
+
+
+def count_number_ids(tokenizer: Any, count_max: int) -> list[int]:
+    """The token ids of the numbers ``"0"`` … ``count_max`` (what the count copy writes)."""
+    numbers = [tokenizer.convert_tokens_to_ids(str(n)) for n in range(count_max + 1)]
+    if any(i in (None, tokenizer.unk_token_id) for i in numbers):
+        raise ValueError(f"the tokenizer lacks a number token in 0..{count_max}")
+    return numbers
+
+
+@torch.no_grad()
+def init_count_tokens(model: EarthGPTXForConditionalGeneration, tokenizer: Any) -> None:
+    """Start the counting path's name and number tables from the text embeddings of the class names and of the
+    numbers ``"0"`` … ``count_max``: the count tokens then read, to the language model, as words it knows."""
+    projector = model.multi_modal_projector
+    embeddings = model.get_input_embeddings().weight
+    numbers = count_number_ids(tokenizer, model.config.count_max)
+    names = count_name_token_ids(tokenizer, model.config.count_classes)
+    projector.count_numbers.weight.copy_(embeddings[torch.tensor(numbers, device=embeddings.device)])
+    projector.count_names.weight.copy_(embeddings[torch.tensor(names, device=embeddings.device)])
+
+
 def coordinate_loss(
     logits: torch.Tensor,
     labels: torch.Tensor,
@@ -303,11 +347,11 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-COUNT_MAP_PARTS = (".image_count.", ".prompt_count.")
+COUNT_MAP_PARTS = (".count_numbers.", ".count_names.", ".count_copy.")
 
 
 def make_optimizer(model: nn.Module, run: RunConfig) -> torch.optim.AdamW:
-    """AdamW; matrices decay, biases / norms / 1-d parameters do not; the counting path's maps into the tokens take
+    """AdamW; matrices decay, biases / norms / 1-d parameters do not; the counting path's token tables and count copy take
     ``optim.count_path_lr_scale`` times the learning rate, without decay."""
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
@@ -491,13 +535,17 @@ def train(
         tokenizer = processor.tokenizer
         model_config = EarthGPTXConfig.from_pretrained(str(init_from))
         apply_init_overrides(model_config, run.model.overrides)
-        if processor.prompt_coordinates != model_config.prompt_coordinates:
+        if (
+            processor.prompt_coordinates != model_config.prompt_coordinates
+            or processor.num_image_tokens != model_config.num_image_tokens
+            or processor.tokens_per_prompt != model_config.tokens_per_prompt
+        ):
             processor = EarthGPTXProcessor(
                 tokenizer,
                 model_config,
                 point_radius=processor.point_radius,
                 line_width=processor.line_width,
-            )  # an override turned the prompts' centroids in the text on or off
+            )  # an override turned the prompts' centroids in the text on or off, or added count tokens
     else:
         tokenizer = build_run_tokenizer(train_records)
         model_config = build_model_config(run.model, tokenizer)
@@ -521,6 +569,8 @@ def train(
     timings["encode_s"] = time.perf_counter() - t0
 
     # ---- model, optimiser, schedule
+    if model_config.count_classes > 0 and not model_config.count_number_ids:
+        model_config.count_number_ids = count_number_ids(tokenizer, model_config.count_max)
     seed_everything(run.train.seed)
     if init_from is not None:
         # Parts the overrides add (e.g. prompt_position_features) are missing from the folder and start from
@@ -531,6 +581,8 @@ def train(
     number_ids = number_token_ids(tokenizer)
     if run.model.ordinal_numbers and init_from is None and number_ids is not None:
         init_ordinal_numbers(model, number_ids)
+    if model_config.count_classes > 0 and not saved_count_tokens(init_from):
+        init_count_tokens(model, tokenizer)
     checkpoint_path = Path(run.train.checkpoint_dir) / CHECKPOINT_NAME
     vision_pretrain: dict[str, Any] | None = None
     if (
@@ -716,8 +768,11 @@ def train(
         if heads is not None and aux_targets:
             assert out.image_tokens is not None and out.prompt_tokens is not None
             assert out.mask_features is not None
+            extra = model_config.count_tokens  # the counting path's tokens carry no per-cell targets
+            image_tokens = out.image_tokens[:, : out.image_tokens.shape[1] - extra]
+            prompt_tokens = out.prompt_tokens[:, :, : out.prompt_tokens.shape[2] - extra]
             parts = heads.losses(
-                out.image_tokens, out.prompt_tokens, out.mask_features, aux_targets, out.centre_logits
+                image_tokens, prompt_tokens, out.mask_features, aux_targets, out.centre_logits
             )
             aux_loss = torch.stack(list(parts.values())).sum()
             loss = loss + run.train.aux_weight * aux_loss

@@ -71,9 +71,7 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
     counting = EarthGPTXForConditionalGeneration(config).eval()
     projector = counting.multi_modal_projector
     assert projector.count_head is not None
-    # trained, not the zero start: the maps pass counts on, and the head finds peaks
-    torch.nn.init.normal_(projector.image_count.weight, std=0.1)
-    torch.nn.init.normal_(projector.prompt_count.weight, std=0.1)
+    # trained, not the zero start: the head finds peaks
     torch.nn.init.normal_(projector.count_head.out.weight, std=0.5)
     torch.nn.init.zeros_(projector.count_head.out.bias)
     path = export_vision_onnx(counting, tmp_path / "vision.onnx")
@@ -85,8 +83,12 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
     assert detected.centre_logits is not None
     assert centre_peaks(detected.centre_logits, config.count_threshold).sum() > 0
     got = VisionOnnxRunner(path).run(*inputs)
+    extra = {"IMAGE_TOKENS": (1, 5), "PROMPT_TOKENS": (2, 5)}  # (axis, count tokens) per token output
     for name, reference, other in zip(OUTPUT_NAMES, expected, plain, strict=True):
-        assert got[name].shape == other.shape, name  # the same signature as without the path
+        shape = list(other.shape)  # the signature without the path, with the count tokens appended
+        if name in extra:
+            shape[extra[name][0]] += extra[name][1]
+        assert got[name].shape == tuple(shape), name
         reference = reference.numpy()
         relative = np.abs(got[name] - reference).max() / np.abs(reference).max()
         assert relative < 1e-4, f"{name}: relative error {relative:.2e}"

@@ -379,29 +379,30 @@ def test_prompt_position_features_are_the_centroid_and_start_as_a_no_op(config: 
     torch.testing.assert_close(only_values.position_features(masks), features[..., :3])
 
 
-def test_counting_path_counts_centre_peaks_and_starts_as_a_no_op(config: EarthGPTXConfig) -> None:
+def test_counting_path_counts_centre_peaks_and_hands_over_count_tokens(config: EarthGPTXConfig) -> None:
     from earthgptx.data.vocabulary import OBJECT_CLASSES
     from earthgptx.model.modeling_earthgptx import CENTRE_PRIOR_BIAS, centre_peaks
 
     n_classes = len(OBJECT_CLASSES)
     with_path = EarthGPTXConfig.from_dict({**config.to_dict(), "count_classes": n_classes})
+    assert with_path.num_image_tokens == config.num_image_tokens + n_classes
+    assert with_path.tokens_per_prompt == config.tokens_per_prompt + n_classes
     torch.manual_seed(0)
     model = EarthGPTXForConditionalGeneration(with_path).eval()
     projector = model.multi_modal_projector
     assert projector.count_head is not None and projector.count_head.out.out_channels == n_classes
-    assert not projector.image_count.weight.any() and not projector.prompt_count.weight.any()
     torch.testing.assert_close(
         projector.count_head.out.bias, torch.full((n_classes,), CENTRE_PRIOR_BIAS)
     )  # a low centre probability everywhere at first
 
-    # one-hot counts; a fractional count falls between two levels; counts past count_max saturate
-    encoded = projector.count_encoding(torch.tensor([[2.25, 0.0, 20.0] + [0.0] * (n_classes - 3)]))
-    levels = with_path.count_max + 1
-    assert encoded.shape == (1, n_classes * levels)
-    torch.testing.assert_close(encoded[0, 2:4], torch.tensor([0.75, 0.25]))
-    assert encoded[0, :levels].sum().item() == pytest.approx(1.0)
-    assert encoded[0, levels].item() == 1.0  # class 1: zero objects
-    assert encoded[0, 3 * levels - 1].item() == 1.0  # class 2: clipped to count_max
+    # Count tokens: per class its name plus its number; a fractional count mixes two numbers; counts past
+    # count_max saturate.
+    numbers, names = projector.count_numbers.weight, projector.count_names.weight
+    tokens = projector.count_tokens(torch.tensor([[2.25, 0.0, 20.0] + [0.0] * (n_classes - 3)]))
+    assert tokens.shape == (1, n_classes, numbers.shape[1])
+    torch.testing.assert_close(tokens[0, 0], names[0] + 0.75 * numbers[2] + 0.25 * numbers[3])
+    torch.testing.assert_close(tokens[0, 1], names[1] + numbers[0])  # class 1: zero objects
+    torch.testing.assert_close(tokens[0, 2], names[2] + numbers[with_path.count_max])  # clipped to count_max
 
     # Peaks: local maxima above the threshold. Class 0 has two bumps (each with a weaker neighbour, which is not a
     # peak) and a faint one below the threshold; class 1 has a single cell.
@@ -430,41 +431,48 @@ def test_counting_path_counts_centre_peaks_and_starts_as_a_no_op(config: EarthGP
     assert region.shape == (1, 2, 2)
     torch.testing.assert_close(region[0], torch.tensor([[1.0, 0.0], [0.5, 0.0]]))
 
-    # Without the path, the same weights give the same tokens: a checkpoint trained without it loads unchanged.
+    # The path leaves the tokens of a model without it as they were and appends its count tokens: a checkpoint
+    # trained without it loads unchanged.
     off = EarthGPTXForConditionalGeneration(config).eval()
     result = off.load_state_dict(model.state_dict(), strict=False)
     assert not result.missing_keys
-    assert {k.split(".")[1] for k in result.unexpected_keys} == {"count_head", "image_count", "prompt_count"}
+    unexpected = {".".join(k.split(".")[:2]) for k in result.unexpected_keys}
+    assert unexpected == {
+        "multi_modal_projector.count_head", "multi_modal_projector.count_numbers",
+        "multi_modal_projector.count_names", "count_copy.query", "count_copy.key", "count_copy.gate",
+    }  # fmt: skip
     pixel_values = torch.randn(1, 13, 128, 128)
     valid = torch.tensor([[True, True]])
+    plain_tokens = config.num_image_tokens
+    k = config.tokens_per_prompt
     with torch.no_grad():
         on = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
         plain = off.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
-        torch.testing.assert_close(on.image_tokens, plain.image_tokens)
-        torch.testing.assert_close(on.prompt_tokens, plain.prompt_tokens)
+        assert on.image_tokens.shape[1] == with_path.num_image_tokens
+        assert on.prompt_tokens.shape[2] == with_path.tokens_per_prompt
+        torch.testing.assert_close(on.image_tokens[:, :plain_tokens], plain.image_tokens)
+        torch.testing.assert_close(on.prompt_tokens[:, :, :k], plain.prompt_tokens)
         assert plain.centre_logits is None
         assert on.centre_logits is not None and on.centre_logits.shape == (1, n_classes, 64, 64)
-        # Once trained, the counts move every image token alike and each prompt's tokens by its own region's count.
-        torch.nn.init.normal_(projector.image_count.weight, std=0.1)
-        torch.nn.init.normal_(projector.prompt_count.weight, std=0.1)
-        detected = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid)
         # Teacher forcing: true centres replace the detected peaks; the detector's own peaks change nothing.
-        own = centre_peaks(detected.centre_logits, with_path.count_threshold, with_path.count_window)
+        own = centre_peaks(on.centre_logits, with_path.count_threshold, with_path.count_window)
         same = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid, centre_maps=own)
-        torch.testing.assert_close(same.image_tokens, detected.image_tokens)
+        torch.testing.assert_close(same.image_tokens, on.image_tokens)
         centres = torch.zeros(1, n_classes, 64, 64)
         centres[0, 2, 3, 3] = centres[0, 2, 50, 50] = 1.0  # two objects of class 2, one inside prompt 0
         forced = model.encode_vision(pixel_values, torch.tensor([0]), masks, valid, centre_maps=centres)
         with pytest.raises(ValueError, match="centre_maps"):
             model.encode_vision(pixel_values, torch.tensor([0]), masks, valid, centre_maps=centres[:, :2])
-    assert not own.any()  # the untrained head finds nothing
-    image_shift = forced.image_tokens - detected.image_tokens
-    assert image_shift.abs().sum() > 0
-    torch.testing.assert_close(image_shift[0, 0], image_shift[0, -1])
-    # prompt 0 holds one of the two objects, prompt 1 none: their tokens move differently
-    prompt_shift = forced.prompt_tokens - detected.prompt_tokens
-    torch.testing.assert_close(prompt_shift[0, 0, 0], prompt_shift[0, 0, 1])
-    assert not torch.allclose(prompt_shift[0, 0, 0], prompt_shift[0, 1, 0])
+    assert not own.any()  # the untrained head finds nothing: every count token says 0
+    torch.testing.assert_close(on.image_tokens[0, plain_tokens + 2], names[2] + numbers[0])
+    # the forced counts: 2 of class 2 in the image, 1 in prompt 0, none in prompt 1; the rest is unchanged
+    torch.testing.assert_close(forced.image_tokens[0, plain_tokens + 2], names[2] + numbers[2])
+    torch.testing.assert_close(forced.prompt_tokens[0, 0, k + 2], names[2] + numbers[1])
+    torch.testing.assert_close(forced.prompt_tokens[0, 1, k + 2], names[2] + numbers[0])
+    others = [i for i in range(with_path.num_image_tokens) if i != plain_tokens + 2]
+    torch.testing.assert_close(forced.image_tokens[:, others], on.image_tokens[:, others])
+    others = [i for i in range(with_path.tokens_per_prompt) if i != k + 2]
+    torch.testing.assert_close(forced.prompt_tokens[:, :, others], on.prompt_tokens[:, :, others])
 
     multi_view = {**with_path.to_dict()}
     multi_view["vision_config"] = {**multi_view["vision_config"], "num_views": 5}
@@ -553,3 +561,75 @@ def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp
         apply_init_overrides(loaded_config, {"no_such_field": 1})
     with pytest.raises(ValueError, match="prompt_position_sincos must be even"):
         apply_init_overrides(loaded_config, {"prompt_position_sincos": 3})
+
+
+def test_count_copy_mixes_the_pointed_counts_into_the_next_token() -> None:
+    from earthgptx.model.modeling_earthgptx import COPY_GATE_BIAS, EarthGPTXCountCopy
+
+    torch.manual_seed(0)
+    hidden, vocab = 8, 20
+    copy = EarthGPTXCountCopy(hidden)
+    copy.gate.reset_custom_parameters()
+    torch.nn.init.zeros_(copy.query.weight)  # every source scores alike: a plain average of the valid ones
+    logits, states, sources = torch.randn(2, 3, vocab), torch.randn(2, 3, hidden), torch.randn(2, 4, hidden)
+    mix = torch.zeros(2, 4, 9)
+    mix[0, 0, 2] = mix[0, 1, 5] = mix[0, 2, 5] = 1.0
+    mix[0, 3, 7] = 1.0  # not a source: masked out
+    source_mask = torch.tensor([[True, True, True, False], [False] * 4])
+    number_ids = torch.arange(10, 19)
+    out = copy(logits, states, sources, mix, source_mask, number_ids)
+    gate = torch.sigmoid(torch.tensor(COPY_GATE_BIAS))
+    expected = torch.softmax(logits[0], -1) * (1 - gate)
+    expected[:, 12] += gate / 3
+    expected[:, 15] += gate * 2 / 3
+    torch.testing.assert_close(out[0].exp(), expected)
+    # a sample without count tokens keeps the language model's own distribution
+    torch.testing.assert_close(out[1], torch.log_softmax(logits[1], -1))
+
+
+def test_count_copy_answers_with_the_detected_counts(
+    config: EarthGPTXConfig, tokenizer: Any, records_dir: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    from earthgptx.data.vocabulary import OBJECT_CLASSES
+
+    root, records = records_dir
+    n_classes = len(OBJECT_CLASSES)
+    numbers = [tokenizer.convert_tokens_to_ids(str(n)) for n in range(9)]
+    with_path = EarthGPTXConfig.from_dict(
+        {**config.to_dict(), "count_classes": n_classes, "count_number_ids": numbers}
+    )
+    processor = EarthGPTXProcessor(tokenizer, with_path)
+    batch = processor.collate_records(records, root, train=False)
+    torch.manual_seed(0)
+    model = EarthGPTXForConditionalGeneration(with_path).eval()
+    assert model.count_copy is not None
+    with torch.no_grad():
+        vision = model.encode_vision(
+            batch["pixel_values"], batch["modality_ids"], batch["prompt_masks"], batch["prompt_valid"]
+        )
+        mix, is_source = model.count_sources(batch["input_ids"], vision)
+        # the last C image ids, and the last C ids of every <regionI> occurrence, are the count tokens
+        regions = (batch["input_ids"].unsqueeze(-1) == torch.tensor(with_path.region_token_ids)).any(-1)
+        occurrences = regions.sum(-1) // with_path.tokens_per_prompt
+        assert is_source.sum(-1).tolist() == (n_classes * (1 + occurrences)).tolist()
+        image_at = (batch["input_ids"] == with_path.image_token_id).nonzero()
+        last_image = image_at[image_at[:, 0] == 0][-n_classes:, 1]
+        assert is_source[0, last_image].all()
+        torch.testing.assert_close(mix[0, last_image], vision.count_mix[0])
+        # the untrained head finds nothing: every count token carries 0
+        assert (mix[is_source].argmax(-1) == 0).all()
+        closed = model(**batch).logits[:, -1]
+        torch.testing.assert_close(closed.exp().sum(-1), torch.ones(len(records)))  # log-probabilities
+        torch.nn.init.constant_(
+            model.count_copy.gate.bias, 30.0
+        )  # the gate wide open: the answer is the count
+        opened = model(**batch).logits[:, -1]
+    assert opened.argmax(-1).tolist() == [numbers[0]] * len(records)
+    assert not torch.allclose(opened, closed)
+    # generate applies the same copy as the forward pass
+    generated = model.generate(**batch, max_new_tokens=2)
+    assert generated.sequences[:, 0].tolist() == [numbers[0]] * len(records)
+    with pytest.raises(ValueError, match="count_number_ids"):
+        EarthGPTXForConditionalGeneration(
+            EarthGPTXConfig.from_dict({**with_path.to_dict(), "count_number_ids": None})
+        ).eval()(**batch)

@@ -210,7 +210,7 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
     from earthgptx.model import EarthGPTXForConditionalGeneration
     from earthgptx.training.auxiliary import centre_focal_loss
     from earthgptx.training.pretrain import chip_modalities, warm_up_centre_head
-    from earthgptx.training.train import teacher_forced
+    from earthgptx.training.train import count_name_token_ids, init_count_tokens, teacher_forced
 
     run = small_run(tmp_path, train_dir, steps=6, aux_weight=1.0, count_head_warmup_steps=40)
     run.model.overrides = {**run.model.overrides, "count_classes": len(OBJECT_CLASSES)}
@@ -230,6 +230,25 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
                 torch.zeros(len(chips), 1, dtype=torch.bool),
             ).mask_features  # fmt: skip
             return float(centre_focal_loss(head(features), data.aux["aux_centre_map"][chips]))
+
+    # The count tokens start as the words they stand for: the class names' plurals and the numbers.
+    tokenizer = processor.tokenizer
+    embeddings = model.get_input_embeddings().weight
+    projector = model.multi_modal_projector
+    assert not torch.equal(
+        projector.count_numbers.weight[3], embeddings[tokenizer.convert_tokens_to_ids("3")]
+    )
+    init_count_tokens(model, tokenizer)
+    for n in range(config.count_max + 1):
+        torch.testing.assert_close(
+            projector.count_numbers.weight[n], embeddings[tokenizer.convert_tokens_to_ids(str(n))]
+        )
+    names = count_name_token_ids(tokenizer, len(OBJECT_CLASSES))
+    assert tokenizer.convert_ids_to_tokens(names) == ["ships", "airplanes", "tanks", "vehicles", "buildings"]
+    torch.testing.assert_close(projector.count_names.weight, embeddings[torch.tensor(names)])
+    with pytest.raises(ValueError, match="object classes"):
+        count_name_token_ids(tokenizer, len(OBJECT_CLASSES) + 1)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if ".count_head." not in k}
 
     before = head_loss()
     result = warm_up_centre_head(model, data, steps=40, batch_size=8, lr=1e-2, progress=False)
@@ -251,7 +270,11 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
     log = trained.log
     assert log is not None and log["centre_warmup"]["steps"] == 40
     saved = load_file(Path(run.train.output_dir) / "model.safetensors")
-    assert any(".count_head." in k for k in saved) and any(".image_count." in k for k in saved)
+    assert any(".count_head." in k for k in saved) and any(".count_numbers." in k for k in saved)
+    # the saved processor expands <image> and <regionI> to the count tokens too
+    processor_config = json.loads((Path(run.train.output_dir) / "processor_config.json").read_text())
+    assert processor_config["num_image_tokens"] == config.num_image_tokens
+    assert processor_config["tokens_per_prompt"] == config.tokens_per_prompt
 
 
 def test_counting_probe_answers_with_detected_and_true_counts(tmp_path: Path, train_dir: Path) -> None:

@@ -72,7 +72,7 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
         {"prompt_position_features": False},
         {"prompt_position_features": True, "prompt_position_sincos": 0},
         {"prompt_coordinates": True},
-    ] + [{}] * (len(stages) - 3)
+    ] + [{}] * 6 + [{"count_classes": 5}] + [{}] * 2  # stage 10 adds the counting path; 11 and 12 keep it
     assert [stage.model.trainable for stage in stages] == ["all"] * 3 + ["mask_decoder"] + ["all"] * (
         len(stages) - 4
     )
@@ -136,7 +136,7 @@ def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
         ModelSettings(trainable="some")
 
 
-def test_counting_maps_get_their_own_learning_rate_without_decay(tmp_path: Path) -> None:
+def test_count_token_tables_get_their_own_learning_rate_without_decay(tmp_path: Path) -> None:
     from earthgptx.model import EarthGPTXConfig
 
     run = small_run(tmp_path, tmp_path / "data")
@@ -145,7 +145,7 @@ def test_counting_maps_get_their_own_learning_rate_without_decay(tmp_path: Path)
     groups = make_optimizer(model, run).param_groups
     assert len(groups) == 3
     projector = model.multi_modal_projector
-    maps = {id(p) for part in (projector.image_count, projector.prompt_count) for p in part.parameters()}
+    maps = {id(p) for part in (projector.count_numbers, projector.count_names) for p in part.parameters()}
     assert {id(p) for p in groups[2]["params"]} == maps
     assert groups[2]["lr"] == pytest.approx(50.0 * run.optim.lr) and groups[2]["weight_decay"] == 0.0
     assert groups[0]["lr"] == run.optim.lr
