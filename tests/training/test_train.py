@@ -72,7 +72,7 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
         {"prompt_position_features": False},
         {"prompt_position_features": True, "prompt_position_sincos": 0},
         {"prompt_coordinates": True},
-    ] + [{}] * 6 + [{"count_classes": 5}] + [{}] * 2  # stage 10 adds the counting path; 11 and 12 keep it
+    ] + [{}] * (len(stages) - 3)
     assert [stage.model.trainable for stage in stages] == ["all"] * 3 + ["mask_decoder"] + ["all"] * (
         len(stages) - 4
     )
@@ -134,6 +134,22 @@ def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
         run_config_from_dict({"train": {"task_weights": {"segmentation": 2.0}}})
     with pytest.raises(ValueError, match="trainable"):
         ModelSettings(trainable="some")
+
+
+def test_counting_trial_configs_chain_from_the_shipped_model() -> None:
+    """configs/trials/counting-stage10..12.yaml: from the shipped model, one after another, each on a seed of its
+    own that no shipped stage used and that is never the held-out seed."""
+    shipped = load_run_config(REPO / "configs" / "tiny.yaml")
+    shipped_seeds = {load_run_config(p).data.train_seed for p in (REPO / "configs").glob("tiny*.yaml")}
+    trials = [load_run_config(REPO / "configs" / "trials" / f"counting-stage{i}.yaml") for i in (10, 11, 12)]
+    assert trials[0].model.init_from == shipped.train.output_dir
+    for before, after in zip(trials, trials[1:], strict=False):
+        assert after.model.init_from == before.train.output_dir
+    seeds = [t.data.train_seed for t in trials]
+    assert len(set(seeds)) == 3 and not set(seeds) & shipped_seeds
+    assert all(t.data.eval_seed == shipped.data.eval_seed not in seeds for t in trials)
+    assert all(t.model.overrides == {"count_classes": 5} for t in trials[:1])
+    assert all(not t.train.output_dir.startswith("models/") for t in trials)
 
 
 def test_count_token_tables_get_their_own_learning_rate_without_decay(tmp_path: Path) -> None:
