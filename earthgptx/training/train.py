@@ -279,7 +279,7 @@ def init_count_tokens(model: EarthGPTXForConditionalGeneration, tokenizer: Any) 
     """Start the counting path's name and number tables from the text embeddings of the class names and of the
     numbers ``"0"`` … ``count_max``: the count tokens then read, to the language model, as words it knows."""
     projector = model.multi_modal_projector
-    embeddings = model.get_input_embeddings().weight
+    embeddings: torch.Tensor = model.get_input_embeddings().weight  # type: ignore[assignment]
     numbers = count_number_ids(tokenizer, model.config.count_max)
     names = count_name_token_ids(tokenizer, model.config.count_classes)
     projector.count_numbers.weight.copy_(embeddings[torch.tensor(numbers, device=embeddings.device)])
