@@ -158,7 +158,10 @@ def fits_on_device(data: EncodedDataset, device: torch.device) -> bool:
 
 def build_model_config(settings: ModelSettings, tokenizer: Any) -> EarthGPTXConfig:
     preset = EarthGPTXConfig.tiny if settings.preset == "tiny" else EarthGPTXConfig.paper
-    return preset(tokenizer=tokenizer, **settings.overrides)
+    config = preset(tokenizer=tokenizer, **settings.overrides)
+    if config.count_classes > 0 and not config.count_number_ids:
+        config.count_number_ids = count_number_ids(tokenizer, config.count_max)
+    return config
 
 
 def apply_init_overrides(config: EarthGPTXConfig, overrides: dict[str, Any]) -> None:

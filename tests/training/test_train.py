@@ -161,7 +161,8 @@ def test_count_token_tables_get_their_own_learning_rate_without_decay(tmp_path: 
     groups = make_optimizer(model, run).param_groups
     assert len(groups) == 3
     projector = model.multi_modal_projector
-    maps = {id(p) for part in (projector.count_numbers, projector.count_names) for p in part.parameters()}
+    parts = (projector.count_numbers, projector.count_names, model.count_copy)
+    maps = {id(p) for part in parts for p in part.parameters()}  # type: ignore[union-attr]
     assert {id(p) for p in groups[2]["params"]} == maps
     assert groups[2]["lr"] == pytest.approx(50.0 * run.optim.lr) and groups[2]["weight_decay"] == 0.0
     assert groups[0]["lr"] == run.optim.lr
