@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +108,29 @@ def _step(
     return float(loss.detach())
 
 
+def _optimise(
+    steps: int,
+    batch_loss: Callable[[], torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    parameters: list[nn.Parameter],
+    desc: str,
+    log_every: int,
+    progress: bool,
+) -> float:
+    """``steps`` optimiser steps on ``batch_loss()`` (which draws its own batch), with a progress bar and the mean
+    loss of the last 50 steps logged every ``log_every`` steps and at the end; returns that last mean."""
+    recent: list[float] = []
+    bar = tqdm(total=steps, disable=not progress, desc=desc, unit="step", mininterval=2.0)
+    for step in range(steps):
+        recent = (recent + [_step(batch_loss(), optimizer, scheduler, parameters)])[-50:]
+        bar.update(1)
+        if (step + 1) % log_every == 0 or step + 1 == steps:
+            logger.info("%s step %d/%d: loss %.4f", desc, step + 1, steps, sum(recent) / len(recent))
+    bar.close()
+    return sum(recent) / len(recent)
+
+
 def pretrain_vision_tower(
     tower: EarthGPTXVisionTower,
     data: EncodedDataset,
@@ -152,9 +176,8 @@ def pretrain_vision_tower(
     optimizer, scheduler = _adamw_warmup_cosine(parameters, lr, weight_decay, steps, WARMUP_STEPS)
     tower.train()
     started = time.perf_counter()
-    recent: list[float] = []
-    bar = tqdm(total=steps, disable=not progress, desc="vision pre-training", unit="step", mininterval=2.0)
-    for step in range(steps):
+
+    def batch_loss() -> torch.Tensor:
         index = torch.randint(0, n_chips, (batch_size,), generator=generator)
         turns = int(torch.randint(0, 4, (), generator=generator))
         index = index.to(device)
@@ -162,18 +185,15 @@ def pretrain_vision_tower(
         target = torch.rot90(labels[index], turns, (1, 2))
         tokens = tower(pixels, modalities[index]).image_features  # (B, grid², C), row-major cells
         logits = head(tokens).reshape(-1, n_classes)
-        loss = F.cross_entropy(logits, target.reshape(-1), weight=weight)
-        recent = (recent + [_step(loss, optimizer, scheduler, parameters)])[-50:]
-        bar.update(1)
-        if (step + 1) % 500 == 0 or step + 1 == steps:
-            logger.info(
-                "vision pre-training step %d/%d: loss %.4f", step + 1, steps, sum(recent) / len(recent)
-            )
-    bar.close()
+        return F.cross_entropy(logits, target.reshape(-1), weight=weight)
+
+    loss = _optimise(
+        steps, batch_loss, optimizer, scheduler, parameters, "vision pre-training", 500, progress
+    )
     seconds = time.perf_counter() - started
     accuracy, object_accuracy = _cell_accuracy(tower, head, data, labels, modalities, n_covers)
     tower.train()
-    return PretrainResult(steps, seconds, sum(recent) / len(recent), accuracy, object_accuracy)
+    return PretrainResult(steps, seconds, loss, accuracy, object_accuracy)
 
 
 @torch.no_grad()
@@ -325,22 +345,18 @@ def warm_up_centre_head(
     warmup = min(WARMUP_STEPS, max(1, steps // 10))
     optimizer, scheduler = _adamw_warmup_cosine(parameters, lr, 0.01, steps, warmup)
     head.train()
-    recent: list[float] = []
-    bar = tqdm(total=steps, disable=not progress, desc="centre head warm-up", unit="step", mininterval=2.0)
-    for step in range(steps):
+
+    def batch_loss() -> torch.Tensor:
         index = torch.randint(0, len(pool), (batch_size,), generator=generator).to(device)
-        loss = centre_focal_loss(head(features[index].float()), targets[index])
-        recent = (recent + [_step(loss, optimizer, scheduler, parameters)])[-50:]
-        bar.update(1)
-        if (step + 1) % 250 == 0 or step + 1 == steps:
-            logger.info(
-                "centre head warm-up step %d/%d: loss %.4f", step + 1, steps, sum(recent) / len(recent)
-            )
-    bar.close()
+        return centre_focal_loss(head(features[index].float()), targets[index])
+
+    loss = _optimise(
+        steps, batch_loss, optimizer, scheduler, parameters, "centre head warm-up", 250, progress
+    )
     seconds = time.perf_counter() - started
     accuracy = centre_count_accuracy(model, data, modalities, range(n_chips - held_out, n_chips))
     model.train(was_training)
-    return CentreWarmupResult(steps, seconds, sum(recent) / len(recent), accuracy)
+    return CentreWarmupResult(steps, seconds, loss, accuracy)
 
 
 @torch.no_grad()

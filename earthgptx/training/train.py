@@ -573,6 +573,7 @@ def train(
 
     # ---- model, optimiser, schedule
     if model_config.count_classes > 0 and not model_config.count_number_ids:
+        # build_model_config sets them for a fresh model; an init_from folder may gain the path by an override
         model_config.count_number_ids = count_number_ids(tokenizer, model_config.count_max)
     seed_everything(run.train.seed)
     if init_from is not None:
