@@ -232,10 +232,14 @@ class EarthGPTXConfig(PreTrainedConfig):
     cell the prompt covers), reaches the language model as words: one token per class, the embedding of the class's
     name plus that of its count (``0..count_max``) as a number, after the image tokens (whole-image counts) and
     after each prompt's tokens (the region's counts). So ``num_image_tokens`` and ``tokens_per_prompt`` each grow by
-    ``count_classes``. With the path the model also has a count copy: a pointer from each answer position to
-    the count tokens that mixes the count it points at into the next-token distribution through a learned gate;
-    ``count_number_ids`` are the vocabulary ids of the numbers ``0..count_max`` it writes (train.py sets them from
-    the tokenizer). Attention averages and a count is a sum: the path hands the language model the count.
+    ``count_classes``. With the path the model also has a count copy: a pointer from an answer's first position
+    to the count tokens that mixes the count it points at into that position's next-token distribution through a
+    learned gate (only there: a count is a whole answer, and the numbers are also the box coordinates written
+    later in other answers); ``count_number_ids`` are the vocabulary ids of the numbers ``0..count_max`` it writes
+    (train.py sets them from the tokenizer). Given the right count token of a counting question, ``forward`` also
+    supervises the copy: ``count_copy_loss_weight`` × (the pointer's cross-entropy on that token + the gate's
+    binary cross-entropy, open for a counting question and shut for any other). Attention averages and a count is
+    a sum: the path hands the language model the count.
     """
 
     model_type: ClassVar[str] = "earthgptx"
@@ -270,6 +274,7 @@ class EarthGPTXConfig(PreTrainedConfig):
     count_threshold: float = 0.5
     count_window: int = 3
     count_number_ids: list[int] | None = None
+    count_copy_loss_weight: float = 1.0
     mask_decoder_hidden_size: int = 64
     mask_loss_weight: float = 1.0
     dice_loss_weight: float = 1.0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -82,10 +82,11 @@ class EarthGPTXOutput(ModelOutput):
     """Output of ``EarthGPTXForConditionalGeneration.forward``.
 
     Args:
-        loss: scalar, ``lm_loss + mask_loss_weight * bce + dice_loss_weight * dice`` (only when ``labels`` given).
+        loss: scalar, ``lm_loss + mask_loss + copy_loss`` (the parts that were computed).
         lm_loss: scalar, next-token cross-entropy over the tokens whose label is not ``ignore_index``.
         mask_loss: scalar, the weighted BCE + dice of the ``[SEG]`` masks (only when ``target_masks`` given).
-        logits: ``(batch, seq_len, vocab_size)``.
+        logits: ``(batch, seq_len, vocab_size)``, whose softmax is the next-token distribution. With the count copy,
+            the row of each answer's first position holds log-probabilities with the copied count mixed in.
         mask_logits: ``(num_seg, image_size, image_size)`` — one mask per ``[SEG]`` token in ``input_ids``,
             in row-major order (sample, then position); ``None`` when there is none.
         seg_batch_index: ``(num_seg,)`` — the sample each mask belongs to.
@@ -94,11 +95,14 @@ class EarthGPTXOutput(ModelOutput):
         mask_features: ``(batch, mask_decoder_hidden_size, S/2, S/2)``, the mask decoder's pixel features.
         centre_logits: ``(batch, count_classes, S/2, S/2)``, the counting path's object-centre heatmap logits (or
             ``None``).
+        copy_loss: scalar, the count copy's supervision (only when ``count_targets`` given; see
+            ``EarthGPTXForConditionalGeneration.count_copy_loss``); part of ``loss``.
     """
 
     loss: torch.Tensor | None = None
     lm_loss: torch.Tensor | None = None
     mask_loss: torch.Tensor | None = None
+    copy_loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
     mask_logits: torch.Tensor | None = None
     seg_batch_index: torch.Tensor | None = None
@@ -680,12 +684,30 @@ class EarthGPTXCopyGate(nn.Linear):
 COPY_GATE_BIAS = -4.0
 
 
+class CountCopyResult(NamedTuple):
+    """What the count copy gives for ``B`` positions: ``log_probs`` ``(B, V)``, the mixed next-token
+    log-probabilities; ``log_attention`` ``(B, S)``, the pointer's log-weights over the count tokens (finite
+    everywhere; only the count tokens' entries mean anything, so a saturated pointer still has a gradient);
+    ``gate_logit`` ``(B,)``."""
+
+    log_probs: torch.Tensor
+    log_attention: torch.Tensor
+    gate_logit: torch.Tensor
+
+
+_NOT_A_SOURCE = -1e9  # the pointer's score for a position that is not a count token
+# The pointer scores a count token by the cosine of query and key times this: at most a gap of twice it between
+# two count tokens, so the pointer can be sharp but never saturates past learning (an unbounded dot product did,
+# in trial stages 11-12: gaps of hundreds, on the wrong class, that no gradient could move).
+COPY_POINTER_SCALE = 16.0
+
+
 class EarthGPTXCountCopy(nn.Module):
     """A pointer from the language model's answer to the counting path (a copy mechanism, as in pointer-generator
-    networks): at each position the last hidden state attends over the count tokens (their own last hidden states
-    as keys), takes the counts they carry as a distribution over the numbers ``0..count_max``, and mixes it into
-    the next-token distribution with a learned gate. The language model picks which count (which class, the whole
-    image or which region) and when to copy it; the detector supplies the number."""
+    networks): at an answer's first position the last hidden state attends over the count tokens (their own last
+    hidden states as keys; a scaled cosine, see ``COPY_POINTER_SCALE``), takes the counts they carry as a distribution over the numbers ``0..count_max``, and
+    mixes it into the next-token distribution with a learned gate. The language model picks which count (which
+    class, the whole image or which region) and whether to copy it; the detector supplies the number."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -701,23 +723,43 @@ class EarthGPTXCountCopy(nn.Module):
         source_mix: torch.Tensor,
         source_mask: torch.Tensor,
         number_ids: torch.Tensor,
-    ) -> torch.Tensor:
-        """``logits`` ``(B, L, V)`` and ``hidden`` ``(B, L, H)`` of the positions to predict; the count tokens'
+    ) -> CountCopyResult:
+        """``logits`` ``(B, V)`` and ``hidden`` ``(B, H)`` of one position per sample; the count tokens'
         ``source_hidden`` ``(B, S, H)``, ``source_mix`` ``(B, S, levels)`` and ``source_mask`` ``(B, S)`` bool;
-        ``number_ids`` ``(levels,)`` the vocabulary ids of ``0..count_max`` → ``(B, L, V)`` log-probabilities of
-        ``(1 - g) softmax(logits) + g copy``. A sample without count tokens keeps ``log_softmax(logits)``."""
+        ``number_ids`` ``(levels,)`` the vocabulary ids of ``0..count_max`` → the log-probabilities of
+        ``(1 - g) softmax(logits) + g copy``, the pointer and the gate logit. A sample without count tokens keeps
+        ``log_softmax(logits)``."""
         with torch.autocast(device_type=logits.device.type, enabled=False):
             hidden, source_hidden = hidden.float(), source_hidden.float()
-            scores = (
-                self.query(hidden) @ self.key(source_hidden).transpose(1, 2) / math.sqrt(hidden.shape[-1])
-            )
-            scores = scores.masked_fill(~source_mask[:, None, :], float("-inf"))
-            attention = torch.softmax(scores, dim=-1).nan_to_num(0.0)  # (B, L, S); no source: all zero
-            copy = attention @ source_mix.float()  # (B, L, levels)
-            gate = torch.sigmoid(self.gate(hidden)) * source_mask.any(-1).float()[:, None, None]
+            query = F.normalize(self.query(hidden), dim=-1).unsqueeze(1)  # (B, 1, H)
+            keys = F.normalize(self.key(source_hidden), dim=-1)
+            scores = COPY_POINTER_SCALE * (query @ keys.transpose(1, 2)).squeeze(1)  # (B, S)
+            log_attention = torch.log_softmax(scores.masked_fill(~source_mask, _NOT_A_SOURCE), dim=-1)
+            attention = log_attention.exp() * source_mask  # (B, S); no source: all zero
+            copy = (attention.unsqueeze(-1) * source_mix.float()).sum(1)  # (B, levels)
+            gate_logit = self.gate(hidden).squeeze(-1)
+            gate = (torch.sigmoid(gate_logit) * source_mask.any(-1).float()).unsqueeze(-1)
             probs = torch.softmax(logits.float(), dim=-1) * (1.0 - gate)
             probs = probs.index_add(-1, number_ids.to(probs.device), gate * copy)
-            return torch.log(probs.clamp_min(1e-30))
+            return CountCopyResult(torch.log(probs.clamp_min(1e-30)), log_attention, gate_logit)
+
+
+class CountSources(NamedTuple):
+    """Where the count tokens are in a batch's ``(B, L)`` ids: ``mix`` ``(B, L, count_max + 1)``, the count each
+    carries (zero elsewhere); ``is_source`` ``(B, L)`` bool; ``key`` ``(B, L)``, which count each is (see
+    ``count_source_key``; -1 elsewhere)."""
+
+    mix: torch.Tensor
+    is_source: torch.Tensor
+    key: torch.Tensor
+
+
+def count_source_key(class_index: int, region: int | None, classes: int) -> int:
+    """The key of the count token of class ``class_index`` over the whole image (``region`` None) or inside prompt
+    ``region`` (0-based): what ``count_targets`` holds for a counting question about that count."""
+    if not 0 <= class_index < classes:
+        raise ValueError(f"class index {class_index} is outside the counting path's {classes} classes")
+    return class_index if region is None else (region + 1) * classes + class_index
 
 
 # ---------------------------------------------------------------------------------------------------- masks
@@ -1016,28 +1058,72 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
 
     def count_sources(
         self, input_ids: torch.Tensor, vision: EarthGPTXVisionOutput, answer_mask: torch.Tensor | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The count tokens' places in ``input_ids`` ``(B, L)`` → ``(B, L, count_max + 1)`` the count each carries
-        (zero elsewhere) and ``(B, L)`` bool, which positions are count tokens: the last ``count_tokens`` of the
-        ``<image>`` ids, and of each ``<regionI>`` occurrence's ``tokens_per_prompt`` ids."""
+    ) -> CountSources:
+        """The count tokens' places in ``input_ids`` ``(B, L)``: the last ``count_tokens`` of the ``<image>`` ids
+        (whole-image counts, class by class), and of each ``<regionI>`` occurrence's ``tokens_per_prompt`` ids
+        (that prompt's counts)."""
         config = self.config
         if vision.count_mix is None or vision.region_count_mix is None:
             raise ValueError("this model has no counting path")
         c, t, k = config.count_tokens, config.num_image_tokens, config.tokens_per_prompt
         batch, length = input_ids.shape
         values = vision.count_mix.new_zeros(batch, length, vision.count_mix.shape[-1])
+        key = torch.full((batch, length), -1, dtype=torch.long, device=input_ids.device)
         image_positions = input_ids == config.image_token_id
         rank = image_positions.long().cumsum(1) - 1
         is_count = image_positions & (rank >= t - c)
         b, p = is_count.nonzero(as_tuple=True)
         values[b, p] = vision.count_mix[b, rank[b, p] - (t - c)]
+        key[b, p] = rank[b, p] - (t - c)
         is_region, region_index, occurrence = self._region_slots(input_ids, answer_mask)
         slot = occurrence % k
         region_count = is_region & (slot >= k - c)
         b, p = region_count.nonzero(as_tuple=True)
         regions = region_index[b, p].clamp(max=vision.region_count_mix.shape[1] - 1)
         values[b, p] = vision.region_count_mix[b, regions, slot[b, p] - (k - c)]
-        return values, is_count | region_count
+        key[b, p] = (regions + 1) * c + slot[b, p] - (k - c)
+        return CountSources(values, is_count | region_count, key)
+
+    def copy_positions(
+        self, input_ids: torch.Tensor, labels: torch.Tensor | None, attention_mask: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The positions the count copy acts at, as ``(samples, positions)``: the one that predicts each answer's
+        first token (with ``labels``: the position before the first labelled one; samples without an answer are
+        left out), or, without labels, each sample's last real position (the one that predicts what comes next)."""
+        batch, length = input_ids.shape
+        if labels is not None:
+            answered = labels != self.config.ignore_index
+            answered[:, 0] = False  # nothing predicts the first position
+            samples = answered.any(-1).nonzero().flatten()
+            first = answered.long().argmax(-1)
+            return samples, first[samples] - 1
+        samples = torch.arange(batch, device=input_ids.device)
+        if attention_mask is None:
+            return samples, input_ids.new_full((batch,), length - 1)
+        return samples, attention_mask.long().cumsum(-1).argmax(-1)  # the last 1, for left or right padding
+
+    def count_copy_loss(
+        self, result: CountCopyResult, sources: CountSources, samples: torch.Tensor, count_targets: torch.Tensor
+    ) -> torch.Tensor:
+        """The count copy's supervision, for the positions of ``samples``: ``count_targets`` ``(B,)`` holds the key
+        of the count a counting question asks for (``count_source_key``), -1 for any other question. The pointer's
+        cross-entropy on that count token (counting questions whose token is in the input) plus the gate's binary
+        cross-entropy (open for a counting question, shut for any other), times ``count_copy_loss_weight``."""
+        targets = count_targets.to(result.gate_logit.device)[samples]
+        is_source, key = sources.is_source[samples], sources.key[samples]
+        counting = targets >= 0
+        match = is_source & (key == targets.unsqueeze(-1)) & counting.unsqueeze(-1)
+        hit = match.any(-1)
+        loss = result.gate_logit.sum() * 0.0  # keeps the graph when nothing below applies
+        if bool(hit.any()):
+            pointed = torch.logsumexp(result.log_attention.masked_fill(~match, float("-inf")), dim=-1)
+            loss = loss - pointed[hit].mean()
+        has_source = is_source.any(-1)
+        if bool(has_source.any()):
+            loss = loss + F.binary_cross_entropy_with_logits(
+                result.gate_logit[has_source], counting[has_source].float()
+            )
+        return self.config.count_copy_loss_weight * loss
 
     def number_ids(self, device: torch.device) -> torch.Tensor:
         ids = self.config.count_number_ids
@@ -1064,6 +1150,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         labels: torch.Tensor | None = None,
         target_masks: torch.Tensor | None = None,
         centre_maps: torch.Tensor | None = None,
+        count_targets: torch.Tensor | None = None,
     ) -> EarthGPTXOutput:
         """Teacher-forced forward pass.
 
@@ -1077,6 +1164,8 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
                 token at position ``t``; the model shifts).
             target_masks: ``(M, S, S)`` in [0, 1], one per ``[SEG]`` id in ``input_ids`` (row-major order).
             centre_maps: true object centres for the counting path (see ``encode_vision``; training only).
+            count_targets: ``(B,)``, for the count copy's supervision: the ``count_source_key`` of the count a
+                counting question asks for, -1 for other questions (training only; see ``count_copy_loss``).
         """
         config = self.config
         prompt_masks, prompt_valid = self._default_prompts(pixel_values, prompt_masks, prompt_valid)
@@ -1089,10 +1178,19 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )
         logits = lm.logits
-        if self.count_copy is not None:  # logits become the log-probabilities with the copied counts mixed in
+        copy_loss = None
+        if self.count_copy is not None:
+            # The row of each answer's first position becomes log-probabilities with the copied count mixed in.
             hidden = lm.hidden_states[-1]
-            mix, is_source = self.count_sources(input_ids, vision, answer_mask)
-            logits = self.count_copy(logits, hidden, hidden, mix, is_source, self.number_ids(logits.device))
+            sources = self.count_sources(input_ids, vision, answer_mask)
+            samples, at = self.copy_positions(input_ids, labels, attention_mask)
+            result = self.count_copy(
+                logits[samples, at], hidden[samples, at], hidden[samples], sources.mix[samples],
+                sources.is_source[samples], self.number_ids(logits.device),
+            )  # fmt: skip
+            logits = logits.float().index_put((samples, at), result.log_probs)
+            if count_targets is not None:
+                copy_loss = self.count_copy_loss(result, sources, samples, count_targets)
 
         # The hidden state that predicts a [SEG] (position t-1 for a [SEG] at t) drives its mask; generate()
         # sees exactly that state when it emits [SEG].
@@ -1118,6 +1216,8 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             # An all-masked batch gives 0, not NaN, and still touches the graph.
             lm_loss = token_losses / valid.sum().clamp_min(1)
             loss = lm_loss
+        if copy_loss is not None:
+            loss = copy_loss if loss is None else loss + copy_loss
         if target_masks is not None:
             count = 0 if mask_logits is None else mask_logits.shape[0]
             if target_masks.shape[0] != count:
@@ -1132,6 +1232,7 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
             loss=loss,
             lm_loss=lm_loss,
             mask_loss=mask_loss,
+            copy_loss=copy_loss,
             logits=logits,
             mask_logits=mask_logits,
             seg_batch_index=seg_batch if mask_logits is not None else None,
@@ -1186,8 +1287,10 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         processors = LogitsProcessorList()
         hook = None
         if self.count_copy is not None:
-            mix, is_source = self.count_sources(input_ids, vision)
-            copier = _CountCopyProcessor(self.count_copy, mix, is_source, self.number_ids(input_ids.device))
+            sources = self.count_sources(input_ids, vision)
+            copier = _CountCopyProcessor(
+                self.count_copy, sources.mix, sources.is_source, self.number_ids(input_ids.device)
+            )
             hook = self.language_model.get_decoder().norm.register_forward_hook(copier.capture)
             processors.append(copier)
         try:
@@ -1216,37 +1319,43 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
 
 
 class _CountCopyProcessor(LogitsProcessor):
-    """Applies ``EarthGPTXCountCopy`` during ``generate``: a hook on the language model's final norm hands it each
-    step's last hidden states; the first call (the whole prompt) also gives the count tokens' own."""
+    """Applies ``EarthGPTXCountCopy`` during ``generate``, to the first new token only (an answer's first position,
+    as in ``forward``): a hook on the language model's final norm hands it the prompt's last hidden states, which
+    include the count tokens' own."""
 
     def __init__(
         self, copy: EarthGPTXCountCopy, mix: torch.Tensor, is_source: torch.Tensor, number_ids: torch.Tensor
     ) -> None:
         self.copy, self.mix, self.is_source, self.number_ids = copy, mix, is_source, number_ids
         self.source_hidden: torch.Tensor | None = None
-        self.last: torch.Tensor | None = None
+        self.applied = False
 
     def capture(self, module: nn.Module, args: object, output: torch.Tensor) -> None:
         if self.source_hidden is None:
             self.source_hidden = output
-        self.last = output[:, -1:]
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        if self.source_hidden is None or self.last is None:
+        if self.applied:
+            return scores
+        if self.source_hidden is None:
             raise RuntimeError("the count copy saw no hidden state (its hook is not on the final norm)")
-        mixed = self.copy(
-            scores[:, None], self.last, self.source_hidden, self.mix, self.is_source, self.number_ids
+        self.applied = True
+        result = self.copy(
+            scores, self.source_hidden[:, -1], self.source_hidden, self.mix, self.is_source, self.number_ids
         )
-        return mixed[:, 0].to(scores.dtype)  # type: ignore[return-value]
+        return result.log_probs.to(scores.dtype)  # type: ignore[return-value]
 
 
 __all__ = [
+    "CountCopyResult",
+    "CountSources",
     "EarthGPTXCountCopy",
     "EarthGPTXForConditionalGeneration",
     "EarthGPTXGenerateOutput",
     "EarthGPTXOutput",
     "EarthGPTXPreTrainedModel",
     "EarthGPTXVisionOutput",
+    "count_source_key",
     "mask_losses",
     "run_vision_side",
     "sincos_1d",

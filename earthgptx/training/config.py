@@ -85,6 +85,9 @@ class ModelSettings:
     # Initialise the embeddings and LM-head rows of the number tokens 0..999 with sine/cosine features of their
     # value, so that neighbouring numbers start out similar (box coordinates are read as numbers).
     ordinal_numbers: bool = False
+    # Parts of an ``init_from`` model that start again from their own initialisation, by module name (e.g.
+    # ``count_copy.query``): for a part whose trained weights are known to be stuck.
+    reinit_parts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.preset not in ("tiny", "paper"):

@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import random
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -42,7 +43,7 @@ from tqdm import tqdm
 from earthgptx.data import load_records
 from earthgptx.data.vocabulary import OBJECT_CLASSES, PLURALS
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.model.modeling_earthgptx import sincos_1d
+from earthgptx.model.modeling_earthgptx import count_source_key, sincos_1d
 from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE
 from earthgptx.training.auxiliary import PerceptionHeads
 from earthgptx.training.calibrate_counts import calibrate as calibrate_counts
@@ -247,6 +248,23 @@ def init_ordinal_numbers(model: EarthGPTXForConditionalGeneration, number_ids: t
         matrix[number_ids.to(matrix.device)] = (features * scale).to(matrix.dtype).to(matrix.device)
 
 
+@torch.no_grad()
+def reinit_parts(model: EarthGPTXForConditionalGeneration, names: Sequence[str]) -> None:
+    """Start the named modules (``model.reinit_parts``) and everything inside them again from the model's own
+    initialisation."""
+    modules = dict(model.named_modules())
+    missing = [name for name in names if name not in modules]
+    if missing:
+        raise ValueError(f"model.reinit_parts names no module of this model: {missing}")
+    for name in names:
+        for part in modules[name].modules():
+            # from_pretrained marks loaded tensors as initialised, and the init functions then leave them be
+            for tensor in [*part.parameters(recurse=False), *part.buffers(recurse=False)]:
+                tensor._is_hf_initialized = False  # type: ignore[attr-defined]
+            model._init_weights(part)
+        logger.info("re-initialised %s", name)
+
+
 def count_name_token_ids(tokenizer: Any, classes: int) -> list[int]:
     """The token id standing for each counted class (``OBJECT_CLASSES`` order): the last word of its plural, the
     word a counting question ends the class name with ("storage tanks" → "tanks")."""
@@ -287,6 +305,25 @@ def init_count_tokens(model: EarthGPTXForConditionalGeneration, tokenizer: Any) 
     names = count_name_token_ids(tokenizer, model.config.count_classes)
     projector.count_numbers.weight.copy_(embeddings[torch.tensor(numbers, device=embeddings.device)])
     projector.count_names.weight.copy_(embeddings[torch.tensor(names, device=embeddings.device)])
+
+
+_REGION_MENTION = re.compile(r"<region(\d+)>")
+
+
+def count_copy_targets(records: Sequence[dict[str, Any]], classes: int) -> torch.Tensor:
+    """``(N,)`` the count copy's targets for ``records`` (``forward``'s ``count_targets``): for a counting question,
+    the key of the count token that answers it (its class, over the whole image or inside the region the question
+    names); -1 for every other record."""
+    targets = torch.full((len(records),), -1, dtype=torch.long)
+    for i, record in enumerate(records):
+        answer = record.get("answer")
+        if record.get("task") != "counting" or not isinstance(answer, dict) or "class" not in answer:
+            continue
+        question = " ".join(str(turn["value"]) for turn in record["conversations"] if turn["from"] == "human")
+        mention = _REGION_MENTION.search(question)
+        region = None if mention is None else int(mention.group(1)) - 1
+        targets[i] = count_source_key(OBJECT_CLASSES.index(str(answer["class"])), region, classes)
+    return targets
 
 
 def coordinate_loss(
@@ -580,6 +617,7 @@ def train(
         # Parts the overrides add (e.g. prompt_position_features) are missing from the folder and start from
         # their own initialisation.
         model = EarthGPTXForConditionalGeneration.from_pretrained(str(init_from), config=model_config)
+        reinit_parts(model, run.model.reinit_parts)
     else:
         model = EarthGPTXForConditionalGeneration(model_config)
     number_ids = number_token_ids(tokenizer)
@@ -652,6 +690,7 @@ def train(
             "the model has a counting path but no auxiliary targets (train.aux_weight > 0 on the synthetic dataset): "
             "its centre head gets no training"
         )
+    copy_targets = count_copy_targets(train_data.records, model_config.count_classes) if counting else None
     optimizer = make_optimizer(model if heads is None else nn.ModuleList([model, heads]), run)
     schedule = WarmupCosine(run.optim.warmup_steps, run.train.steps, run.optim.min_lr_ratio)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
@@ -742,7 +781,7 @@ def train(
             logger.info("training until the deadline: %.0f s of training left", remaining - trained_s_before)
     # Losses stay on the device until they are logged, so steps do not wait for each other.
     window: dict[str, list[torch.Tensor]] = {
-        "loss": [], "lm_loss": [], "mask_loss": [], "coord_loss": [], "aux_loss": [],
+        "loss": [], "lm_loss": [], "mask_loss": [], "coord_loss": [], "aux_loss": [], "copy_loss": [],
     }  # fmt: skip
     bar = tqdm(
         total=planned, initial=start_step, disable=not (progress and info.is_main), desc="training", unit="step",
@@ -765,6 +804,8 @@ def train(
             and teacher_forced(run.train.seed, step, run.train.count_teacher_forcing)
         ):
             batch["centre_maps"] = centre_maps
+        if copy_targets is not None:
+            batch["count_targets"] = copy_targets[indices.cpu().long()].to(device)
         with autocast():
             out = train_model(**batch)
         loss = out.loss
@@ -815,6 +856,8 @@ def train(
             window["lm_loss"].append(out.lm_loss.detach())
         if out.mask_loss is not None:
             window["mask_loss"].append(out.mask_loss.detach())
+        if out.copy_loss is not None:
+            window["copy_loss"].append(out.copy_loss.detach())
         if coord is not None:
             window["coord_loss"].append(coord.detach())
         if aux_loss is not None:
@@ -848,6 +891,7 @@ def train(
                 "mask_loss": _tensor_mean(window["mask_loss"]),
                 "coord_loss": _tensor_mean(window["coord_loss"]),
                 "aux_loss": _tensor_mean(window["aux_loss"]),
+                "copy_loss": _tensor_mean(window["copy_loss"]),
                 "lr": float(scheduler.get_last_lr()[0]),
                 "elapsed_s": round(trained_s_before + elapsed, 2),
             }
@@ -857,9 +901,9 @@ def train(
                 bar.set_postfix(loss=f"{entry['loss']:.3f}", lr=f"{entry['lr']:.2e}")
                 if not progress:
                     logger.info(
-                        "step %d/%d loss %.4f (lm %.4f, mask %.4f, aux %.4f) lr %.2e, %.0f s",
+                        "step %d/%d loss %.4f (lm %.4f, mask %.4f, aux %.4f, copy %.4f) lr %.2e, %.0f s",
                         step, planned, entry["loss"], entry["lm_loss"], entry["mask_loss"], entry["aux_loss"],
-                        entry["lr"],
+                        entry["copy_loss"], entry["lr"],
                         entry["elapsed_s"],
                     )  # fmt: skip
         bar.update(1)

@@ -571,7 +571,7 @@ def test_count_copy_mixes_the_pointed_counts_into_the_next_token() -> None:
     copy = EarthGPTXCountCopy(hidden)
     copy.gate.reset_custom_parameters()
     torch.nn.init.zeros_(copy.query.weight)  # every source scores alike: a plain average of the valid ones
-    logits, states, sources = torch.randn(2, 3, vocab), torch.randn(2, 3, hidden), torch.randn(2, 4, hidden)
+    logits, states, sources = torch.randn(2, vocab), torch.randn(2, hidden), torch.randn(2, 4, hidden)
     mix = torch.zeros(2, 4, 9)
     mix[0, 0, 2] = mix[0, 1, 5] = mix[0, 2, 5] = 1.0
     mix[0, 3, 7] = 1.0  # not a source: masked out
@@ -580,11 +580,64 @@ def test_count_copy_mixes_the_pointed_counts_into_the_next_token() -> None:
     out = copy(logits, states, sources, mix, source_mask, number_ids)
     gate = torch.sigmoid(torch.tensor(COPY_GATE_BIAS))
     expected = torch.softmax(logits[0], -1) * (1 - gate)
-    expected[:, 12] += gate / 3
-    expected[:, 15] += gate * 2 / 3
-    torch.testing.assert_close(out[0].exp(), expected)
+    expected[12] += gate / 3
+    expected[15] += gate * 2 / 3
+    torch.testing.assert_close(out.log_probs[0].exp(), expected)
+    torch.testing.assert_close(out.log_attention[0, :3].exp(), torch.full((3,), 1 / 3))
+    assert torch.isfinite(out.log_attention).all() and out.log_attention[0, 3] < -1e6
+    torch.testing.assert_close(out.gate_logit, torch.full((2,), COPY_GATE_BIAS))
     # a sample without count tokens keeps the language model's own distribution
-    torch.testing.assert_close(out[1], torch.log_softmax(logits[1], -1))
+    torch.testing.assert_close(out.log_probs[1], torch.log_softmax(logits[1], -1))
+    # a saturated pointer on the wrong count token still learns: its log-weights keep a gradient
+    torch.nn.init.normal_(copy.query.weight, std=100.0)
+    out = copy(logits, states, sources, mix, source_mask, number_ids)
+    wrong = int(out.log_attention[0, :3].argmin())
+    assert out.log_attention[0, wrong].exp() < 1e-6
+    (-out.log_attention[0, wrong]).backward()
+    assert copy.query.weight.grad is not None and copy.query.weight.grad.abs().sum() > 0
+
+
+def test_copy_positions_are_each_answers_first_prediction(config: EarthGPTXConfig) -> None:
+    model = EarthGPTXForConditionalGeneration(config)
+    ignore = config.ignore_index
+    input_ids = torch.arange(12).reshape(2, 6)
+    labels = torch.full((3, 6), ignore)
+    labels[0, 3:5] = 7  # the answer starts at 3: position 2 predicts it
+    labels[2, 1] = 7
+    samples, at = model.copy_positions(torch.zeros(3, 6, dtype=torch.long), labels, None)
+    assert samples.tolist() == [0, 2] and at.tolist() == [2, 0]  # sample 1 has no answer
+    # without labels: the last real position, for right and for left padding
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [0, 0, 1, 1, 1, 1]])
+    samples, at = model.copy_positions(input_ids, None, mask)
+    assert samples.tolist() == [0, 1] and at.tolist() == [3, 5]
+    assert model.copy_positions(input_ids, None, None)[1].tolist() == [5, 5]
+
+
+def test_count_copy_loss_points_at_the_asked_count_and_opens_the_gate_for_counting_only() -> None:
+    from earthgptx.model.modeling_earthgptx import CountCopyResult, CountSources, count_source_key
+
+    cfg = EarthGPTXConfig.from_dict({"count_copy_loss_weight": 2.0})
+    model = EarthGPTXForConditionalGeneration.__new__(EarthGPTXForConditionalGeneration)
+    model.config = cfg  # count_copy_loss reads only the config
+    classes = 5
+    key = torch.tensor([[-1, 0, 1, 2, 3, 4, 5 + 0, 5 + 1], [-1, 0, 1, 2, 3, 4, -1, -1], [-1] * 8])
+    is_source = key >= 0
+    sources = CountSources(torch.zeros(3, 8, 9), is_source, key)
+    attention = torch.zeros(3, 8)
+    attention[0, 6], attention[0, 1] = 0.25, 0.75  # sample 0 asks for region 1's class 0: 0.25 on it
+    attention[1, 1:6] = 0.2
+    gate_logit = torch.tensor([0.5, -1.0, 3.0])
+    result = CountCopyResult(torch.zeros(3, 20), attention.log(), gate_logit)
+    targets = torch.tensor([count_source_key(0, 0, classes), -1, 2])
+    assert targets[0] == 5
+    loss = model.count_copy_loss(result, sources, torch.arange(3), targets)
+    # sample 2 has no count tokens at all: neither term; sample 1 is not a counting question: gate shut
+    gate_terms = torch.nn.functional.binary_cross_entropy_with_logits(
+        gate_logit[:2], torch.tensor([1.0, 0.0])
+    )
+    torch.testing.assert_close(loss, 2.0 * (-torch.log(torch.tensor(0.25)) + gate_terms))
+    with pytest.raises(ValueError, match="outside"):
+        count_source_key(5, None, classes)
 
 
 def test_count_copy_answers_with_the_detected_counts(
@@ -607,7 +660,8 @@ def test_count_copy_answers_with_the_detected_counts(
         vision = model.encode_vision(
             batch["pixel_values"], batch["modality_ids"], batch["prompt_masks"], batch["prompt_valid"]
         )
-        mix, is_source = model.count_sources(batch["input_ids"], vision)
+        sources = model.count_sources(batch["input_ids"], vision)
+        mix, is_source = sources.mix, sources.is_source
         # the last C image ids, and the last C ids of every <regionI> occurrence, are the count tokens
         regions = (batch["input_ids"].unsqueeze(-1) == torch.tensor(with_path.region_token_ids)).any(-1)
         occurrences = regions.sum(-1) // with_path.tokens_per_prompt
@@ -615,20 +669,37 @@ def test_count_copy_answers_with_the_detected_counts(
         image_at = (batch["input_ids"] == with_path.image_token_id).nonzero()
         last_image = image_at[image_at[:, 0] == 0][-n_classes:, 1]
         assert is_source[0, last_image].all()
+        assert sources.key[0, last_image].tolist() == list(range(n_classes))  # class by class
+        assert ((sources.key >= 0) == is_source).all()
         torch.testing.assert_close(mix[0, last_image], vision.count_mix[0])
         # the untrained head finds nothing: every count token carries 0
         assert (mix[is_source].argmax(-1) == 0).all()
-        closed = model(**batch).logits[:, -1]
+        closed_all = model(**batch).logits
+        closed = closed_all[:, -1]
         torch.testing.assert_close(closed.exp().sum(-1), torch.ones(len(records)))  # log-probabilities
         torch.nn.init.constant_(
             model.count_copy.gate.bias, 30.0
         )  # the gate wide open: the answer is the count
-        opened = model(**batch).logits[:, -1]
+        opened_all = model(**batch).logits
+        opened = opened_all[:, -1]
     assert opened.argmax(-1).tolist() == [numbers[0]] * len(records)
     assert not torch.allclose(opened, closed)
-    # generate applies the same copy as the forward pass
+    torch.testing.assert_close(opened_all[:, :-1], closed_all[:, :-1])  # the copy acts at the answer's start only
+    # generate applies the same copy as the forward pass, to the first new token only
     generated = model.generate(**batch, max_new_tokens=2)
-    assert generated.sequences[:, 0].tolist() == [numbers[0]] * len(records)
+    first = generated.sequences[:, :1]
+    assert first.flatten().tolist() == [numbers[0]] * len(records)
+    ignore = with_path.ignore_index
+    labels = torch.cat([torch.full_like(batch["input_ids"], ignore), first], dim=1)
+    extended = {
+        **batch,
+        "input_ids": torch.cat([batch["input_ids"], first], dim=1),
+        "attention_mask": torch.cat([batch["attention_mask"], torch.ones_like(first)], dim=1),
+        "labels": labels,
+    }
+    with torch.no_grad():
+        after_first = model(**extended).logits[:, -1]  # the language model's own choice (not an answer start)
+    assert generated.sequences[:, 1].tolist() == after_first.argmax(-1).tolist()
     with pytest.raises(ValueError, match="count_number_ids"):
         EarthGPTXForConditionalGeneration(
             EarthGPTXConfig.from_dict({**with_path.to_dict(), "count_number_ids": None})

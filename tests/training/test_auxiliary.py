@@ -269,6 +269,9 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
     trained = train(run, progress=False)
     log = trained.log
     assert log is not None and log["centre_warmup"]["steps"] == 40
+    # the count copy is supervised on every step (each batch has a first answer position)
+    copy_losses = [entry["copy_loss"] for entry in trained.losses]
+    assert copy_losses and all(np.isfinite(copy_losses)) and all(v > 0 for v in copy_losses)
     saved = load_file(Path(run.train.output_dir) / "model.safetensors")
     assert any(".count_head." in k for k in saved) and any(".count_numbers." in k for k in saved)
     # the saved processor expands <image> and <regionI> to the count tokens too

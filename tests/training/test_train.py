@@ -180,6 +180,50 @@ def test_count_token_tables_get_their_own_learning_rate_without_decay(tmp_path: 
         run_config_from_dict({"optim": {"count_path_lr_scale": 0}})
 
 
+def test_count_copy_targets_name_the_asked_class_and_region(train_dir: Path) -> None:
+    from earthgptx.data.vocabulary import OBJECT_CLASSES
+    from earthgptx.training.train import count_copy_targets
+
+    records = load_records(train_dir / "records.jsonl")
+    classes = len(OBJECT_CLASSES)
+    targets = count_copy_targets(records, classes)
+    counting = [i for i, r in enumerate(records) if r["task"] == "counting"]
+    assert counting and any(records[i]["prompts"] for i in counting) and any(
+        not records[i]["prompts"] for i in counting
+    )
+    assert (targets >= 0).nonzero().flatten().tolist() == counting  # -1 for every other task
+    for i in counting:
+        region, class_index = divmod(int(targets[i]), classes)
+        assert OBJECT_CLASSES[class_index] == records[i]["answer"]["class"]
+        # whole-image questions point at the image's counts (0), region questions at <region1>'s (1)
+        assert region == (1 if records[i]["prompts"] else 0)
+
+
+def test_reinit_parts_starts_named_parts_afresh(tmp_path: Path) -> None:
+    from earthgptx.model import EarthGPTXConfig
+    from earthgptx.model.modeling_earthgptx import COPY_GATE_BIAS
+    from earthgptx.training.train import reinit_parts
+
+    config = EarthGPTXConfig.from_dict({**SMALL_MODEL, "count_classes": 5})
+    model = EarthGPTXForConditionalGeneration(config)
+    assert model.count_copy is not None
+    with torch.no_grad():
+        model.count_copy.query.weight.fill_(3.0)
+        model.count_copy.gate.bias.fill_(5.0)
+    model.save_pretrained(tmp_path)
+    loaded = EarthGPTXForConditionalGeneration.from_pretrained(str(tmp_path))
+    before = {k: v.clone() for k, v in loaded.state_dict().items()}
+    reinit_parts(loaded, ["count_copy.query", "count_copy.gate"])
+    after = loaded.state_dict()
+    query = after["count_copy.query.weight"]
+    assert query.abs().max() < 1.0 and 0.5 * config.initializer_range < query.std() < 2 * config.initializer_range
+    assert float(after["count_copy.gate.bias"]) == COPY_GATE_BIAS  # the part's own initialisation
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed == {"count_copy.query.weight", "count_copy.gate.bias"}  # the gate's weight starts at zero
+    with pytest.raises(ValueError, match="no module"):
+        reinit_parts(loaded, ["count_copy.nothing"])
+
+
 def test_warmup_cosine_schedule() -> None:
     schedule = WarmupCosine(warmup=10, total=110, min_ratio=0.1)
     assert schedule(0) == pytest.approx(0.1)
