@@ -54,7 +54,7 @@ lock: ## re-resolve requirements.in into the pinned requirements.lock
 bench: up ## run the benchmarks; results land in bench/results/
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-training + training), stages 2-9
+train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-training + training), stages 2-13
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage1.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage2.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage3.yaml
@@ -63,6 +63,10 @@ train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-traini
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage6.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage7.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage8.yaml
+	@$(PY) -m earthgptx.training.train --config configs/tiny-stage9.yaml
+	@$(PY) -m earthgptx.training.train --config configs/tiny-stage10.yaml
+	@$(PY) -m earthgptx.training.train --config configs/tiny-stage11.yaml
+	@$(PY) -m earthgptx.training.train --config configs/tiny-stage12.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny.yaml
 
 eval: env ## evaluate the shipped model on the held-out split and print the report

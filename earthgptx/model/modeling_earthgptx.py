@@ -1103,7 +1103,11 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         return samples, attention_mask.long().cumsum(-1).argmax(-1)  # the last 1, for left or right padding
 
     def count_copy_loss(
-        self, result: CountCopyResult, sources: CountSources, samples: torch.Tensor, count_targets: torch.Tensor
+        self,
+        result: CountCopyResult,
+        sources: CountSources,
+        samples: torch.Tensor,
+        count_targets: torch.Tensor,
     ) -> torch.Tensor:
         """The count copy's supervision, for the positions of ``samples``: ``count_targets`` ``(B,)`` holds the key
         of the count a counting question asks for (``count_source_key``), -1 for any other question. The pointer's

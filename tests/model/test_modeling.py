@@ -684,7 +684,8 @@ def test_count_copy_answers_with_the_detected_counts(
         opened = opened_all[:, -1]
     assert opened.argmax(-1).tolist() == [numbers[0]] * len(records)
     assert not torch.allclose(opened, closed)
-    torch.testing.assert_close(opened_all[:, :-1], closed_all[:, :-1])  # the copy acts at the answer's start only
+    # the copy acts at the answer's start only
+    torch.testing.assert_close(opened_all[:, :-1], closed_all[:, :-1])
     # generate applies the same copy as the forward pass, to the first new token only
     generated = model.generate(**batch, max_new_tokens=2)
     first = generated.sequences[:, :1]
