@@ -686,9 +686,8 @@ COPY_GATE_BIAS = -4.0
 
 class CountCopyResult(NamedTuple):
     """What the count copy gives for ``B`` positions: ``log_probs`` ``(B, V)``, the mixed next-token
-    log-probabilities; ``log_attention`` ``(B, S)``, the pointer's log-weights over the count tokens (finite
-    everywhere; only the count tokens' entries mean anything, so a saturated pointer still has a gradient);
-    ``gate_logit`` ``(B,)``."""
+    log-probabilities; ``log_attention`` ``(B, S)``, the pointer's log-weights (those of the count tokens; about
+    -1e9 elsewhere, finite, so that a loss on them has a gradient); ``gate_logit`` ``(B,)``."""
 
     log_probs: torch.Tensor
     log_attention: torch.Tensor
@@ -705,8 +704,9 @@ COPY_POINTER_SCALE = 16.0
 class EarthGPTXCountCopy(nn.Module):
     """A pointer from the language model's answer to the counting path (a copy mechanism, as in pointer-generator
     networks): at an answer's first position the last hidden state attends over the count tokens (their own last
-    hidden states as keys; a scaled cosine, see ``COPY_POINTER_SCALE``), takes the counts they carry as a distribution over the numbers ``0..count_max``, and
-    mixes it into the next-token distribution with a learned gate. The language model picks which count (which
+    hidden states as keys, scored by a scaled cosine, see ``COPY_POINTER_SCALE``), takes the counts they carry as a
+    distribution over the numbers ``0..count_max``, and mixes it into the next-token distribution with a learned
+    gate. The language model picks which count (which
     class, the whole image or which region) and whether to copy it; the detector supplies the number."""
 
     def __init__(self, hidden: int) -> None:

@@ -313,16 +313,22 @@ _REGION_MENTION = re.compile(r"<region(\d+)>")
 def count_copy_targets(records: Sequence[dict[str, Any]], classes: int) -> torch.Tensor:
     """``(N,)`` the count copy's targets for ``records`` (``forward``'s ``count_targets``): for a counting question,
     the key of the count token that answers it (its class, over the whole image or inside the region the question
-    names); -1 for every other record."""
+    names); -1 for every other record, and for a question about a class the counting path does not count (its gate
+    learns to stay shut there)."""
     targets = torch.full((len(records),), -1, dtype=torch.long)
+    counted = OBJECT_CLASSES[:classes]
     for i, record in enumerate(records):
         answer = record.get("answer")
-        if record.get("task") != "counting" or not isinstance(answer, dict) or "class" not in answer:
+        if (
+            record.get("task") != "counting"
+            or not isinstance(answer, dict)
+            or answer.get("class") not in counted
+        ):
             continue
         question = " ".join(str(turn["value"]) for turn in record["conversations"] if turn["from"] == "human")
         mention = _REGION_MENTION.search(question)
         region = None if mention is None else int(mention.group(1)) - 1
-        targets[i] = count_source_key(OBJECT_CLASSES.index(str(answer["class"])), region, classes)
+        targets[i] = count_source_key(counted.index(str(answer["class"])), region, classes)
     return targets
 
 
@@ -619,6 +625,10 @@ def train(
         model = EarthGPTXForConditionalGeneration.from_pretrained(str(init_from), config=model_config)
         reinit_parts(model, run.model.reinit_parts)
     else:
+        if run.model.reinit_parts:
+            logger.warning(
+                "model.reinit_parts is ignored without model.init_from: every part starts afresh anyway"
+            )
         model = EarthGPTXForConditionalGeneration(model_config)
     number_ids = number_token_ids(tokenizer)
     if run.model.ordinal_numbers and init_from is None and number_ids is not None:

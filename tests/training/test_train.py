@@ -187,6 +187,11 @@ def test_count_copy_targets_name_the_asked_class_and_region(train_dir: Path) -> 
         assert OBJECT_CLASSES[class_index] == records[i]["answer"]["class"]
         # whole-image questions point at the image's counts (0), region questions at <region1>'s (1)
         assert region == (1 if records[i]["prompts"] else 0)
+    # a question about a class the path does not count is not a counting target (the gate stays shut)
+    fewer = count_copy_targets(records, 2)
+    for i in counting:
+        in_path = records[i]["answer"]["class"] in OBJECT_CLASSES[:2]
+        assert (int(fewer[i]) >= 0) == in_path
 
 
 def test_reinit_parts_starts_named_parts_afresh(tmp_path: Path) -> None:
