@@ -13,6 +13,14 @@ name               dtype       shape                        meaning
 ``PROMPT_TOKENS``  float32     ``(B, N, K, H)``             replaces the ``<regionI>`` placeholders
 ``MASK_FEATURES``  float32     ``(B, D, S/2, S/2)``         pixel features for the mask decoder's ``[SEG]``
 =================  ==========  ===========================  ==================================================
+
+A model with the counting path (``count_classes`` C > 0) has two more outputs, the counts its count copy needs
+beside the language model (``EarthGPTXVisionOutput.count_mix`` and ``region_count_mix``; ``count_max`` + 1 levels):
+
+=====================  ==========  ============================  ==============================================
+``COUNT_MIX``          float32     ``(B, C, count_max + 1)``     each class's whole-image count over the numbers
+``REGION_COUNT_MIX``   float32     ``(B, N, C, count_max + 1)``  the same inside each prompt
+=====================  ==========  ============================  ==============================================
 """
 
 from __future__ import annotations
@@ -30,7 +38,13 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAMES: tuple[str, ...] = ("PIXEL_VALUES", "MODALITY_IDS", "PROMPT_MASKS", "PROMPT_VALID")
 OUTPUT_NAMES: tuple[str, ...] = ("IMAGE_TOKENS", "PROMPT_TOKENS", "MASK_FEATURES")
+COUNT_OUTPUT_NAMES: tuple[str, ...] = ("COUNT_MIX", "REGION_COUNT_MIX")
 DEFAULT_OPSET = 18
+
+
+def output_names(model: EarthGPTXForConditionalGeneration) -> tuple[str, ...]:
+    """The graph's outputs for ``model``: ``OUTPUT_NAMES``, then ``COUNT_OUTPUT_NAMES`` with a counting path."""
+    return OUTPUT_NAMES + (COUNT_OUTPUT_NAMES if model.config.count_classes > 0 else ())
 
 
 class EarthGPTXVisionOnnx(nn.Module):
@@ -51,9 +65,11 @@ class EarthGPTXVisionOnnx(nn.Module):
         modality_ids: torch.Tensor,
         prompt_masks: torch.Tensor,
         prompt_valid: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[torch.Tensor, ...]:
         out = run_vision_side(self, pixel_values, modality_ids, prompt_masks, prompt_valid)
-        return out.image_tokens, out.prompt_tokens, out.mask_features
+        if out.count_mix is None or out.region_count_mix is None:
+            return out.image_tokens, out.prompt_tokens, out.mask_features
+        return out.image_tokens, out.prompt_tokens, out.mask_features, out.count_mix, out.region_count_mix
 
 
 def example_inputs(
@@ -107,7 +123,7 @@ def export_vision_onnx(
             wrapper,
             inputs,
             input_names=list(INPUT_NAMES),
-            output_names=list(OUTPUT_NAMES),
+            output_names=list(output_names(model)),
             opset_version=opset,
             dynamo=True,
             dynamic_shapes=dynamic_shapes,
@@ -145,6 +161,12 @@ class VisionOnnxRunner:
         names = [i.name for i in self.session.get_inputs()]
         if tuple(names) != INPUT_NAMES:
             raise ValueError(f"{path} has inputs {names}, expected {list(INPUT_NAMES)}")
+        outputs = tuple(o.name for o in self.session.get_outputs())
+        if outputs not in (OUTPUT_NAMES, OUTPUT_NAMES + COUNT_OUTPUT_NAMES):
+            raise ValueError(
+                f"{path} has outputs {list(outputs)}, expected {list(OUTPUT_NAMES)} (+ the count mixes)"
+            )
+        self.output_names = outputs
 
     @property
     def providers(self) -> list[str]:
@@ -157,7 +179,8 @@ class VisionOnnxRunner:
         prompt_masks: np.ndarray | torch.Tensor,
         prompt_valid: np.ndarray | torch.Tensor,
     ) -> dict[str, np.ndarray]:
-        """Inputs as numpy arrays or CPU tensors → ``{"IMAGE_TOKENS": …, "PROMPT_TOKENS": …, "MASK_FEATURES": …}``."""
+        """Inputs as numpy arrays or CPU tensors → ``{"IMAGE_TOKENS": …, "PROMPT_TOKENS": …, "MASK_FEATURES": …}``
+        (and the count mixes, for a graph with the counting path)."""
 
         def as_numpy(value: np.ndarray | torch.Tensor, dtype: type) -> np.ndarray:
             array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
@@ -169,11 +192,12 @@ class VisionOnnxRunner:
             "PROMPT_MASKS": as_numpy(prompt_masks, np.float32),
             "PROMPT_VALID": as_numpy(prompt_valid, np.bool_),
         }
-        outputs = self.session.run(list(OUTPUT_NAMES), feeds)
-        return dict(zip(OUTPUT_NAMES, outputs, strict=True))
+        outputs = self.session.run(list(self.output_names), feeds)
+        return dict(zip(self.output_names, outputs, strict=True))
 
 
 __all__ = [
+    "COUNT_OUTPUT_NAMES",
     "DEFAULT_OPSET",
     "INPUT_NAMES",
     "OUTPUT_NAMES",
@@ -181,4 +205,5 @@ __all__ = [
     "VisionOnnxRunner",
     "example_inputs",
     "export_vision_onnx",
+    "output_names",
 ]

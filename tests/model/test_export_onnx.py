@@ -9,6 +9,7 @@ import torch
 
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration
 from earthgptx.model.export_onnx import (
+    COUNT_OUTPUT_NAMES,
     INPUT_NAMES,
     OUTPUT_NAMES,
     EarthGPTXVisionOnnx,
@@ -84,7 +85,8 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
     assert centre_peaks(detected.centre_logits, config.count_threshold).sum() > 0
     got = VisionOnnxRunner(path).run(*inputs)
     extra = {"IMAGE_TOKENS": (1, 5), "PROMPT_TOKENS": (2, 5)}  # (axis, count tokens) per token output
-    for name, reference, other in zip(OUTPUT_NAMES, expected, plain, strict=True):
+    assert tuple(got) == OUTPUT_NAMES + COUNT_OUTPUT_NAMES
+    for name, reference, other in zip(OUTPUT_NAMES, expected[:3], plain, strict=True):
         shape = list(other.shape)  # the signature without the path, with the count tokens appended
         if name in extra:
             shape[extra[name][0]] += extra[name][1]
@@ -92,6 +94,16 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
         reference = reference.numpy()
         relative = np.abs(got[name] - reference).max() / np.abs(reference).max()
         assert relative < 1e-4, f"{name}: relative error {relative:.2e}"
+    # the counts the count copy needs beside the language model: what encode_vision gives
+    assert detected.count_mix is not None and detected.region_count_mix is not None
+    levels = config.count_max + 1
+    for name, reference in zip(
+        COUNT_OUTPUT_NAMES, (detected.count_mix, detected.region_count_mix), strict=True
+    ):
+        assert got[name].shape == tuple(reference.shape), name
+        np.testing.assert_allclose(got[name], reference.numpy(), atol=1e-5, err_msg=name)
+    assert got["COUNT_MIX"].shape == (2, 5, levels) and got["REGION_COUNT_MIX"].shape == (2, 3, 5, levels)
+    assert got["COUNT_MIX"].argmax(-1).max() > 0  # some class is counted (the parity is not all zeros)
 
 
 def test_runner_rejects_a_foreign_graph(tmp_path: Path) -> None:
