@@ -706,8 +706,8 @@ class EarthGPTXCountCopy(nn.Module):
     networks): at an answer's first position the last hidden state attends over the count tokens (their own last
     hidden states as keys, scored by a scaled cosine, see ``COPY_POINTER_SCALE``), takes the counts they carry as a
     distribution over the numbers ``0..count_max``, and mixes it into the next-token distribution with a learned
-    gate. The language model picks which count (which
-    class, the whole image or which region) and whether to copy it; the detector supplies the number."""
+    gate. The language model picks which count (which class, the whole image or which region) and whether to copy
+    it; the detector supplies the number."""
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
@@ -759,7 +759,14 @@ def count_source_key(class_index: int, region: int | None, classes: int) -> int:
     ``region`` (0-based): what ``count_targets`` holds for a counting question about that count."""
     if not 0 <= class_index < classes:
         raise ValueError(f"class index {class_index} is outside the counting path's {classes} classes")
-    return class_index if region is None else (region + 1) * classes + class_index
+    return int(_count_key(0 if region is None else region + 1, class_index, classes))
+
+
+def _count_key(
+    place: int | torch.Tensor, class_index: int | torch.Tensor, classes: int
+) -> int | torch.Tensor:
+    """Count-token keys, for ints or tensors alike: ``place`` 0 is the whole image, ``r + 1`` prompt ``r``."""
+    return place * classes + class_index
 
 
 # ---------------------------------------------------------------------------------------------------- masks
@@ -1074,14 +1081,14 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         is_count = image_positions & (rank >= t - c)
         b, p = is_count.nonzero(as_tuple=True)
         values[b, p] = vision.count_mix[b, rank[b, p] - (t - c)]
-        key[b, p] = rank[b, p] - (t - c)
+        key[b, p] = _count_key(0, rank[b, p] - (t - c), c)
         is_region, region_index, occurrence = self._region_slots(input_ids, answer_mask)
         slot = occurrence % k
         region_count = is_region & (slot >= k - c)
         b, p = region_count.nonzero(as_tuple=True)
         regions = region_index[b, p].clamp(max=vision.region_count_mix.shape[1] - 1)
         values[b, p] = vision.region_count_mix[b, regions, slot[b, p] - (k - c)]
-        key[b, p] = (regions + 1) * c + slot[b, p] - (k - c)
+        key[b, p] = _count_key(regions + 1, slot[b, p] - (k - c), c)
         return CountSources(values, is_count | region_count, key)
 
     def copy_positions(

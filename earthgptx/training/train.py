@@ -23,7 +23,6 @@ import math
 import os
 import platform
 import random
-import re
 import sys
 import time
 from collections.abc import Sequence
@@ -44,7 +43,7 @@ from earthgptx.data import load_records
 from earthgptx.data.vocabulary import OBJECT_CLASSES, PLURALS
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.modeling_earthgptx import count_source_key, sincos_1d
-from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE
+from earthgptx.model.tokenization_earthgptx import NUMBER_RANGE, region_indices
 from earthgptx.training.auxiliary import PerceptionHeads
 from earthgptx.training.calibrate_counts import calibrate as calibrate_counts
 from earthgptx.training.calibrate_counts import write_calibration
@@ -307,9 +306,6 @@ def init_count_tokens(model: EarthGPTXForConditionalGeneration, tokenizer: Any) 
     projector.count_names.weight.copy_(embeddings[torch.tensor(names, device=embeddings.device)])
 
 
-_REGION_MENTION = re.compile(r"<region(\d+)>")
-
-
 def count_copy_targets(records: Sequence[dict[str, Any]], classes: int) -> torch.Tensor:
     """``(N,)`` the count copy's targets for ``records`` (``forward``'s ``count_targets``): for a counting question,
     the key of the count token that answers it (its class, over the whole image or inside the region the question
@@ -326,8 +322,8 @@ def count_copy_targets(records: Sequence[dict[str, Any]], classes: int) -> torch
         ):
             continue
         question = " ".join(str(turn["value"]) for turn in record["conversations"] if turn["from"] == "human")
-        mention = _REGION_MENTION.search(question)
-        region = None if mention is None else int(mention.group(1)) - 1
+        mentions = region_indices(question)
+        region = mentions[0] - 1 if mentions else None
         targets[i] = count_source_key(counted.index(str(answer["class"])), region, classes)
     return targets
 
