@@ -6,25 +6,21 @@
     EGX_RESULTSTORE_ALLOW_UNGEOREFERENCED=false   store pixel-only results for tiles without a georeference
     EGX_RESULTSTORE_METRICS_PORT=9108             Prometheus /metrics (unset: no metrics server)
     EGX_RESULTSTORE_LOG_FORMAT=json|text
+    EGX_RESULTSTORE_ENVIRONMENT=production        (or EGX_ENVIRONMENT) refuses placeholder secrets at start
 plus ``EGX_KAFKA_*`` and ``EGX_DB_*`` (``earthgptx.settings``).
 """
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from earthgptx.bus import topics
-from earthgptx.settings import (
-    DatabaseSettings,
-    KafkaSettings,
-    load_stack_env,  # noqa: F401  (re-exported for the service)
-)
+from earthgptx.runtime import ServiceSettings
+from earthgptx.settings import DatabaseSettings, KafkaSettings
 
 
-class Settings(BaseSettings):
+class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EGX_RESULTSTORE_", extra="ignore")
 
     group_id: str = "resultstore"
@@ -37,9 +33,6 @@ class Settings(BaseSettings):
     max_attempts: int = 8
     # Seconds to wait for the broker to acknowledge each ResultStored (acks=all).
     publish_timeout_s: float = 30.0
-    metrics_port: int | None = None
-    log_format: Literal["json", "text"] = "json"
-    log_level: str = "INFO"
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
 
@@ -56,5 +49,3 @@ class Settings(BaseSettings):
         if value < 1:
             raise ValueError(f"must be at least 1, got {value}")
         return value
-
-
