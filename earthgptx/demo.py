@@ -60,14 +60,14 @@ from rich.progress import (
 from rich.table import Table
 from sqlalchemy.engine import make_url
 
-from earthgptx import events, pixels
+from earthgptx import events
 from earthgptx.bus import EventProducer, dead_letter_topic, ensure_topics_from_settings, topics
 from earthgptx.data.generate import build_scene
 from earthgptx.data.raster_io import write_geotiff
-from earthgptx.data.records import box_to_grid, format_box
 from earthgptx.data.render import render
 from earthgptx.data.scene import Scene, SceneObject
-from earthgptx.geo import footprint_4326
+from earthgptx.formats import box_to_grid, format_box
+from earthgptx.geo import footprint_4326, make_tile
 from earthgptx.settings import DatabaseSettings, KafkaSettings, ObjectStoreSettings
 from earthgptx.store import migrate
 from earthgptx.store.db import make_engine
@@ -400,7 +400,7 @@ def run(console: Console, seed: int, timeout_s: float, summary_path: Path | None
                         transform=demo.transform, acquired_at=ACQUIRED_AT, sha256=info.sha256,
                     )
                 )
-                tile = pixels.make_tile(
+                tile = make_tile(
                     Affine(*demo.transform), demo.crs, Window(0, 0, SCENE_SIZE, SCENE_SIZE),
                     CHIP_SIZE, CHIP_SIZE,
                 )

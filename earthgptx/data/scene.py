@@ -20,7 +20,6 @@ from rasterio import features
 from shapely.geometry import Point, Polygon, box, mapping
 from shapely.ops import unary_union
 
-from earthgptx.data.georef import GeoReference, random_georeference
 from earthgptx.data.vocabulary import (
     ALLOWED_COVERS,
     COLOURS,
@@ -32,6 +31,7 @@ from earthgptx.data.vocabulary import (
     SIZES,
     TEMPERATURES,
 )
+from earthgptx.geo import GeoReference, random_georeference
 
 REFERENCE_CHIP = 128
 MAX_OBJECTS = 6

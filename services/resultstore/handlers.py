@@ -3,7 +3,7 @@ and its results in PostGIS (idempotently), then announce them with a ``ResultSto
 
 Geometry. The answer's boxes (``DetectedBox``) are in chip pixels (floats; the [0, 1000) grid exists only in
 the model's text). Each box becomes one result row: its polygon in EPSG:4326 through the tile's own chip
-transform and CRS, and in scene pixels through the window offset and resize (``earthgptx.pixels``). An answer
+transform and CRS, and in scene pixels through the window offset and resize (``earthgptx.geo``). An answer
 without boxes (a scene label, a caption, an attribute, a relation, a count) becomes one row whose geometry is
 what the question was about: its visual prompt(s), or the whole chip when it had none.
 
@@ -29,12 +29,13 @@ from google.protobuf.message import Message
 from shapely.geometry import GeometryCollection, box
 from shapely.geometry.base import BaseGeometry
 
-from earthgptx import events, pixels
+from earthgptx import events
 from earthgptx.bus import PermanentError, TransientError
-from earthgptx.geo import GeoreferenceError
+from earthgptx.geo import GeoreferenceError, chip_to_scene, chip_to_world, is_georeferenced
 from earthgptx.store.errors import StoreError, StoreUnavailable
 from earthgptx.store.records import ResultRecord, TaskRecord
 from earthgptx.v1.events_pb2 import Answer, DetectedBox, InferenceResult, Level, ResultStored, TileWindow
+from earthgptx.visual_prompts import message_region, pixel_box
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +196,7 @@ def _asked_about(event: InferenceResult) -> BaseGeometry:
     shapes = []
     for index, prompt in enumerate(event.prompts):
         try:
-            shapes.append(pixels.prompt_geometry(prompt))
+            shapes.append(message_region(prompt))
         except ValueError as exc:
             raise _reject(event, f"prompt {index}: {exc}") from exc
     return shapes[0] if len(shapes) == 1 else GeometryCollection(shapes)
@@ -209,7 +210,7 @@ def result_records(
         raise _reject(event, "no answer")
     _check_tile(event, event.tile)
     answer, tile = event.answer, event.tile
-    georeferenced = pixels.is_georeferenced(tile)
+    georeferenced = is_georeferenced(tile)
     if not georeferenced and not allow_ungeoreferenced:
         raise _reject(event, "tile has no georeference (crs/chip_transform) and pixel-only results are not allowed")
 
@@ -217,7 +218,7 @@ def result_records(
         if not georeferenced:
             return None
         try:
-            return pixels.chip_to_world(tile, geometry)
+            return chip_to_world(tile, geometry)
         except GeoreferenceError as exc:
             raise _reject(event, str(exc)) from exc
 
@@ -233,7 +234,7 @@ def result_records(
             label=label or None,
             attributes=attributes,
             geom=world(shape),
-            pixel_geom=pixels.chip_to_scene(tile, shape),
+            pixel_geom=chip_to_scene(tile, shape),
             # proto3 floats have no presence: 0.0 is what an answer without a score carries.
             score=float(score) if score else None,
         )
@@ -243,7 +244,7 @@ def result_records(
     for index, detected in enumerate(answer.boxes):
         _check_box(event, index, detected)
     return [
-        row(ordinal, pixels.pixel_box(d.box), d.label or answer.label, d.score)
+        row(ordinal, pixel_box(d.box), d.label or answer.label, d.score)
         for ordinal, d in enumerate(answer.boxes)
     ]
 
