@@ -13,8 +13,9 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely.geometry import GeometryCollection, Point, Polygon
 
-from earthgptx import events, pixels
+from earthgptx import events
 from earthgptx.bus import PermanentError, TransientError
+from earthgptx.geo import make_tile
 from earthgptx.store.errors import IntegrityViolation, StoreUnavailable
 from earthgptx.store.records import ResultRecord, TaskRecord
 from earthgptx.v1.events_pb2 import (
@@ -29,6 +30,7 @@ from earthgptx.v1.events_pb2 import (
     TileWindow,
     VisualPrompt,
 )
+from earthgptx.visual_prompts import message_region
 from services.resultstore.handlers import ResultStoreHandler, result_id
 
 UTM_33N = "EPSG:32633"
@@ -75,7 +77,7 @@ class FakePublisher:
 
 
 def utm_tile() -> TileWindow:
-    return pixels.make_tile(SCENE_TRANSFORM, UTM_33N, WINDOW, 128, 128, tile_index=3)
+    return make_tile(SCENE_TRANSFORM, UTM_33N, WINDOW, 128, 128, tile_index=3)
 
 
 def grounding_result(**changes: Any) -> InferenceResult:
@@ -308,14 +310,14 @@ def test_database_outage_is_transient_and_integrity_violation_is_permanent() -> 
 def test_prompt_geometry_shapes_and_errors() -> None:
     polygon = VisualPrompt()
     polygon.polygon.points.extend([PixelPoint(x=0, y=0), PixelPoint(x=4, y=0), PixelPoint(x=0, y=4)])
-    assert pixels.prompt_geometry(polygon).area == pytest.approx(8.0)
+    assert message_region(polygon).area == pytest.approx(8.0)
     scribble = VisualPrompt()
     scribble.scribble.points.extend([PixelPoint(x=0, y=0), PixelPoint(x=10, y=0)])
     scribble.scribble.stroke_width = 2.0
-    assert pixels.prompt_geometry(scribble).bounds == pytest.approx((-1.0, -1.0, 11.0, 1.0))
+    assert message_region(scribble).bounds == pytest.approx((-1.0, -1.0, 11.0, 1.0))
     with pytest.raises(ValueError, match="no shape"):
-        pixels.prompt_geometry(VisualPrompt())
+        message_region(VisualPrompt())
     bad = VisualPrompt()
     bad.polygon.points.extend([PixelPoint(x=0, y=0), PixelPoint(x=1, y=1)])
     with pytest.raises(ValueError, match="at least 3 points"):
-        pixels.prompt_geometry(bad)
+        message_region(bad)

@@ -18,9 +18,9 @@ from pyproj import Transformer
 from rasterio.windows import Window
 from shapely import wkb
 
-from earthgptx import events, pixels
+from earthgptx import events
 from earthgptx.bus import ConsumerOptions, EventProducer
-from earthgptx.geo import footprint_4326
+from earthgptx.geo import footprint_4326, make_tile
 from earthgptx.settings import DatabaseSettings, KafkaSettings
 from earthgptx.store.db import make_engine
 from earthgptx.store.records import SceneRecord
@@ -60,7 +60,7 @@ def grounding(task_id: str, box: PixelBox, label: str = "ship") -> InferenceResu
         scene_id="scene-it",
         level=Level.LEVEL_L2_GROUNDING,
         task="grounding",
-        tile=pixels.make_tile(SCENE_TRANSFORM, CRS, WINDOW, CHIP, CHIP),
+        tile=make_tile(SCENE_TRANSFORM, CRS, WINDOW, CHIP, CHIP),
         answer=Answer(text="[156, 312, 468, 625]", boxes=[DetectedBox(box=box, label=label, score=0.75)]),
         model_version="test-model",
     )
