@@ -50,21 +50,11 @@ from earthgptx.bus import ConsumerLoop, ConsumerOptions, EventProducer, ensure_t
 from earthgptx.bus.consumer import consumer_config  # noqa: E402
 from earthgptx.bus.producer import producer_config  # noqa: E402
 from earthgptx.events import stamp  # noqa: E402
-from earthgptx.settings import KafkaSettings  # noqa: E402
+from earthgptx.settings import KafkaSettings, load_stack_env  # noqa: E402
 from earthgptx.v1.events_pb2 import Modality, SceneIngested  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 TARGET_RATIO = 0.8
-
-
-def load_stack_env() -> None:
-    """Read ``.stack/stack.env`` (written by ``make up``) unless the values are already in the environment."""
-    env_file = Path(os.environ.get("EGX_STATE_DIR", REPO_ROOT / ".stack")) / "stack.env"
-    if env_file.exists():
-        for line in env_file.read_text().splitlines():
-            key, sep, value = line.strip().partition("=")
-            if sep and not key.startswith("#"):
-                os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
 def make_events(count: int) -> list[tuple[str, SceneIngested]]:
@@ -213,7 +203,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    load_stack_env()
+    load_stack_env(fallback=REPO_ROOT / ".stack")
     settings = KafkaSettings()
     options = ConsumerOptions()
     events = make_events(args.events)

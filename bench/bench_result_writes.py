@@ -25,22 +25,21 @@ import platform
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path[:0] = [str(REPO_ROOT), str(REPO_ROOT / "tests")]  # the library, and the test kits
 
 import numpy as np  # noqa: E402
 import shapely  # noqa: E402
 import sqlalchemy as sa  # noqa: E402
+from kits.databases import migrated_database  # noqa: E402
 from shapely.geometry import Polygon  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
 
-from earthgptx.store import migrate  # noqa: E402
+from earthgptx.settings import load_stack_env  # noqa: E402
 from earthgptx.store.db import make_engine  # noqa: E402
 from earthgptx.store.records import ResultRecord, SceneRecord, TaskRecord  # noqa: E402
 from earthgptx.store.repository import DEFAULT_CHUNK_SIZE, Repository  # noqa: E402
@@ -53,17 +52,6 @@ COPY_COLUMNS = (
     "task_id", "ordinal", "scene_id", "answer_text", "label", "attributes", "geom", "pixel_geom", "score",
     "model_version",
 )  # fmt: skip
-
-
-def load_stack_env() -> None:
-    """Read ``.stack/stack.env`` (written by ``make up``) unless the values are already in the environment."""
-    env_file = Path(os.environ.get("EGX_STATE_DIR", REPO_ROOT / ".stack")) / "stack.env"
-    if not env_file.exists():
-        return
-    for line in env_file.read_text().splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and not key.startswith("#"):
-            os.environ.setdefault(key.strip(), value.strip().strip("'\""))
 
 
 def make_records(
@@ -150,17 +138,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args()
 
-    load_stack_env()
-    base_url = os.environ.get("EGX_DB_URL")
-    if not base_url:
-        sys.exit("EGX_DB_URL is not set: start the local stack with `make up`")
-    db_name = f"egx_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(make_url(base_url), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    with admin.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{db_name}"'))
-    url = make_url(base_url).set(database=db_name).render_as_string(hide_password=False)
-    try:
-        migrate.upgrade("head", url=url)
+    load_stack_env(fallback=REPO_ROOT / ".stack")
+    with migrated_database(prefix="egx_bench") as url:
         engine = make_engine(url=url, pool_size=2)
         repository = Repository(engine, chunk_size=args.chunk_size)
         scene = SceneRecord(
@@ -210,10 +189,6 @@ def main() -> int:
             pg_version = connection.scalar(sa.text("SHOW server_version"))
             postgis_version = connection.scalar(sa.text("SELECT postgis_lib_version()"))
         repository.close()
-    finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)'))
-        admin.dispose()
 
     rate = {phase: args.rows / statistics.median(values) for phase, values in times.items()}
     ratio = rate["upsert"] / rate["copy"]

@@ -4,6 +4,11 @@ Integration tests talk to the real local stack started by ``make up`` (``deploy/
 values are read from ``.stack/stack.env`` unless already in the environment. If a service a test needs is
 down, the test fails with a message saying so (it is never silently skipped): run ``make up`` first, or
 deselect with ``-m "not kafka and not postgis and not minio and not triton"``.
+
+The servers are shared with other engineers' runs: the fixtures here give every test (or module) its own
+uniquely named database, topics, groups and buckets, and remove them afterwards. The helpers behind them are in
+``tests/kits/``; tests of a service live in ``tests/services/<service>/`` with basenames ``test_<service>_*.py``
+(the test folders are not packages, so basenames must be unique across the suite).
 """
 
 from __future__ import annotations
@@ -11,27 +16,20 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from earthgptx.settings import KafkaSettings, load_stack_env
+
+if TYPE_CHECKING:
+    from earthgptx.store.objects import ObjectStore
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-
-def _load_stack_env() -> None:
-    state_dir = Path(os.environ.get("EGX_STATE_DIR", REPO_ROOT / ".stack"))
-    env_file = state_dir / "stack.env"
-    if not env_file.exists():
-        return
-    for line in env_file.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        os.environ.setdefault(key.strip(), value.strip().strip("'\""))
-
-
-_load_stack_env()
+load_stack_env(fallback=REPO_ROOT / ".stack")
 
 
 def _require_port(address: str, what: str) -> None:
@@ -65,3 +63,37 @@ def _services_for_markers(request: pytest.FixtureRequest) -> None:
 def unique_name() -> str:
     """A short unique suffix for topics, buckets, consumer groups and schemas used by one test."""
     return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def kafka_settings() -> KafkaSettings:
+    """The local broker's settings (``EGX_KAFKA_*``)."""
+    return KafkaSettings()
+
+
+@pytest.fixture
+def kafka_cleanup(unique_name: str) -> Iterator[str]:
+    """Yields the test's unique suffix; afterwards deletes every topic and group whose name contains it
+    (dead-letter topics included)."""
+    from kits.broker import delete_leftovers
+
+    yield unique_name
+    delete_leftovers(KafkaSettings(), unique_name)
+
+
+@pytest.fixture(scope="module")
+def migrated_db_url() -> Iterator[str]:
+    """A PostGIS database of the module's own (``egx_test_<unique>``), migrated to head, dropped afterwards."""
+    from kits.databases import migrated_database
+
+    with migrated_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def object_store() -> Iterator[ObjectStore]:
+    """An ``ObjectStore`` with scenes and chips buckets of the module's own, emptied and removed afterwards."""
+    from kits.objects import throwaway_object_store
+
+    with throwaway_object_store() as store:
+        yield store

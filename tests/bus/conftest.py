@@ -1,4 +1,4 @@
-"""Fixtures of the bus tests: settings of the local broker and unique, freshly created topics."""
+"""Fixtures of the bus tests: unique, freshly created topics (``kafka_settings`` comes from tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from kafka_testkit import delete_leftovers
+from kits.broker import delete_leftovers
 
 from earthgptx.settings import KafkaSettings
 
 sys.path.insert(0, str(Path(__file__).parent))
-
-
-@pytest.fixture
-def kafka_settings() -> KafkaSettings:
-    return KafkaSettings()
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
-"""Fixtures for the store tests: throwaway PostGIS databases and MinIO buckets, one set per test module.
+"""Fixtures for the store tests: a repository on the module's throwaway migrated database.
 
-The servers are shared with other engineers' tests, so every database and bucket name is unique and removed
-afterwards. Databases are created from ``template1``, which already has PostGIS.
+``migrated_db_url`` (a PostGIS database of the module's own, migrated to head) and ``object_store`` (buckets of
+the module's own) come from ``tests/conftest.py``; the helpers behind them are in ``tests/kits/``.
 """
 
 from __future__ import annotations
@@ -10,19 +10,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from earthgptx.store import migrate
 from earthgptx.store.db import make_engine
 from earthgptx.store.repository import Repository
-
-from .databases import throwaway_database
-
-
-@pytest.fixture(scope="module")
-def migrated_db_url() -> Iterator[str]:
-    """A database of its own for the module, migrated to head."""
-    with throwaway_database() as url:
-        migrate.upgrade("head", url=url)
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -12,11 +12,10 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from kits.databases import throwaway_database
 
 from earthgptx.store import migrate
 from earthgptx.store.models import Base
-
-from .databases import throwaway_database
 
 pytestmark = pytest.mark.postgis
 

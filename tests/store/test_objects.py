@@ -46,18 +46,9 @@ def _count_uploads(store: ObjectStore, monkeypatch: pytest.MonkeyPatch) -> list[
 
 
 @pytest.fixture(scope="module")
-def store() -> Iterator[ObjectStore]:
-    suffix = uuid.uuid4().hex[:10]
-    settings = ObjectStoreSettings(  # type: ignore[call-arg]
-        scenes_bucket=f"egx-test-scenes-{suffix}", chips_bucket=f"egx-test-chips-{suffix}"
-    )
-    object_store = ObjectStore(settings)
-    object_store.ensure_buckets()
-    yield object_store
-    for bucket in (settings.scenes_bucket, settings.chips_bucket):
-        for found in object_store.client.list_objects(bucket, recursive=True):
-            object_store.client.remove_object(bucket, found.object_name)
-        object_store.client.remove_bucket(bucket)
+def store(object_store: ObjectStore) -> ObjectStore:
+    """Buckets of this module's own (tests/conftest.py)."""
+    return object_store
 
 
 @pytest.mark.minio

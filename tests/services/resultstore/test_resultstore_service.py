@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from affine import Affine
-from kafka_testkit import read_topic
+from kits.broker import fast_options, read_topic
 from pyproj import Transformer
 from rasterio.windows import Window
 from shapely import wkb
 
 from earthgptx import events
-from earthgptx.bus import ConsumerOptions, EventProducer
+from earthgptx.bus import EventProducer
 from earthgptx.geo import footprint_4326, make_tile
 from earthgptx.settings import DatabaseSettings, KafkaSettings
 from earthgptx.store.db import make_engine
@@ -45,13 +45,6 @@ SCENE_TRANSFORM = Affine(2.0, 0.0, 430_000.0, 0.0, -2.0, 5_400_000.0)
 SCENE_SIZE = 512
 WINDOW = Window(256, 128, 256, 256)
 CHIP = 128
-# Broker's group.min.session.timeout.ms is 6 s; short timeouts keep joins and the final leave quick.
-FAST = ConsumerOptions(
-    backoff_initial_s=0.05,
-    backoff_max_s=0.2,
-    poll_timeout_ms=200,
-    consumer_overrides={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10_000},
-)
 
 
 def grounding(task_id: str, box: PixelBox, label: str = "ship") -> InferenceResult:
@@ -77,7 +70,7 @@ def service(migrated_db_url: str, kafka_cleanup: str) -> Iterator[tuple[Settings
         kafka=KafkaSettings(),
         database=DatabaseSettings(url=migrated_db_url),  # type: ignore[arg-type]
     )
-    running = ResultStoreService(settings, options=FAST)
+    running = ResultStoreService(settings, options=fast_options())
     errors: list[BaseException] = []
 
     def run() -> None:
