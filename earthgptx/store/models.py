@@ -17,6 +17,7 @@ from typing import Any
 from geoalchemy2 import Geometry, WKBElement
 from sqlalchemy import (
     ARRAY,
+    BigInteger,
     Boolean,
     CheckConstraint,
     DateTime,
@@ -39,6 +40,7 @@ SRID_PIXELS = 0
 # Values the services use; kept as constants rather than CHECK constraints so a new state needs no migration.
 SCENE_STATUSES = ("ingested", "tiled", "processing", "done", "failed", "ungeoreferenced")
 TASK_STATUSES = ("pending", "running", "done", "failed")
+INGEST_STATUSES = ("accepted", "ingested", "rejected")
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_name)s",
@@ -76,14 +78,19 @@ class Scene(Base):
     height: Mapped[int] = mapped_column(Integer)
     crs: Mapped[str | None]  # source CRS (authority code or WKT); None for ungeoreferenced scenes
     transform: Mapped[list[float] | None]  # affine a, b, c, d, e, f (rasterio order) in the source CRS
+    # A Polygon, or a MultiPolygon when the footprint crosses the antimeridian (split there, never refused).
     footprint: Mapped[WKBElement | None] = mapped_column(
-        Geometry("POLYGON", srid=SRID_WGS84, spatial_index=False)
+        Geometry("GEOMETRY", srid=SRID_WGS84, spatial_index=False)
     )
     acquired_at: Mapped[datetime | None]
     object_bucket: Mapped[str]
     object_key: Mapped[str]
     sha256: Mapped[str | None]
     stac_item: Mapped[dict[str, Any] | None]
+    # Per band: name, unit, scale, offset, nodata and tags as the file states them (earthgptx.scenes).
+    band_metadata: Mapped[list[dict[str, Any]]] = mapped_column(server_default=text("'[]'::jsonb"))
+    product_level: Mapped[str | None]
+    georeference: Mapped[str | None]  # "transform" or "gcps" (rectified at ingest), None when ungeoreferenced
     status: Mapped[str] = mapped_column(server_default=text("'ingested'"))
     ingested_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
@@ -91,8 +98,40 @@ class Scene(Base):
     __table_args__ = (
         CheckConstraint("width > 0 AND height > 0", name="positive_size"),
         CheckConstraint("transform IS NULL OR cardinality(transform) = 6", name="affine_transform"),
+        CheckConstraint(
+            "footprint IS NULL OR GeometryType(footprint) IN ('POLYGON', 'MULTIPOLYGON')", name="footprint_polygonal"
+        ),
         Index("ix_scenes_footprint", "footprint", postgresql_using="gist"),
         Index("ix_scenes_acquired_at", "acquired_at"),
+    )
+
+
+class SceneIngest(Base):
+    """Every scene sent to ingest, keyed by the scene id (from the content hash): where it stands and why.
+
+    Rejected scenes live only here (never in ``scenes``); ``ingested_at`` is set once ``scenes.ingested`` was
+    acknowledged by the broker.
+    """
+
+    __tablename__ = "scene_ingests"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    sha256: Mapped[str]  # of the file as received
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(server_default=text("'accepted'"))  # INGEST_STATUSES
+    reason: Mapped[str | None]
+    source: Mapped[str | None]
+    channel: Mapped[str]  # "upload" (HTTP) or "drop" (bucket)
+    name: Mapped[str | None]  # file name or dropped object key
+    request: Mapped[dict[str, Any]] = mapped_column(server_default=text("'{}'::jsonb"))  # metadata as sent
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    ingested_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_scene_ingests_status", "status"),
+        Index("ix_scene_ingests_received_at", "received_at", postgresql_using="brin"),
     )
 
 
