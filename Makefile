@@ -29,7 +29,7 @@ status: ## print each service as up or down, with its address
 	@$(STACK) status
 
 demo: up ## the main job: bring the stack up and send events through the pipeline into PostGIS
-	@$(PY) -m earthgptx.demo
+	@$(PY) -m tools.demo
 
 test: up ## bring the stack up and run the whole test suite against it
 	@$(PY) -m pytest $(PYTEST_ARGS)
@@ -38,8 +38,8 @@ test-unit: env ## tests that need no running service
 	@$(PY) -m pytest -m "not kafka and not postgis and not minio and not triton" $(PYTEST_ARGS)
 
 lint: env ## ruff + mypy over the library, services, tests and benchmarks
-	@$(PY) -m ruff check earthgptx services tests bench deploy
-	@$(PY) -m mypy earthgptx services
+	@$(PY) -m ruff check earthgptx services tools tests bench deploy
+	@$(PY) -m mypy earthgptx services tools
 
 proto: env ## regenerate the Python code of proto/ (never edit the generated files by hand)
 	@deploy/gen_proto.sh

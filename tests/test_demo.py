@@ -1,4 +1,4 @@
-"""``python -m earthgptx.demo`` (what ``make demo`` runs) against the local stack, as a user would run it."""
+"""``python -m tools.demo`` (what ``make demo`` runs) against the local stack, as a user would run it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def run_demo(tmp_path: Path, name: str, **env: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
     summary = tmp_path / f"{name}.json"
     completed = subprocess.run(
-        [sys.executable, "-m", "earthgptx.demo", "--summary-json", str(summary)],
+        [sys.executable, "-m", "tools.demo", "--summary-json", str(summary)],
         cwd=REPO_ROOT,
         env={**os.environ, **env},
         capture_output=True,

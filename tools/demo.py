@@ -1,4 +1,4 @@
-"""``python -m earthgptx.demo`` (``make demo``): one event travels through the pipeline into PostGIS.
+"""``python -m tools.demo`` (``make demo``): one event travels through the pipeline into PostGIS.
 
 With the local stack up (``make up``), it
 1. applies the database migrations and creates the topics;
@@ -15,6 +15,9 @@ With the local stack up (``make up``), it
 
 Every id is deterministic (scene, task, events), so running it again rewrites nothing and leaves one row.
 Exits non-zero with the failing step and its reason when something goes wrong.
+
+Steps 2 and 3 (the section "the scene" below: ``make_scene_file``, ``upload_scene``, ``write_scene_row``) stand
+in for the ingest service; the published answer stands in for the model.
 """
 
 from __future__ import annotations
@@ -68,10 +71,10 @@ from earthgptx.data.render import render
 from earthgptx.data.scene import Scene, SceneObject
 from earthgptx.formats import box_to_grid, format_box
 from earthgptx.geo import footprint_4326, make_tile
-from earthgptx.settings import DatabaseSettings, KafkaSettings, ObjectStoreSettings
+from earthgptx.settings import DatabaseSettings, KafkaSettings, ObjectStoreSettings, load_stack_env
 from earthgptx.store import migrate
 from earthgptx.store.db import make_engine
-from earthgptx.store.objects import ObjectStore
+from earthgptx.store.objects import ObjectInfo, ObjectStore
 from earthgptx.store.records import SceneRecord, TaskRecord
 from earthgptx.store.repository import Repository
 from earthgptx.v1.events_pb2 import (
@@ -84,7 +87,7 @@ from earthgptx.v1.events_pb2 import (
     TileWindow,
 )
 
-log = logging.getLogger("earthgptx.demo")
+log = logging.getLogger("tools.demo")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCENE_SIZE = 256
@@ -120,13 +123,6 @@ class DemoScene:
     transform: tuple[float, float, float, float, float, float]
     bands: tuple[str, ...]
     dtype: str
-
-
-def load_stack_env() -> list[str]:
-    """The local stack's connection values (``.stack/stack.env`` of this checkout), unless already set."""
-    from earthgptx.settings import load_stack_env as load
-
-    return load(os.environ.get("EGX_STATE_DIR") or REPO_ROOT / ".stack")
 
 
 class Steps:
@@ -175,6 +171,9 @@ def check_reachable(kafka: KafkaSettings, database: DatabaseSettings, objects: O
         raise DemoError("not reachable: " + "; ".join(down))
 
 
+# -- the scene (what the ingest service will own) ----------------------------------------------------------
+
+
 def make_scene_file(seed: int, folder: Path) -> DemoScene:
     """Generate scene ``seed`` of the synthetic dataset, optical, as a cloud-optimised GeoTIFF."""
     scene = build_scene(seed, 0, SCENE_SIZE)
@@ -199,6 +198,33 @@ def make_scene_file(seed: int, folder: Path) -> DemoScene:
         bands=tuple(bands),
         dtype=dtype,
     )
+
+
+def upload_scene(store: ObjectStore, demo: DemoScene) -> ObjectInfo:
+    """Put the COG into the scenes bucket (idempotent: identical content is not uploaded again)."""
+    store.ensure_buckets()
+    info = store.put_file(
+        store.settings.scenes_bucket, f"demo/{demo.scene_id}.tif", demo.path,
+        content_type="image/tiff; application=geotiff; profile=cloud-optimized",
+    )
+    log.info("s3://%s/%s: %d bytes, sha256 %s", info.bucket, info.key, info.size, info.sha256)
+    return info
+
+
+def write_scene_row(repository: Repository, demo: DemoScene, info: ObjectInfo) -> None:
+    """The scene row, with its footprint in EPSG:4326 from the raster's own transform and CRS."""
+    footprint = footprint_4326(Affine(*demo.transform), demo.crs, SCENE_SIZE, SCENE_SIZE)
+    repository.upsert_scene(
+        SceneRecord(
+            id=demo.scene_id, source="earthgptx.demo", sensor="synthetic", modality="optical",
+            bands=demo.bands, dtype=demo.dtype, width=SCENE_SIZE, height=SCENE_SIZE,
+            object_bucket=info.bucket, object_key=info.key, footprint=footprint, crs=demo.crs,
+            transform=demo.transform, acquired_at=ACQUIRED_AT, sha256=info.sha256,
+        )
+    )
+
+
+# -- the answer and the service -----------------------------------------------------------------------------
 
 
 def pick_object(scene: Scene) -> SceneObject:
@@ -381,25 +407,10 @@ def run(console: Console, seed: int, timeout_s: float, summary_path: Path | None
                     demo.scene_id, SCENE_SIZE, SCENE_SIZE, demo.crs, len(demo.scene.objects), obj.cls, obj.index,
                 )
             with steps.step("upload", "uploading the COG to MinIO"):
-                store = ObjectStore(object_settings)
-                store.ensure_buckets()
-                key = f"demo/{demo.scene_id}.tif"
-                info = store.put_file(
-                    object_settings.scenes_bucket, key, demo.path,
-                    content_type="image/tiff; application=geotiff; profile=cloud-optimized",
-                )
-                log.info("s3://%s/%s: %d bytes, sha256 %s", info.bucket, info.key, info.size, info.sha256)
+                info = upload_scene(ObjectStore(object_settings), demo)
             with steps.step("scene row", "writing the scene row to PostGIS"):
-                footprint = footprint_4326(Affine(*demo.transform), demo.crs, SCENE_SIZE, SCENE_SIZE)
                 repository = Repository(engine)
-                repository.upsert_scene(
-                    SceneRecord(
-                        id=demo.scene_id, source="earthgptx.demo", sensor="synthetic", modality="optical",
-                        bands=demo.bands, dtype=demo.dtype, width=SCENE_SIZE, height=SCENE_SIZE,
-                        object_bucket=info.bucket, object_key=info.key, footprint=footprint, crs=demo.crs,
-                        transform=demo.transform, acquired_at=ACQUIRED_AT, sha256=info.sha256,
-                    )
-                )
+                write_scene_row(repository, demo, info)
                 tile = make_tile(
                     Affine(*demo.transform), demo.crs, Window(0, 0, SCENE_SIZE, SCENE_SIZE),
                     CHIP_SIZE, CHIP_SIZE,
@@ -477,7 +488,7 @@ def run(console: Console, seed: int, timeout_s: float, summary_path: Path | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m earthgptx.demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=7, help="which synthetic scene to use (default 7)")
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for ResultStored")
     parser.add_argument("--summary-json", type=Path, help="also write what was stored to this JSON file")
@@ -491,7 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("kafka", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    loaded = load_stack_env()
+    loaded = load_stack_env(fallback=REPO_ROOT / ".stack")
     if loaded:
         log.info("connection settings from .stack/stack.env: %s", ", ".join(sorted(loaded)))
     try:
