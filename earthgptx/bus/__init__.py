@@ -9,8 +9,15 @@
 """
 
 from earthgptx.bus import topics
-from earthgptx.bus.consumer import ConsumerLoop, ConsumerOptions, LoopStats, Route, route
-from earthgptx.bus.errors import BusError, EventTooLargeError, PermanentError, PublishError, TransientError
+from earthgptx.bus.consumer import ConsumerLoop, ConsumerOptions, LoopStats, Route, batch_route, route
+from earthgptx.bus.errors import (
+    BusError,
+    DependencyUnavailable,
+    EventTooLargeError,
+    PermanentError,
+    PublishError,
+    TransientError,
+)
 from earthgptx.bus.producer import EventProducer
 from earthgptx.bus.topics import dead_letter_topic, ensure_topics, ensure_topics_from_settings
 
@@ -18,6 +25,7 @@ __all__ = [
     "BusError",
     "ConsumerLoop",
     "ConsumerOptions",
+    "DependencyUnavailable",
     "EventProducer",
     "EventTooLargeError",
     "LoopStats",
@@ -25,6 +33,7 @@ __all__ = [
     "PublishError",
     "Route",
     "TransientError",
+    "batch_route",
     "dead_letter_topic",
     "ensure_topics",
     "ensure_topics_from_settings",

@@ -1,10 +1,16 @@
 """The consumer loop: poll -> decode once -> typed handler -> commit, at least once.
 
 Threads. kafka-python's consumer is driven from one thread (the loop's ``run``); handlers run on a single worker
-thread, one record at a time, in partition order. When the worker takes longer than ``liveness_poll_s`` over a
-batch, every assigned partition is paused and ``run`` keeps calling ``poll`` every ``liveness_poll_s`` until it is
-done: the consumer stays in its group however long a handler takes (``max_poll_interval_ms`` is measured between
-polls), and no records arrive meanwhile.
+thread, in partition order. When the worker takes longer than ``liveness_poll_s`` over a batch, every assigned
+partition is paused and ``run`` keeps calling ``poll`` every ``liveness_poll_s`` until it is done: the consumer
+stays in its group however long a handler takes (``max_poll_interval_ms`` is measured between polls), and no
+records arrive meanwhile.
+
+Routes. ``route(topic, cls, handler)`` hands the handler one record at a time. ``batch_route(topic, cls,
+handler)`` hands it every record of one poll for that topic (across partitions, each partition in offset order),
+so that it can write them in one transaction and flush its producer once; it returns the records it rejects (by
+index) with their ``PermanentError``. When a batch handler raises a permanent error or exhausts its retries, the
+batch is split into single records and each is handled alone, so that one bad record never takes others with it.
 
 Acknowledgement policy. The offset after a record is committed only once the record is done: its handler
 returned, or its dead letter was acknowledged by the broker (acks=all). Commits are made from ``run`` at the end of
@@ -12,11 +18,24 @@ every batch and, during a long batch, before each liveness poll (rebalances happ
 committed before partitions can move). A record whose handler is interrupted (SIGTERM during a retry backoff,
 partition revoked) is not committed and will be delivered again: handlers must be idempotent.
 
-Failures. ``TransientError`` (and the classes in ``ConsumerOptions.transient_exceptions``): the same record is
-retried after an exponential backoff, without moving past it, up to ``max_attempts``; then it is dead-lettered.
-``PermanentError``, any other exception, and records that cannot be decoded (not protobuf, no header, unknown
-schema version, wrong message type, empty, larger than ``max_event_bytes``) go to ``dlq.<group>`` with the reason,
-the original topic/partition/offset/key and the attempt count, and the loop moves on to the next record.
+Failures (the error model of ``earthgptx.bus.errors``):
+- ``DependencyUnavailable`` (PostGIS, MinIO, Triton or the broker does not answer; ``StoreUnavailable`` and
+  ``PublishError`` are kinds of it): an outage, not a fault of the record. The record is kept and retried in place
+  without an attempt limit (backoff up to ``outage_backoff_max_s``); partitions stay paused while the loop keeps
+  polling, so the consumer keeps its group membership; ``ready`` turns false (and ``on_readiness`` is called)
+  until the dependency answers again. A valid record is never dead-lettered because of an outage.
+- ``TransientError`` (and the classes in ``ConsumerOptions.transient_exceptions``): retried in place with an
+  exponential backoff up to ``max_attempts``; then dead-lettered as ``RETRIES_EXHAUSTED``.
+- ``PermanentError`` (``StoreError``, ``EventTooLargeError``...), any other exception, and records that cannot be
+  decoded (not protobuf, no header, unknown schema version, another message type, empty, larger than
+  ``max_event_bytes``) go to ``dlq.<group>`` with the reason, the original topic/partition/offset/key and the
+  attempt count, and the loop moves on to the next record.
+- A dead letter the broker does not acknowledge is retried until it is (the record is not committed before); one
+  refused as too large is sent again without its payload. Nothing a handler or the broker does ends ``run``
+  with an exception: a service never crash-loops on a record.
+
+Topics are not created here: the service's lifecycle creates ``loop.topics`` once at start (the broker does not
+auto-create them).
 
 Shutdown. ``stop()`` (or SIGTERM/SIGINT when ``run`` installs its handlers) lets the record in the handler finish,
 commits, leaves the group and closes; records not yet handled stay uncommitted for the next consumer.
@@ -25,6 +44,7 @@ commits, leaves the group and closes; records not yet handled stay uncommitted f
 from __future__ import annotations
 
 import concurrent.futures
+import enum
 import logging
 import random
 import signal
@@ -47,13 +67,14 @@ from earthgptx.bus.dead_letter import (
     ClaimStore,
     build_dead_letter,
     cause_label,
+    declared_event_type,
     record_size,
     stripped,
 )
-from earthgptx.bus.errors import EventTooLargeError, PermanentError, TransientError
+from earthgptx.bus.errors import DependencyUnavailable, EventTooLargeError, PermanentError, TransientError
 from earthgptx.bus.producer import EventProducer
-from earthgptx.bus.topics import dead_letter_topic, ensure_topics_from_settings
-from earthgptx.events import EventDecodeError, decode_event, event_type_name
+from earthgptx.bus.topics import dead_letter_topic
+from earthgptx.events import DecodeFailure, EventDecodeError, decode_event, event_type_name
 from earthgptx.settings import KafkaSettings
 from earthgptx.v1.events_pb2 import DeadLetterCause
 
@@ -62,18 +83,32 @@ log = logging.getLogger(__name__)
 E = TypeVar("E", bound=Message)
 
 
+BatchHandler = Callable[[Sequence[E]], Mapping[int, PermanentError] | None]
+"""Handles the records of one poll; returns the ones it rejects, by index, with the reason (or None)."""
+
+
 @dataclass(frozen=True)
 class Route(Generic[E]):
-    """A topic, the message class it carries, and the handler of that class."""
+    """A topic, the message class it carries, and its handler: of one record, or of a batch (``batch_route``)."""
 
     topic: str
     message_class: type[E]
-    handler: Callable[[E], None]
+    handler: Callable[[E], None] | None = None
+    batch_handler: BatchHandler[E] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.handler is None) == (self.batch_handler is None):
+            raise ValueError(f"route {self.topic}: give exactly one of handler and batch_handler")
 
 
 def route(topic: str, message_class: type[E], handler: Callable[[E], None]) -> Route[E]:
     """``Route`` with the handler's argument type checked against the message class (by mypy)."""
-    return Route(topic, message_class, handler)
+    return Route(topic, message_class, handler=handler)
+
+
+def batch_route(topic: str, message_class: type[E], handler: BatchHandler[E]) -> Route[E]:
+    """A route whose handler takes all of one poll's records of ``topic`` at once (see the module docstring)."""
+    return Route(topic, message_class, batch_handler=handler)
 
 
 @dataclass(frozen=True)
@@ -81,9 +116,12 @@ class ConsumerOptions:
     """How the loop polls, retries, dead-letters and commits."""
 
     # Attempts per record for transient errors (None: retry forever); then the record is dead-lettered.
+    # Outages (DependencyUnavailable) do not count: they are retried until the dependency answers.
     max_attempts: int | None = 8
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 30.0
+    # Cap of the backoff while a dependency is down: how long a recovered dependency may wait to be noticed.
+    outage_backoff_max_s: float = 2.0
     backoff_multiplier: float = 2.0
     # Fraction of each backoff that is randomised, so that consumers do not retry in lockstep.
     backoff_jitter: float = 0.2
@@ -98,16 +136,15 @@ class ConsumerOptions:
     max_poll_records: int = 500
     # How often the loop polls while a handler runs; capped at a quarter of max_poll_interval_ms.
     liveness_poll_s: float = 0.5
-    # Create the routed topics and the dead-letter topic at start (idempotent).
-    create_topics: bool = True
     # How long to wait at start for the routed topics to appear in the broker's metadata.
     topic_wait_s: float = 30.0
     # Passed to KafkaConsumer as they are (session_timeout_ms, max_poll_interval_ms, auto_offset_reset...).
     consumer_overrides: Mapping[str, Any] = field(default_factory=dict)
 
-    def backoff_s(self, attempt: int) -> float:
-        """Delay before retry number ``attempt`` (1 = the first retry)."""
-        delay = min(self.backoff_max_s, self.backoff_initial_s * self.backoff_multiplier ** (attempt - 1))
+    def backoff_s(self, attempt: int, *, outage: bool = False) -> float:
+        """Delay before retry number ``attempt`` (1 = the first retry); capped lower during an outage."""
+        cap = min(self.backoff_max_s, self.outage_backoff_max_s) if outage else self.backoff_max_s
+        delay = min(cap, self.backoff_initial_s * self.backoff_multiplier ** (min(attempt, 64) - 1))
         return delay * (1.0 - self.backoff_jitter * random.random())
 
 
@@ -122,6 +159,9 @@ CONSUMER_DEFAULTS: Mapping[str, Any] = {
     "heartbeat_interval_ms": 2_000,
     "max_poll_interval_ms": 300_000,
     "allow_auto_create_topics": False,
+    # kafka-python's default climbs to 30 s between reconnects: a broker restart would cost half a minute.
+    "reconnect_backoff_ms": 50,
+    "reconnect_backoff_max_ms": 1000,
 }
 
 
@@ -151,6 +191,7 @@ class LoopStats:
     retried: int = 0
     dead_lettered: int = 0
     abandoned: int = 0
+    outage_retries: int = 0
     batches: int = 0
     commits: int = 0
     assignments: int = 0
@@ -193,6 +234,7 @@ class ConsumerLoop:
         client_id: str | None = None,
         dead_letter_producer: EventProducer | None = None,
         claim_store: ClaimStore | None = None,
+        on_readiness: Callable[[bool], None] | None = None,
     ) -> None:
         if not routes:
             raise ValueError("a consumer loop needs at least one route")
@@ -234,8 +276,24 @@ class ConsumerLoop:
             for t in self.routes
         }
         self._rebalance_metric = metrics.REBALANCES.labels(group_id)
+        self._ready = True
+        self.not_ready_reason = ""
+        self._on_readiness = on_readiness
+        self._ready_metric = metrics.CONSUMER_READY.labels(group_id)
+        self._ready_metric.set(1)
 
     # -- public API -----------------------------------------------------------------------------------------
+
+    @property
+    def topics(self) -> list[str]:
+        """The topics this loop needs: its routed topics and its dead-letter topic (the lifecycle creates them)."""
+        return [*self.routes, self.dead_letter_topic]
+
+    @property
+    def ready(self) -> bool:
+        """False while a dependency is unavailable (records wait, nothing is dead-lettered for it); a health
+        endpoint reports it as not-ready. ``not_ready_reason`` says which dependency and why."""
+        return self._ready
 
     def stop(self) -> None:
         """Ask the loop to finish the record in hand, commit and return from ``run`` (thread-safe)."""
@@ -275,8 +333,6 @@ class ConsumerLoop:
         previous_handlers = self.install_signal_handlers() if handle_signals else {}
         worker: concurrent.futures.ThreadPoolExecutor | None = None
         try:
-            if self.options.create_topics:
-                ensure_topics_from_settings(self.settings, [*self.routes, self.dead_letter_topic])
             if self._dead_letter_producer is None:
                 self._dead_letter_producer = EventProducer(
                     self.settings, client_id=f"{self.client_id}-dlq", producer_name=f"consumer:{self.group_id}"
@@ -432,75 +488,207 @@ class ConsumerLoop:
     # -- the worker thread ----------------------------------------------------------------------------------
 
     def _process_batch(self, records: dict[TopicPartition, list[Any]]) -> None:
-        for tp, partition_records in records.items():
+        batched = {t for t, r in self.routes.items() if r.batch_handler is not None}
+        single = {tp: recs for tp, recs in records.items() if tp.topic not in batched}
+        for tp, partition_records in single.items():
             for record in partition_records:
                 if self._stop.is_set() or tp in self._lost:
                     break
                 if self._process_record(record):
-                    if tp not in self._lost:
-                        self._progress[tp] = record.offset + 1
+                    self._mark_done(record)
                 else:
                     # Interrupted: nothing after this record may be marked done in this partition.
                     self.stats.abandoned += 1
                     break
+        for topic in sorted(batched):
+            topic_records = [r for tp, recs in records.items() if tp.topic == topic for r in recs]
+            if topic_records and not self._stop.is_set():
+                self._process_topic_batch(topic_records)
+
+    def _mark_done(self, record: Any) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        if tp not in self._lost:
+            self._progress[tp] = record.offset + 1
 
     def _process_record(self, record: Any) -> bool:
         """Handle or dead-letter one record. False if interrupted before it was done (it stays uncommitted)."""
+        decoded = self._decode(record)
+        if decoded is None:
+            return True
+        if isinstance(decoded, _Undone):
+            return False
         topic_route = self.routes[record.topic]
-        processed, retried, handler_seconds = self._metrics[record.topic]
+        if topic_route.handler is not None:
+            handler = topic_route.handler
+            return self._handle([record], lambda: handler(decoded), decoded.header.trace_id)
+        return self._handle_batch([record], [decoded])
+
+    def _decode(self, record: Any) -> Message | _Undone | None:
+        """The record's event; None if it was dead-lettered instead, ``_Undone`` if that was interrupted."""
         size = record_size(record)
         if size > self._max_event_bytes:
-            return self._dead_letter(
+            done = self._dead_letter(
                 record,
                 DeadLetterCause.DEAD_LETTER_CAUSE_OVERSIZE,
                 f"record of {size} bytes exceeds max_event_bytes={self._max_event_bytes}",
             )
+            return None if done else _UNDONE
         try:
-            event = decode_event(topic_route.message_class, record.value)
+            return decode_event(self.routes[record.topic].message_class, record.value)
         except EventDecodeError as exc:
-            return self._dead_letter(record, CAUSE_OF_DECODE_FAILURE[exc.failure], exc.reason, error=exc)
-        trace_id = event.header.trace_id
-        attempt = 0
+            cause, reason = CAUSE_OF_DECODE_FAILURE[exc.failure], exc.reason
+            if exc.failure is DecodeFailure.NOT_PROTOBUF:
+                # Another event type can fail to parse as this one; its header still says what it is.
+                declared = declared_event_type(record.value)
+                if declared and declared != self._expected[record.topic]:
+                    cause = DeadLetterCause.DEAD_LETTER_CAUSE_WRONG_TYPE
+                    reason = f"header says {declared!r} but this topic carries {self._expected[record.topic]!r}"
+            done = self._dead_letter(record, cause, reason, error=exc)
+            return None if done else _UNDONE
+
+    def _process_topic_batch(self, records: list[Any]) -> None:
+        """Decode one topic's records of a poll and hand the good ones to its batch handler together."""
+        kept: list[Any] = []
+        events: list[Message] = []
+        for record in records:
+            tp = TopicPartition(record.topic, record.partition)
+            if self._stop.is_set() or tp in self._lost:
+                return
+            decoded = self._decode(record)
+            if isinstance(decoded, _Undone):
+                self.stats.abandoned += 1
+                return
+            if decoded is None:
+                # Dead-lettered; marked done only once the records before it in its partition are.
+                if not any(TopicPartition(r.topic, r.partition) == tp for r in kept):
+                    self._mark_done(record)
+                continue
+            kept.append(record)
+            events.append(decoded)
+        if kept and self._handle_batch(kept, events):
+            for record in records:
+                self._mark_done(record)
+        elif kept:
+            self.stats.abandoned += 1
+
+    def _handle_batch(self, records: list[Any], events: list[Message]) -> bool:
+        """Run the batch handler over ``events`` (retried as a whole); split it when it fails for good."""
+        batch_handler = self.routes[records[0].topic].batch_handler
+        assert batch_handler is not None
+        rejected: dict[int, PermanentError] = {}
+
+        def call() -> None:
+            rejected.clear()
+            rejected.update(batch_handler(events) or {})
+
+        trace_id = events[0].header.trace_id if len(events) == 1 else ""  # type: ignore[attr-defined]
+        outcome = self._attempt(records, call, split=len(records) > 1, trace_id=trace_id)
+        if outcome is _Outcome.INTERRUPTED:
+            return False
+        if outcome is _Outcome.SPLIT:
+            log.warning("group %s: a batch of %d records failed; handling them one by one",
+                        self.group_id, len(records))
+            for record, event in zip(records, events, strict=True):
+                if not self._handle_batch([record], [event]):
+                    return False
+                self._mark_done(record)
+            return True
+        processed, _, _ = self._metrics[records[0].topic]
+        for index, (record, event) in enumerate(zip(records, events, strict=True)):
+            error = rejected.get(index)
+            if error is None:
+                processed.inc()
+                self.stats.processed += 1
+                continue
+            if not self._dead_letter(
+                record, DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT, str(error) or type(error).__name__,
+                attempts=1, error=error, trace_id=event.header.trace_id,  # type: ignore[attr-defined]
+            ):
+                return False
+        return True
+
+    def _handle(self, records: list[Any], call: Callable[[], None], trace_id: str) -> bool:
+        """Run a single-record handler with the retry policy; dead-letter the record if it fails for good."""
+        outcome = self._attempt(records, call, split=False, trace_id=trace_id)
+        if outcome is _Outcome.DONE:
+            processed, _, _ = self._metrics[records[0].topic]
+            processed.inc()
+            self.stats.processed += 1
+        return outcome is not _Outcome.INTERRUPTED
+
+    def _attempt(self, records: list[Any], call: Callable[[], None], *, split: bool, trace_id: str) -> _Outcome:
+        """Call ``call`` until it succeeds or fails for good, following the error model (module docstring).
+
+        Failing for good dead-letters the record (single) or returns ``SPLIT`` (a batch, when ``split``).
+        """
+        record = records[0]
+        _, retried, handler_seconds = self._metrics[record.topic]
+        attempt = failures = outages = 0
         while True:
             attempt += 1
             started = time.perf_counter()
             try:
-                topic_route.handler(event)
+                call()
                 error: Exception | None = None
             except Exception as exc:
                 error = exc
             handler_seconds.observe(time.perf_counter() - started)
             if error is None:
-                processed.inc()
-                self.stats.processed += 1
-                return True
+                self._set_ready(True)
+                return _Outcome.DONE
+            if isinstance(error, DependencyUnavailable):
+                outages += 1
+                self.stats.outage_retries += 1
+                self._set_ready(False, str(error))
+                delay = self._retry_delay(error, outages, outage=True)
+                log.warning("group %s: dependency unavailable at %s (retry %d, in %.2fs); keeping the record: %s",
+                            self.group_id, _where(record), outages, delay, error)
+                if self._interrupted(record, delay):
+                    return _Outcome.INTERRUPTED
+                continue
             if isinstance(error, PermanentError):
-                return self._dead_letter(
-                    record, DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT, str(error) or type(error).__name__,
-                    attempts=attempt, error=error, trace_id=trace_id,
-                )
-            if not isinstance(error, (TransientError, *self.options.transient_exceptions)):
-                log.error("group %s: unhandled error at %s", self.group_id, _where(record), exc_info=error)
-                return self._dead_letter(
-                    record, DeadLetterCause.DEAD_LETTER_CAUSE_UNHANDLED, f"{type(error).__name__}: {error}",
-                    attempts=attempt, error=error, trace_id=trace_id,
-                )
-            retried.inc()
-            self.stats.retried += 1
-            if self.options.max_attempts is not None and attempt >= self.options.max_attempts:
-                return self._dead_letter(
-                    record, DeadLetterCause.DEAD_LETTER_CAUSE_RETRIES_EXHAUSTED,
-                    f"still failing after {attempt} attempts: {type(error).__name__}: {error}",
-                    attempts=attempt, error=error, trace_id=trace_id,
-                )
-            retry_after = getattr(error, "retry_after_s", None)
-            delay = retry_after if retry_after is not None else self.options.backoff_s(attempt)
-            log.warning(
-                "group %s: transient error at %s (attempt %d), retrying in %.2fs: %s",
-                self.group_id, _where(record), attempt, delay, error,
-            )
-            if self._interrupted(record, delay):
-                return False
+                cause, reason = DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT, str(error) or type(error).__name__
+            elif not isinstance(error, (TransientError, *self.options.transient_exceptions)):
+                if not split:
+                    log.error("group %s: unhandled error at %s", self.group_id, _where(record), exc_info=error)
+                cause, reason = DeadLetterCause.DEAD_LETTER_CAUSE_UNHANDLED, f"{type(error).__name__}: {error}"
+            else:
+                failures += 1
+                retried.inc()
+                self.stats.retried += 1
+                if self.options.max_attempts is None or failures < self.options.max_attempts:
+                    delay = self._retry_delay(error, failures, outage=False)
+                    log.warning("group %s: transient error at %s (attempt %d), retrying in %.2fs: %s",
+                                self.group_id, _where(record), attempt, delay, error)
+                    if self._interrupted(record, delay):
+                        return _Outcome.INTERRUPTED
+                    continue
+                cause = DeadLetterCause.DEAD_LETTER_CAUSE_RETRIES_EXHAUSTED
+                reason = f"still failing after {failures} attempts: {type(error).__name__}: {error}"
+            if split:
+                return _Outcome.SPLIT
+            done = self._dead_letter(record, cause, reason, attempts=attempt, error=error, trace_id=trace_id)
+            return _Outcome.DEAD_LETTERED if done else _Outcome.INTERRUPTED
+
+    def _retry_delay(self, error: BaseException, attempt: int, *, outage: bool) -> float:
+        retry_after = getattr(error, "retry_after_s", None)
+        return retry_after if retry_after is not None else self.options.backoff_s(attempt, outage=outage)
+
+    def _set_ready(self, ready: bool, reason: str = "") -> None:
+        if ready == self._ready:
+            return
+        self._ready = ready
+        self.not_ready_reason = "" if ready else reason
+        self._ready_metric.set(1 if ready else 0)
+        if ready:
+            log.info("group %s: dependencies answer again; ready", self.group_id)
+        else:
+            log.warning("group %s: not ready, a dependency is unavailable: %s", self.group_id, reason)
+        if self._on_readiness is not None:
+            try:
+                self._on_readiness(ready)
+            except Exception:
+                log.exception("group %s: readiness callback failed", self.group_id)
 
     def _interrupted(self, record: Any, delay_s: float) -> bool:
         """Sleep ``delay_s`` unless stopped or the record's partition is lost meanwhile (then True)."""
@@ -541,26 +729,46 @@ class ConsumerLoop:
             try:
                 producer.publish_and_wait(self.dead_letter_topic, key, letter)
                 break
-            except EventTooLargeError:
-                if not (letter.payload or letter.source_key or letter.source_headers):
-                    raise
-                log.warning("group %s: dead letter for %s too large; sending it without payload",
-                            self.group_id, _where(record))
-                letter = stripped(letter)
-            except TransientError as exc:
-                # The record must not be committed before its dead letter is durable: retry, never drop.
-                failures += 1
-                delay = self.options.backoff_s(failures)
-                log.warning("group %s: dead letter for %s not acknowledged, retrying in %.2fs: %s",
-                            self.group_id, _where(record), delay, exc)
-                if self._interrupted(record, delay):
-                    return False
+            except EventTooLargeError as exc:
+                if letter.payload or letter.source_key or letter.source_headers:
+                    log.warning("group %s: dead letter for %s too large; sending it without payload",
+                                self.group_id, _where(record))
+                    letter = stripped(letter)
+                    continue
+                problem: Exception = exc
+            except Exception as exc:
+                # The record must not be committed before its dead letter is durable: retry, never drop, never
+                # let the error end the loop (the producer replaces itself when it has failed for good).
+                problem = exc
+            failures += 1
+            self._set_ready(False, f"dead-letter topic {self.dead_letter_topic}: {problem}")
+            delay = self.options.backoff_s(failures, outage=True)
+            log.warning("group %s: dead letter for %s not acknowledged, retrying in %.2fs: %r",
+                        self.group_id, _where(record), delay, problem)
+            if self._interrupted(record, delay):
+                return False
+        if failures:
+            self._set_ready(True)
         label = cause_label(cause)
         metrics.RECORDS_DEAD_LETTERED.labels(self.group_id, record.topic, label).inc()
         self.stats.dead_lettered += 1
         log.warning("group %s: dead-lettered %s to %s (%s): %s",
                     self.group_id, _where(record), self.dead_letter_topic, label, reason)
         return True
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"
+    DEAD_LETTERED = "dead-lettered"
+    SPLIT = "split"
+    INTERRUPTED = "interrupted"
+
+
+class _Undone:
+    """A record that could not be finished (stop or lost partition while its dead letter was retried)."""
+
+
+_UNDONE = _Undone()
 
 
 def _where(record: Any) -> str:

@@ -6,8 +6,12 @@ import hashlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from google.protobuf import empty_pb2
+from google.protobuf.message import DecodeError
+from google.protobuf.unknown_fields import UnknownFieldSet
+
 from earthgptx.events import DecodeFailure, deterministic_id, stamp
-from earthgptx.v1.events_pb2 import DeadLetter, DeadLetterCause, ObjectRef, RecordHeader
+from earthgptx.v1.events_pb2 import DeadLetter, DeadLetterCause, EventHeader, ObjectRef, RecordHeader
 
 
 class SourceRecord(Protocol):
@@ -32,6 +36,25 @@ CAUSE_OF_DECODE_FAILURE: dict[DecodeFailure, DeadLetterCause] = {
     DecodeFailure.SCHEMA_VERSION: DeadLetterCause.DEAD_LETTER_CAUSE_SCHEMA_VERSION,
     DecodeFailure.WRONG_TYPE: DeadLetterCause.DEAD_LETTER_CAUSE_WRONG_TYPE,
 }
+
+
+def declared_event_type(payload: bytes | None) -> str:
+    """The ``event_type`` the header of any platform event declares (field 1 of every event), or "".
+
+    Used when a payload does not parse as the topic's message type: another event type (its header says which)
+    is a wrong-type record, not garbage.
+    """
+    if not payload:
+        return ""
+    try:
+        envelope = empty_pb2.Empty()
+        envelope.ParseFromString(payload)
+        for field in UnknownFieldSet(envelope):
+            if field.field_number == 1 and field.wire_type == 2:
+                return EventHeader.FromString(field.data).event_type
+    except (DecodeError, TypeError, ValueError):
+        return ""
+    return ""
 
 
 def cause_label(cause: DeadLetterCause) -> str:

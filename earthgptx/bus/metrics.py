@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_PUBLISHED = Counter(
     "egx_bus_events_published_total", "Events handed to the producer", ["topic"]
@@ -24,4 +24,7 @@ HANDLER_SECONDS = Histogram(
     "Wall time of one handler call",
     ["group", "topic"],
     buckets=(0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0),
+)
+CONSUMER_READY = Gauge(
+    "egx_bus_consumer_ready", "1 when the consumer's dependencies answer, 0 while it waits out an outage", ["group"]
 )

@@ -2,13 +2,21 @@
 
 ``publish`` stamps the header, encodes once and hands the record to kafka-python's background sender; it returns
 the kafka-python future. ``publish_and_wait`` (or ``flush``) is for callers whose next step depends on the event
-being durable, e.g. a consumer that must not commit its input before its output is acknowledged.
+being durable, e.g. a consumer that must not commit its input before its output is acknowledged; ``wait``
+resolves many futures at once (one flush per batch).
+
+A refused record is a failure of that record, never of the process: the caller gets ``EventTooLargeError``
+(permanent, with the broker's reason) or ``PublishError`` (the broker did not answer: an outage). kafka-python's
+idempotent producer enters a fatal state after some refusals (a topic whose ``max.message.bytes`` is below the
+client's limit is one) and then fails every later send; ``EventProducer`` notices and replaces it with a fresh
+one, so the next record (or its dead letter) goes through.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -35,6 +43,9 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
     "delivery_timeout_ms": 120_000,
     "request_timeout_ms": 30_000,
     "max_block_ms": 15_000,
+    # kafka-python's default climbs to 30 s between reconnects: a broker restart would cost half a minute.
+    "reconnect_backoff_ms": 50,
+    "reconnect_backoff_max_ms": 1000,
 }
 
 
@@ -67,7 +78,10 @@ class EventProducer:
         self.settings = settings or KafkaSettings()
         self.producer_name = producer_name or client_id
         self.max_event_bytes = max_event_bytes or self.settings.max_message_bytes
-        self._producer = KafkaProducer(**producer_config(self.settings, client_id, **overrides))
+        self._config = producer_config(self.settings, client_id, **overrides)
+        self._producer = KafkaProducer(**self._config)
+        self._replace_lock = threading.Lock()
+        self.replacements = 0
         self._published: dict[str, Any] = {}
 
     def publish(
@@ -99,18 +113,44 @@ class EventProducer:
         counter = self._published.get(topic)
         if counter is None:
             counter = self._published[topic] = metrics.EVENTS_PUBLISHED.labels(topic)
+        producer = self._producer
         try:
-            future = self._producer.send(topic, value=value, key=key, headers=headers or [])
+            future = producer.send(topic, value=value, key=key, headers=headers or [])
         except MessageSizeTooLargeError as exc:
             raise EventTooLargeError(f"record for {topic} refused by the producer: {exc}") from exc
         except KafkaError as exc:
+            self._replace_if_failed(producer)
             raise PublishError(f"could not send to {topic}: {exc!r}") from exc
         counter.inc()
         return future
 
     def publish_and_wait(self, topic: str, key: str, message: Message, *, timeout_s: float = 30.0) -> RecordMetadata:
         """``publish`` and block until the broker acknowledged (acks=all). Raises ``PublishError`` if not."""
-        return wait_for(self.publish(topic, key, message), timeout_s=timeout_s)
+        producer = self._producer
+        try:
+            return wait_for(self.publish(topic, key, message), timeout_s=timeout_s)
+        except (PublishError, EventTooLargeError):
+            self._replace_if_failed(producer)
+            raise
+
+    def wait(
+        self, futures: Sequence[FutureRecordMetadata], *, timeout_s: float = 30.0
+    ) -> list[RecordMetadata | EventTooLargeError | PublishError]:
+        """Flush and resolve ``futures``: each one's metadata, or the bus error it failed with (in order)."""
+        producer = self._producer
+        try:
+            producer.flush(timeout=timeout_s)
+        except KafkaError as exc:
+            log.warning("flush did not complete: %r", exc)
+        outcomes: list[RecordMetadata | EventTooLargeError | PublishError] = []
+        for future in futures:
+            try:
+                outcomes.append(wait_for(future, timeout_s=timeout_s if not future.is_done else 0.0))
+            except (PublishError, EventTooLargeError) as exc:
+                outcomes.append(exc)
+        if any(not isinstance(o, RecordMetadata) for o in outcomes):
+            self._replace_if_failed(producer)
+        return outcomes
 
     def flush(self, timeout_s: float | None = 30.0) -> None:
         """Block until every record sent so far is acknowledged or failed."""
@@ -118,6 +158,27 @@ class EventProducer:
             self._producer.flush(timeout=timeout_s)
         except KafkaError as exc:
             raise PublishError(f"flush did not complete: {exc!r}") from exc
+
+    @property
+    def failed(self) -> bool:
+        """True when the underlying producer can no longer send (it is replaced on the next failure seen)."""
+        return _has_fatal_error(self._producer)
+
+    def _replace_if_failed(self, producer: KafkaProducer) -> None:
+        """Replace ``producer`` by a fresh one if it entered kafka-python's fatal state (thread-safe, once)."""
+        if not _has_fatal_error(producer):
+            return
+        with self._replace_lock:
+            if self._producer is not producer:
+                return  # another thread replaced it already
+            log.warning("producer %s failed for good (%r); replacing it", self.producer_name,
+                        getattr(producer._transaction_manager, "last_error", None))
+            self._producer = KafkaProducer(**self._config)
+            self.replacements += 1
+        try:
+            producer.close(timeout=0)
+        except Exception:  # closing a failed producer must not hide the replacement
+            log.debug("closing the failed producer raised", exc_info=True)
 
     def close(self, timeout_s: float | None = 30.0) -> None:
         self._producer.close(timeout=timeout_s)
@@ -129,6 +190,13 @@ class EventProducer:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+
+def _has_fatal_error(producer: KafkaProducer) -> bool:
+    # kafka-python keeps the idempotence state in its (private) transaction manager; without idempotence there is
+    # no such state and no fatal error of this kind.
+    manager = getattr(producer, "_transaction_manager", None)
+    return bool(manager is not None and manager.has_fatal_error())
 
 
 def wait_for(future: FutureRecordMetadata, *, timeout_s: float = 30.0) -> RecordMetadata:

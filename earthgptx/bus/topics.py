@@ -1,8 +1,11 @@
-"""Topic names of the platform and their idempotent creation.
+"""Topic names of the platform, which message each carries (``EVENT_TOPICS``), and their idempotent creation.
 
-The broker does not auto-create topics (``auto.create.topics.enable=false``): every service creates what it
-uses at start-up with ``ensure_topics``, with the partition count and replication factor from ``KafkaSettings``.
-Keys are scene ids, so one scene's events stay ordered within a partition.
+``EVENT_TOPICS`` is the registry services and docs read: a route takes its message class from it
+(``message_class(topic)``), and ``docs/architecture.md`` lists it. The broker does not auto-create topics
+(``auto.create.topics.enable=false``): a service's lifecycle (``earthgptx.runtime``) creates the topics it reads
+and writes once, at start, with ``ensure_topics_from_settings`` (partition count and replication factor from
+``KafkaSettings``); the consumer loop itself creates nothing. Keys are scene ids, so one scene's events stay
+ordered within a partition.
 """
 
 from __future__ import annotations
@@ -34,6 +37,16 @@ EVENT_TOPICS: Mapping[str, type[Message]] = {
 """The message class each platform topic carries."""
 
 DEAD_LETTER_TYPE: type[Message] = DeadLetter
+
+
+def message_class(topic: str) -> type[Message]:
+    """The message class a platform topic carries (``dlq.*`` topics carry ``DeadLetter``)."""
+    if topic.startswith(DEAD_LETTER_PREFIX):
+        return DEAD_LETTER_TYPE
+    try:
+        return EVENT_TOPICS[topic]
+    except KeyError:
+        raise KeyError(f"{topic!r} is not a platform topic; known: {sorted(EVENT_TOPICS)}") from None
 
 
 def dead_letter_topic(group_id: str) -> str:
@@ -83,13 +96,21 @@ def ensure_topics(
 
 
 def ensure_topics_from_settings(
-    settings: KafkaSettings, names: Iterable[str], partitions: int | None = None
+    settings: KafkaSettings,
+    names: Iterable[str],
+    partitions: int | None = None,
+    configs: Mapping[str, str] | None = None,
 ) -> list[str]:
     """``ensure_topics`` with a short-lived admin client built from ``settings``."""
-    admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap.split(","), client_id="egx-topics")
+    admin = KafkaAdminClient(
+        bootstrap_servers=settings.bootstrap.split(","),
+        client_id="egx-topics",
+        reconnect_backoff_ms=50,
+        reconnect_backoff_max_ms=1000,
+    )
     try:
         return ensure_topics(
-            admin, names, partitions or settings.partitions, settings.replication_factor
+            admin, names, partitions or settings.partitions, settings.replication_factor, configs
         )
     finally:
         admin.close()

@@ -1,28 +1,23 @@
-"""Errors of the stores (MinIO and PostGIS), split by what a caller should do about them.
+"""Errors of the stores (MinIO and PostGIS), as kinds of the bus's error model (``earthgptx.bus.errors``).
 
-``StoreUnavailable`` is transient: the server is down, overloaded or the connection broke, so the same call may
-succeed later and an event consumer should retry with backoff instead of dead-lettering the message.
-``StoreError`` (and its subclasses) is permanent for the given input: retrying the same call will not help.
-The two are deliberately siblings, not parent and child, so that ``except StoreError`` never swallows an outage.
-
-They live here, not in ``earthgptx.bus.errors``, so that the stores do not depend on the bus; the lead plans to
-unify them (``StoreUnavailable`` becoming a kind of the bus's transient error) without changing these names.
-Both carry a class attribute ``transient`` for code that maps exceptions generically.
+``StoreUnavailable`` is a ``DependencyUnavailable``: the server is down, overloaded or the connection broke, so
+the same call may succeed later; a consumer keeps the record, pauses and retries it until the store answers.
+``StoreError`` (and its subclasses) is a ``PermanentError`` for the given input: retrying will not help, and a
+consumer dead-letters the record with the reason. A handler lets both propagate; it never maps them.
+The two are siblings, not parent and child, so that ``except StoreError`` never swallows an outage.
 """
 
 from __future__ import annotations
 
+from earthgptx.bus.errors import DependencyUnavailable, PermanentError
 
-class StoreUnavailable(Exception):
+
+class StoreUnavailable(DependencyUnavailable):
     """The store could not be reached or answered with a server error; retrying later may succeed."""
 
-    transient = True
 
-
-class StoreError(Exception):
+class StoreError(PermanentError):
     """A store call failed in a way that retrying the same call will not fix."""
-
-    transient = False
 
 
 class ObjectNotFound(StoreError):
@@ -31,3 +26,7 @@ class ObjectNotFound(StoreError):
 
 class IntegrityViolation(StoreError):
     """A write broke a database constraint (a task for an unknown scene, a result for an unknown task, ...)."""
+
+
+class InvalidRecord(StoreError, ValueError):
+    """A record is wrong before it reaches the store (a footprint that is not a polygon, results of another task)."""

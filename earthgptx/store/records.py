@@ -72,3 +72,12 @@ class AoiRecord:
     owner: str
     name: str | None = None
     active: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TaskResults:
+    """A task with its results, written together in one transaction (``Repository.record_results``)."""
+
+    task: TaskRecord
+    results: tuple[ResultRecord, ...]
+    timings: dict[str, float] = field(default_factory=dict)  # merged into the task's stored timings

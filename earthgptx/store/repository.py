@@ -10,9 +10,12 @@ delivered twice leaves the same rows behind:
 Geometries go in as hex EWKB made by shapely in one vectorised call per chunk and parsed by PostGIS
 (``ST_GeomFromEWKT`` accepts hex EWKB), which keeps bulk result writes fast (see bench/bench_result_writes.py).
 
-Errors: ``StoreUnavailable`` when the database cannot be reached (retry later), ``IntegrityViolation`` for
-constraint violations (a result for an unknown task...), ``StoreError`` for other database errors, and
-``ValueError`` for records that are wrong before they reach the database (a footprint that is not a polygon).
+Errors (kinds of the bus's error model, so a consumer's handler lets them propagate): ``StoreUnavailable`` when
+the database cannot be reached (retry later), ``IntegrityViolation`` for constraint violations (a result for an
+unknown task...), ``InvalidRecord`` for records that are wrong before they reach the database (a footprint that
+is not a polygon, a NUL character in a text, a non-finite timing), ``StoreError`` for other database errors.
+
+A task and its results are written in one transaction (``record_results``): a failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -39,9 +43,9 @@ from sqlalchemy.orm import Session
 
 from earthgptx.settings import DatabaseSettings
 from earthgptx.store.db import make_engine
-from earthgptx.store.errors import IntegrityViolation, StoreError, StoreUnavailable
+from earthgptx.store.errors import IntegrityViolation, InvalidRecord, StoreError, StoreUnavailable
 from earthgptx.store.models import SRID_WGS84, Aoi, ApiKey, Result, Scene, Task
-from earthgptx.store.records import AoiRecord, ResultRecord, SceneRecord, TaskRecord
+from earthgptx.store.records import AoiRecord, ResultRecord, SceneRecord, TaskRecord, TaskResults
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +109,9 @@ def _changed(table: sa.Table, excluded: Any, columns: Sequence[str]) -> sa.Colum
 
 def _scene_row(scene: SceneRecord) -> dict[str, Any]:
     if scene.footprint is not None and not isinstance(scene.footprint, Polygon):
-        raise ValueError(f"scene {scene.id}: footprint must be a Polygon, got {scene.footprint.geom_type}")
+        raise InvalidRecord(f"scene {scene.id}: footprint must be a Polygon, got {scene.footprint.geom_type}")
     if scene.transform is not None and len(scene.transform) != 6:
-        raise ValueError(f"scene {scene.id}: transform must have 6 coefficients, got {len(scene.transform)}")
+        raise InvalidRecord(f"scene {scene.id}: transform must have 6 coefficients, got {len(scene.transform)}")
     return {
         "id": scene.id,
         "source": scene.source,
@@ -130,6 +134,8 @@ def _scene_row(scene: SceneRecord) -> dict[str, Any]:
 
 
 def _task_row(task: TaskRecord) -> dict[str, Any]:
+    for name in ("scene_id", "task", "instruction", "model_version"):
+        _check_text(f"task {task.id}: {name}", getattr(task, name))
     col_off, row_off, width, height = task.window
     return {
         "id": task.id,
@@ -151,6 +157,9 @@ def _task_row(task: TaskRecord) -> dict[str, Any]:
 
 
 def _result_rows(results: Sequence[ResultRecord]) -> list[dict[str, Any]]:
+    for r in results:
+        _check_text(f"result {r.task_id}:{r.ordinal}: answer text", r.answer_text)
+        _check_text(f"result {r.task_id}:{r.ordinal}: label", r.label)
     geoms = _ewkb_hex_many([r.geom for r in results], SRID_WGS84)
     pixel_geoms = _ewkb_hex_many([r.pixel_geom for r in results], None)
     return [
@@ -180,13 +189,25 @@ def _upsert_results_statement() -> Any:
         index_elements=[_results.c.task_id, _results.c.ordinal],
         set_={**{name: insert.excluded[name] for name in data_columns}, "updated_at": func.now()},
         where=_changed(_results, insert.excluded, data_columns),
-    ).returning(_results.c.ordinal)
+    ).returning(_results.c.task_id, _results.c.ordinal)
 
 
 def _dedupe_results(chunk: list[ResultRecord]) -> list[ResultRecord]:
     # One INSERT ... ON CONFLICT DO UPDATE may not touch the same row twice; the last record for a key wins.
     by_key = {(r.task_id, r.ordinal): r for r in chunk}
     return chunk if len(by_key) == len(chunk) else list(by_key.values())
+
+
+def _check_timings(task_id: str, timings: dict[str, float]) -> None:
+    # JSON has no NaN or infinity: PostgreSQL would refuse the whole transaction with an obscure message.
+    bad = {name: value for name, value in timings.items() if not math.isfinite(value)}
+    if bad:
+        raise InvalidRecord(f"task {task_id}: timings must be finite numbers, got {bad}")
+
+
+def _check_text(what: str, value: str | None) -> None:
+    if value is not None and "\x00" in value:
+        raise InvalidRecord(f"{what} contains a NUL character, which PostgreSQL text cannot store")
 
 
 class Repository:
@@ -314,33 +335,82 @@ class Repository:
 
     def record_task_results(
         self,
-        task_id: str,
+        task: TaskRecord | str,
         results: Iterable[ResultRecord],
         *,
         timings: dict[str, float] | None = None,
     ) -> int:
-        """Store a task's results and mark it done, atomically; returns the rows inserted or changed."""
-        results = list(results)
-        stray = {r.task_id for r in results} - {task_id}
-        if stray:
-            raise ValueError(f"results of other tasks given for task {task_id}: {sorted(stray)}")
-        values: dict[str, Any] = {"status": "done", "error": None, "updated_at": func.now()}
-        if timings:
-            values["timings"] = _tasks.c.timings.op("||")(sa.cast(timings, _tasks.c.timings.type))
-        with self._transaction(f"record results of task {task_id}") as connection:
-            written = self._write_results(connection, results)
-            found = connection.execute(
-                sa.update(_tasks).where(_tasks.c.id == task_id).values(**values)
-            ).rowcount
-            if found != 1:
-                raise IntegrityViolation(f"task {task_id} does not exist")
-        return written
+        """Store a task's results and mark it done, in one transaction; returns the rows inserted or changed.
+
+        Given a ``TaskRecord``, the task row is inserted too (if missing) in the same transaction; given an id,
+        the task must exist already.
+        """
+        if isinstance(task, str):
+            results = list(results)
+            stray = {r.task_id for r in results} - {task}
+            if stray:
+                raise InvalidRecord(f"results of other tasks given for task {task}: {sorted(stray)}")
+            _check_timings(task, timings or {})
+            with self._transaction(f"record results of task {task}") as connection:
+                written = self._write_results(connection, results)
+                self._mark_done(connection, [(task, dict(timings or {}))])
+            return written
+        return self.record_results([TaskResults(task, tuple(results), dict(timings or {}))])[0]
+
+    def record_results(self, batch: Sequence[TaskResults]) -> list[int]:
+        """Write tasks (each inserted if missing) with their results and mark them done, in one transaction.
+
+        Returns the rows inserted or changed per item (0 for a replay). Any failure rolls the whole batch back.
+        """
+        for item in batch:
+            stray = {r.task_id for r in item.results} - {item.task.id}
+            if stray:
+                raise InvalidRecord(f"results of other tasks given for task {item.task.id}: {sorted(stray)}")
+            _check_timings(item.task.id, item.timings)
+        if not batch:
+            return []
+        task_insert = pg_insert(_tasks).on_conflict_do_nothing(index_elements=[_tasks.c.id])
+        task_rows = list({row["id"]: row for row in (_task_row(item.task) for item in batch)}.values())
+        with self._transaction(f"record results of {len(batch)} task(s)") as connection:
+            for chunk in _chunks(task_rows, self.chunk_size):
+                connection.execute(task_insert, chunk)
+            written = self._write_results_by_task(connection, (r for item in batch for r in item.results))
+            self._mark_done(connection, [(item.task.id, item.timings) for item in batch])
+        outcome: list[int] = []
+        seen: set[str] = set()
+        for item in batch:
+            # A task twice in one batch (a redelivery) had its rows written once: they count for the first.
+            outcome.append(0 if item.task.id in seen else written.get(item.task.id, 0))
+            seen.add(item.task.id)
+        return outcome
+
+    def _mark_done(self, connection: Connection, tasks: Sequence[tuple[str, dict[str, float]]]) -> None:
+        """Set tasks done and merge their timings; raises ``IntegrityViolation`` if one does not exist."""
+        statement = (
+            sa.update(_tasks)
+            .where(_tasks.c.id == sa.bindparam("done_task_id"))
+            .values(
+                status="done",
+                error=None,
+                updated_at=func.now(),
+                timings=_tasks.c.timings.op("||")(sa.bindparam("done_timings", type_=_tasks.c.timings.type)),
+            )
+        )
+        rows = [{"done_task_id": task_id, "done_timings": dict(timings)} for task_id, timings in tasks]
+        found = connection.execute(statement, rows).rowcount
+        if found != len(rows):
+            raise IntegrityViolation(f"{len(rows) - found} of {len(rows)} task(s) do not exist")
 
     def _write_results(self, connection: Connection, results: Iterable[ResultRecord]) -> int:
-        written = 0
+        return sum(self._write_results_by_task(connection, results).values())
+
+    def _write_results_by_task(self, connection: Connection, results: Iterable[ResultRecord]) -> dict[str, int]:
+        """Upsert results in chunks; returns the rows really inserted or changed, per task."""
+        written: dict[str, int] = {}
         for chunk in _chunks(results, self.chunk_size):
             rows = _result_rows(_dedupe_results(chunk))
-            written += len(connection.execute(self._upsert_results_stmt, rows).all())
+            for task_id, _ in connection.execute(self._upsert_results_stmt, rows):
+                written[task_id] = written.get(task_id, 0) + 1
         return written
 
     def results_for_scene(self, scene_id: str) -> list[Result]:
@@ -384,7 +454,7 @@ class Repository:
         if isinstance(geom, Polygon):
             geom = MultiPolygon([geom])
         if not isinstance(geom, MultiPolygon):
-            raise ValueError(
+            raise InvalidRecord(
                 f"AOI {aoi.id}: geometry must be a Polygon or MultiPolygon, got {geom.geom_type}"
             )
         row = {

@@ -11,9 +11,10 @@ Idempotency. The task row is keyed by the event's task id (deterministic, from p
 missing; results are keyed by (task id, ordinal) and rewritten only when they differ. The ``ResultStored``
 event id hashes the task id and the answer, so a re-delivered result republishes the same event.
 
-Failures. Bad input (no answer, an unknown level, a box outside the chip, a tile without a usable georeference,
-a result for a scene that is not in the database) raises ``PermanentError``, which sends the record to the
-dead-letter topic with the reason. An unreachable database raises ``TransientError``, which is retried.
+Failures. Bad input (no answer, an unknown level, a box outside the chip, a tile without a usable georeference)
+raises ``PermanentError``; the store's own errors propagate as they are (``StoreError``, e.g. a result for a
+scene that is not in the database, is permanent; ``StoreUnavailable`` is an outage the bus waits out). The task
+and its results are written in one transaction, so a failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -30,9 +31,8 @@ from shapely.geometry import GeometryCollection, box
 from shapely.geometry.base import BaseGeometry
 
 from earthgptx import events
-from earthgptx.bus import PermanentError, TransientError
+from earthgptx.bus import PermanentError
 from earthgptx.geo import GeoreferenceError, chip_to_scene, chip_to_world, is_georeferenced
-from earthgptx.store.errors import StoreError, StoreUnavailable
 from earthgptx.store.records import ResultRecord, TaskRecord
 from earthgptx.v1.events_pb2 import Answer, DetectedBox, InferenceResult, Level, ResultStored, TileWindow
 from earthgptx.visual_prompts import message_region, pixel_box
@@ -46,10 +46,8 @@ COUNT_TASKS = frozenset({"count", "counting"})
 class ResultRepository(Protocol):
     """The part of ``earthgptx.store.repository.Repository`` the handler uses (tests pass a fake)."""
 
-    def upsert_tasks(self, tasks: Iterable[TaskRecord]) -> int: ...
-
     def record_task_results(
-        self, task_id: str, results: Iterable[ResultRecord], *, timings: dict[str, float] | None = None
+        self, task: TaskRecord, results: Iterable[ResultRecord], *, timings: dict[str, float] | None = None
     ) -> int: ...
 
 
@@ -86,20 +84,13 @@ class ResultStoreHandler:
         started = time.perf_counter()
         task = task_record(event)
         results = result_records(event, task.id, allow_ungeoreferenced=self.allow_ungeoreferenced)
-        try:
-            created = self.repository.upsert_tasks([task])
-            written = self.repository.record_task_results(task.id, results, timings=dict(event.timings_ms))
-        except StoreUnavailable as exc:
-            raise TransientError(f"task {task.id}: {exc}") from exc
-        except (StoreError, ValueError) as exc:
-            # e.g. a foreign-key violation: the scene of this result was never ingested.
-            raise PermanentError(f"task {task.id} of scene {event.scene_id}: {exc}") from exc
+        written = self.repository.record_task_results(task, results, timings=dict(event.timings_ms))
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         stored = result_stored(event, task.id, results, elapsed_ms)
         self.publisher.publish_and_wait(self.output_topic, event.scene_id, stored, timeout_s=self.publish_timeout_s)
         log.info(
-            "stored task %s of scene %s: %d result(s), %d row(s) written%s",
-            task.id, event.scene_id, len(results), written, "" if created else " (task already known)",
+            "stored task %s of scene %s: %d result(s), %d row(s) written",
+            task.id, event.scene_id, len(results), written,
             extra={
                 "task_id": task.id,
                 "scene_id": event.scene_id,

@@ -11,7 +11,6 @@ from collections.abc import Sequence
 
 from earthgptx.bus import ConsumerOptions, EventProducer, route
 from earthgptx.runtime import ConsumerService, run_consumer_service
-from earthgptx.store.errors import StoreUnavailable
 from earthgptx.store.repository import Repository
 from earthgptx.v1.events_pb2 import InferenceResult
 from services.resultstore.handlers import PRODUCER_NAME, ResultStoreHandler
@@ -23,11 +22,8 @@ class ResultStoreService(ConsumerService):
 
     def __init__(self, settings: Settings, *, options: ConsumerOptions | None = None) -> None:
         self.settings = settings
-        options = options or ConsumerOptions(
-            max_attempts=settings.max_attempts,
-            # The repository raises StoreUnavailable for outages; the handler maps it, this is a safety net.
-            transient_exceptions=(ConnectionError, TimeoutError, StoreUnavailable),
-        )
+        # Store errors are kinds of the bus's errors (an outage is waited out, bad input dead-lettered): no mapping.
+        options = options or ConsumerOptions(max_attempts=settings.max_attempts)
         self.repository = Repository.from_settings(settings.database)
         producer = EventProducer(settings.kafka, client_id=f"egx-{settings.group_id}", producer_name=PRODUCER_NAME)
         self.handler = ResultStoreHandler(

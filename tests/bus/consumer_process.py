@@ -19,7 +19,7 @@ sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]
 
 from bus_testkit import SceneSink, fast_options  # noqa: E402
 
-from earthgptx.bus import ConsumerLoop, route  # noqa: E402
+from earthgptx.bus import ConsumerLoop, ensure_topics_from_settings, route  # noqa: E402
 from earthgptx.settings import KafkaSettings  # noqa: E402
 from earthgptx.v1.events_pb2 import SceneIngested  # noqa: E402
 
@@ -47,6 +47,7 @@ def main() -> None:
     # A short rebalance timeout, so that the next member does not wait long for this one if it is killed.
     options = fast_options(consumer_overrides={"max_poll_interval_ms": 3000})
     loop = ConsumerLoop(group, [route(topic, SceneIngested, handler)], KafkaSettings(), options)
+    ensure_topics_from_settings(loop.settings, loop.topics)  # what a service's lifecycle does at start
     (work / "running").touch()
     stats = loop.run()
     (work / "stats").write_text(repr(stats))

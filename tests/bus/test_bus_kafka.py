@@ -32,6 +32,7 @@ from earthgptx.bus import (
     PermanentError,
     TransientError,
     ensure_topics,
+    ensure_topics_from_settings,
     route,
 )
 from earthgptx.events import SCHEMA_VERSION, decode_event
@@ -44,7 +45,9 @@ CONSUMER_PROCESS = Path(__file__).with_name("consumer_process.py")
 
 
 def run_loop(loop: ConsumerLoop, until: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Run ``loop`` in a thread until ``until()`` holds, then stop it and wait for it to close."""
+    """Create the loop's topics (a service's lifecycle does that), run ``loop`` in a thread until ``until()``
+    holds, then stop it and wait for it to close."""
+    ensure_topics_from_settings(loop.settings, loop.topics)
     errors: list[BaseException] = []
 
     def _target() -> None:
@@ -86,7 +89,7 @@ def test_ensure_topics_is_idempotent(
 
 
 def test_a_consumer_of_a_missing_topic_fails_fast(kafka_settings: KafkaSettings, unique_name: str) -> None:
-    options = fast_options(create_topics=False, topic_wait_s=1.0)
+    options = fast_options(topic_wait_s=1.0)
     loop = ConsumerLoop(f"missing-{unique_name}", [route(f"test.missing.{unique_name}", SceneIngested, print)],
                         kafka_settings, options)
     with pytest.raises(RuntimeError, match="do not exist"):
@@ -351,6 +354,7 @@ def test_a_rebalance_during_a_slow_handler_loses_nothing(
                            client_id=f"{group}-{name}")
         for name in ("a", "b")
     }
+    ensure_topics_from_settings(kafka_settings, loops["a"].topics)
     threads = {name: threading.Thread(target=loop.run, daemon=True) for name, loop in loops.items()}
     threads["a"].start()
     try:

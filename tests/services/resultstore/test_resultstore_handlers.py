@@ -14,7 +14,7 @@ from rasterio.windows import Window
 from shapely.geometry import GeometryCollection, Point, Polygon
 
 from earthgptx import events
-from earthgptx.bus import PermanentError, TransientError
+from earthgptx.bus import DependencyUnavailable, PermanentError
 from earthgptx.geo import make_tile
 from earthgptx.store.errors import IntegrityViolation, StoreUnavailable
 from earthgptx.store.records import ResultRecord, TaskRecord
@@ -47,23 +47,19 @@ class FakeRepository:
         self.timings: dict[str, dict[str, float]] = {}
         self.fail_with = fail_with
 
-    def upsert_tasks(self, tasks: Iterable[TaskRecord]) -> int:
+    def record_task_results(
+        self, task: TaskRecord, results: Iterable[ResultRecord], *, timings: dict[str, float] | None = None
+    ) -> int:
         if self.fail_with is not None:
             raise self.fail_with
-        new = [t for t in tasks if t.id not in self.tasks]
-        self.tasks.update((t.id, t) for t in new)
-        return len(new)
-
-    def record_task_results(
-        self, task_id: str, results: Iterable[ResultRecord], *, timings: dict[str, float] | None = None
-    ) -> int:
+        self.tasks.setdefault(task.id, task)
         written = 0
         for record in results:
             key = (record.task_id, record.ordinal)
             if self.results.get(key) != record:
                 self.results[key] = record
                 written += 1
-        self.timings[task_id] = dict(timings or {})
+        self.timings[task.id] = dict(timings or {})
         return written
 
 
@@ -297,12 +293,14 @@ def test_ungeoreferenced_tiles_give_pixel_only_results_when_allowed() -> None:
     assert stored.geom is None and stored.pixel_geom is not None
 
 
-def test_database_outage_is_transient_and_integrity_violation_is_permanent() -> None:
+def test_store_errors_propagate_as_the_bus_error_model_says() -> None:
+    # The handler does not map them: a StoreUnavailable is an outage to the loop, a StoreError permanent.
+    assert issubclass(StoreUnavailable, DependencyUnavailable) and issubclass(IntegrityViolation, PermanentError)
     h, _, publisher = handler(FakeRepository(fail_with=StoreUnavailable("connection refused")))
-    with pytest.raises(TransientError, match="connection refused"):
+    with pytest.raises(StoreUnavailable, match="connection refused"):
         h.on_inference_result(grounding_result())
     h, _, publisher2 = handler(FakeRepository(fail_with=IntegrityViolation("scene-1 is not a scene")))
-    with pytest.raises(PermanentError, match="not a scene"):
+    with pytest.raises(IntegrityViolation, match="not a scene"):
         h.on_inference_result(grounding_result())
     assert not publisher.published and not publisher2.published
 
