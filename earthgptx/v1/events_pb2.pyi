@@ -330,7 +330,7 @@ class InferenceResult(_message.Message):
     def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., task_id: _Optional[str] = ..., scene_id: _Optional[str] = ..., level: _Optional[_Union[Level, str]] = ..., task: _Optional[str] = ..., tile: _Optional[_Union[TileWindow, _Mapping]] = ..., answer: _Optional[_Union[Answer, _Mapping]] = ..., model_version: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., prompts: _Optional[_Iterable[_Union[VisualPrompt, _Mapping]]] = ...) -> None: ...
 
 class ResultStored(_message.Message):
-    __slots__ = ("header", "task_id", "scene_id", "level", "task", "result_ids", "objects", "tile", "chip", "model_version", "timings_ms")
+    __slots__ = ("header", "task_id", "scene_id", "level", "task", "result_ids", "objects", "tile", "chip", "model_version", "timings_ms", "objects_claim", "object_count")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -349,6 +349,8 @@ class ResultStored(_message.Message):
     CHIP_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTS_CLAIM_FIELD_NUMBER: _ClassVar[int]
+    OBJECT_COUNT_FIELD_NUMBER: _ClassVar[int]
     header: EventHeader
     task_id: str
     scene_id: str
@@ -360,7 +362,15 @@ class ResultStored(_message.Message):
     chip: ObjectRef
     model_version: str
     timings_ms: _containers.ScalarMap[str, float]
-    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., task_id: _Optional[str] = ..., scene_id: _Optional[str] = ..., level: _Optional[_Union[Level, str]] = ..., task: _Optional[str] = ..., result_ids: _Optional[_Iterable[str]] = ..., objects: _Optional[_Iterable[_Union[DetectedBox, _Mapping]]] = ..., tile: _Optional[_Union[TileWindow, _Mapping]] = ..., chip: _Optional[_Union[ObjectRef, _Mapping]] = ..., model_version: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    objects_claim: ObjectRef
+    object_count: int
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., task_id: _Optional[str] = ..., scene_id: _Optional[str] = ..., level: _Optional[_Union[Level, str]] = ..., task: _Optional[str] = ..., result_ids: _Optional[_Iterable[str]] = ..., objects: _Optional[_Iterable[_Union[DetectedBox, _Mapping]]] = ..., tile: _Optional[_Union[TileWindow, _Mapping]] = ..., chip: _Optional[_Union[ObjectRef, _Mapping]] = ..., model_version: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., objects_claim: _Optional[_Union[ObjectRef, _Mapping]] = ..., object_count: _Optional[int] = ...) -> None: ...
+
+class DetectedBoxList(_message.Message):
+    __slots__ = ("boxes",)
+    BOXES_FIELD_NUMBER: _ClassVar[int]
+    boxes: _containers.RepeatedCompositeFieldContainer[DetectedBox]
+    def __init__(self, boxes: _Optional[_Iterable[_Union[DetectedBox, _Mapping]]] = ...) -> None: ...
 
 class RecordHeader(_message.Message):
     __slots__ = ("key", "value")
