@@ -95,15 +95,24 @@ class Route(Generic[E]):
     message_class: type[E]
     handler: Callable[[E], None] | None = None
     batch_handler: BatchHandler[E] | None = None
+    # For topics that outside systems write (e.g. MinIO's bucket notifications, JSON): turns the record's value
+    # into ``message_class`` at the edge, raising ``EventDecodeError`` when it cannot. None: the platform's protobuf.
+    decode: Callable[[bytes | None], E] | None = None
 
     def __post_init__(self) -> None:
         if (self.handler is None) == (self.batch_handler is None):
             raise ValueError(f"route {self.topic}: give exactly one of handler and batch_handler")
 
 
-def route(topic: str, message_class: type[E], handler: Callable[[E], None]) -> Route[E]:
+def route(
+    topic: str,
+    message_class: type[E],
+    handler: Callable[[E], None],
+    *,
+    decode: Callable[[bytes | None], E] | None = None,
+) -> Route[E]:
     """``Route`` with the handler's argument type checked against the message class (by mypy)."""
-    return Route(topic, message_class, handler=handler)
+    return Route(topic, message_class, handler=handler, decode=decode)
 
 
 def batch_route(topic: str, message_class: type[E], handler: BatchHandler[E]) -> Route[E]:
@@ -534,7 +543,10 @@ class ConsumerLoop:
             )
             return None if done else _UNDONE
         try:
-            return decode_event(self.routes[record.topic].message_class, record.value)
+            topic_route = self.routes[record.topic]
+            if topic_route.decode is not None:
+                return topic_route.decode(record.value)
+            return decode_event(topic_route.message_class, record.value)
         except EventDecodeError as exc:
             cause, reason = CAUSE_OF_DECODE_FAILURE[exc.failure], exc.reason
             if exc.failure is DecodeFailure.NOT_PROTOBUF:
