@@ -217,6 +217,35 @@ class SceneIngested(_message.Message):
     stac_item_json: str
     def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., scene_id: _Optional[str] = ..., source: _Optional[str] = ..., sensor: _Optional[str] = ..., modality: _Optional[_Union[Modality, str]] = ..., bands: _Optional[_Iterable[str]] = ..., dtype: _Optional[str] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., crs: _Optional[str] = ..., transform: _Optional[_Union[AffineTransform, _Mapping]] = ..., footprint: _Optional[_Union[Footprint, _Mapping]] = ..., acquired_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cog: _Optional[_Union[ObjectRef, _Mapping]] = ..., georeferenced: _Optional[bool] = ..., stac_item_json: _Optional[str] = ...) -> None: ...
 
+class ObjectCreated(_message.Message):
+    __slots__ = ("header", "event_name", "bucket", "key", "size_bytes", "etag", "content_type", "user_metadata", "sequencer")
+    class UserMetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    EVENT_NAME_FIELD_NUMBER: _ClassVar[int]
+    BUCKET_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    USER_METADATA_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCER_FIELD_NUMBER: _ClassVar[int]
+    header: EventHeader
+    event_name: str
+    bucket: str
+    key: str
+    size_bytes: int
+    etag: str
+    content_type: str
+    user_metadata: _containers.ScalarMap[str, str]
+    sequencer: str
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., event_name: _Optional[str] = ..., bucket: _Optional[str] = ..., key: _Optional[str] = ..., size_bytes: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., user_metadata: _Optional[_Mapping[str, str]] = ..., sequencer: _Optional[str] = ...) -> None: ...
+
 class PromptTask(_message.Message):
     __slots__ = ("header", "task_id", "scene_id", "chip", "tile", "level", "task", "instruction", "prompts", "modality", "bands", "model_version", "parent_task_id", "aoi_id", "query_id")
     HEADER_FIELD_NUMBER: _ClassVar[int]
