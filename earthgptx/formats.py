@@ -28,6 +28,7 @@ __all__ = [
     "IMAGE_TOKEN",
     "MODALITIES",
     "PROMPT_FIELDS",
+    "REGION_TOKEN_PATTERN",
     "SEG_TOKEN",
     "VISUAL_PROMPT_TYPES",
     "box_from_grid",
@@ -43,7 +44,7 @@ MODALITIES: Final[tuple[str, ...]] = ("optical", "multispectral", "sar", "infrar
 
 IMAGE_TOKEN: Final = "<image>"
 SEG_TOKEN: Final = "[SEG]"
-_REGION_TOKEN = re.compile(r"<region(\d+)>")
+REGION_TOKEN_PATTERN: Final = re.compile(r"<region(\d+)>")
 
 GRID: Final = 1000
 """Coordinates in text are integers in ``[0, GRID)``."""
@@ -70,7 +71,7 @@ def region_token(index: int) -> str:
 
 def region_indices(text: str) -> list[int]:
     """1-based indices of every ``<regionI>`` mentioned in ``text``, in order of appearance."""
-    return [int(m) for m in _REGION_TOKEN.findall(text)]
+    return [int(m) for m in REGION_TOKEN_PATTERN.findall(text)]
 
 
 def to_grid(value: float, extent: float) -> int:

@@ -35,8 +35,9 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm import tqdm
 
 from earthgptx.data.raster_io import write_geotiff
-from earthgptx.data.records import Record, box_to_grid, dump_record, format_box
-from earthgptx.data.vocabulary import IMAGE_TOKEN, TASK_LEVELS
+from earthgptx.data.records import Record, dump_record
+from earthgptx.data.vocabulary import TASK_LEVELS
+from earthgptx.formats import IMAGE_TOKEN, box_to_grid, format_box
 
 logger = logging.getLogger(__name__)
 

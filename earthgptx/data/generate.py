@@ -42,12 +42,12 @@ from earthgptx.data.vocabulary import (
     ATTRIBUTE_VALUES,
     DATASET_VERSION,
     LAND_COVERS,
-    MODALITIES,
     OBJECT_CLASSES,
     RELATIONS,
     TASK_LEVELS,
     TASKS,
 )
+from earthgptx.formats import MODALITIES
 
 logger = logging.getLogger(__name__)
 

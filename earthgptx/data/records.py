@@ -1,16 +1,15 @@
-"""The record format (JSON Lines, DESIGN §2): schema validation, reading, writing, box text.
+"""Dataset records (JSON Lines, DESIGN §2): schema validation, reading and writing.
 
 A record is one instruction/answer sample on one image chip. Paths inside a record (``image``, ``mask``) are
 relative to the JSON Lines file. Coordinates of ``prompts`` are chip pixels; boxes written in answer text
-and in ``answer["box"]`` are integers on the ``[0, 1000)`` grid.
+and in ``answer["box"]`` are integers on the ``[0, 1000)`` grid (``earthgptx.formats``, which also holds the
+placeholders and the grid conversions).
 """
 
 from __future__ import annotations
 
 import json
-import math
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -18,11 +17,10 @@ from typing import Any
 
 import jsonschema
 
-from earthgptx.data.vocabulary import BOX_GRID, IMAGE_TOKEN, SEG_TOKEN, TASK_LEVELS
+from earthgptx.data.vocabulary import TASK_LEVELS
+from earthgptx.formats import IMAGE_TOKEN, PROMPT_FIELDS, SEG_TOKEN, format_box, region_indices
 
 Record = dict[str, Any]
-
-_REGION_TOKEN = re.compile(r"<region(\d+)>")
 
 
 class RecordValidationError(ValueError):
@@ -79,7 +77,7 @@ def _format_problems(record: Record) -> Iterable[str]:
     if human_text.count(IMAGE_TOKEN) != 1:
         yield f"the human turns must hold exactly one {IMAGE_TOKEN}"
     prompts = record["prompts"]
-    referenced = {int(i) for i in _REGION_TOKEN.findall(human_text)}
+    referenced = set(region_indices(human_text))
     if referenced != set(range(1, len(prompts) + 1)):
         yield f"region placeholders {sorted(referenced)} do not match {len(prompts)} prompt(s)"
     kinds = {p["type"] for p in prompts}
@@ -112,30 +110,7 @@ def _prompt_points(prompt: dict[str, Any]) -> list[tuple[float, float]]:
     if kind == "box":
         x1, y1, x2, y2 = prompt["box"]
         return [(x1, y1), (x2, y2)]
-    key = "polygon" if kind == "polygon" else "line"
-    return [tuple(p) for p in prompt[key]]  # type: ignore[misc]
-
-
-def to_grid(value: float, extent: float) -> int:
-    """A pixel coordinate as an integer on the ``[0, 1000)`` grid (floor, clamped)."""
-    return min(max(int(math.floor(value / extent * BOX_GRID)), 0), BOX_GRID - 1)
-
-
-def box_to_grid(box: Sequence[float], width: float, height: float) -> list[int]:
-    """``[x1, y1, x2, y2]`` in pixels → integers in ``[0, 1000)``."""
-    x1, y1, x2, y2 = box
-    return [to_grid(x1, width), to_grid(y1, height), to_grid(x2, width), to_grid(y2, height)]
-
-
-def box_from_grid(box: Sequence[float], width: float, height: float) -> list[float]:
-    """Integers on the ``[0, 1000)`` grid → pixel coordinates (inverse of :func:`box_to_grid` up to rounding)."""
-    x1, y1, x2, y2 = box
-    return [x1 * width / BOX_GRID, y1 * height / BOX_GRID, x2 * width / BOX_GRID, y2 * height / BOX_GRID]
-
-
-def format_box(box: Sequence[int]) -> str:
-    """The text form of a grid box in answers: ``[x1, y1, x2, y2]``."""
-    return "[" + ", ".join(str(int(v)) for v in box) + "]"
+    return [tuple(p) for p in prompt[PROMPT_FIELDS[kind]]]  # type: ignore[misc]
 
 
 def load_records(jsonl_path: str | Path) -> list[Record]:

@@ -20,7 +20,8 @@ from functools import lru_cache
 import numpy as np
 
 from earthgptx.data.scene import Scene, SceneObject
-from earthgptx.data.vocabulary import BANDS, LAND_COVERS, MODALITIES
+from earthgptx.data.vocabulary import BANDS, LAND_COVERS
+from earthgptx.formats import MODALITIES
 
 # Surface reflectance (blue, green, red, nir).
 COVER_REFLECTANCE: dict[str, tuple[float, float, float, float]] = {

@@ -16,18 +16,17 @@ from typing import Any
 import numpy as np
 
 from earthgptx.data.prompts import Prompt, object_prompt, region_prompt
-from earthgptx.data.records import Record, box_to_grid, format_box
+from earthgptx.data.records import Record
 from earthgptx.data.scene import REFERENCE_CHIP, Scene, SceneObject
 from earthgptx.data.vocabulary import (
-    IMAGE_TOKEN,
     OBJECT_CLASSES,
     PLURALS,
     RELATIONS,
-    SEG_TOKEN,
     TASK_LEVELS,
     TASK_PROMPT_TYPES,
     VISIBLE_ATTRIBUTES,
 )
+from earthgptx.formats import IMAGE_TOKEN, SEG_TOKEN, box_to_grid, format_box
 
 MODALITY_NAMES = {
     "optical": "optical",

@@ -1,16 +1,17 @@
 """The closed vocabulary of the synthetic dataset: land covers, object classes, attributes, tasks.
 
 Answers use exactly these words, so a tiny model has a small, consistent target vocabulary and evaluation can
-compare strings after light normalisation (``earthgptx.training.metrics.normalize_answer``).
+compare strings after light normalisation (``earthgptx.training.metrics.normalize_answer``). The record format
+itself (modalities, placeholders, the coordinate grid, prompt types) is ``earthgptx.formats``.
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-DATASET_VERSION: Final = "1.0"
+from earthgptx.formats import VISUAL_PROMPT_TYPES
 
-MODALITIES: Final = ("optical", "multispectral", "sar", "infrared")
+DATASET_VERSION: Final = "1.0"
 
 # Band names per modality, in file order. SAR is dual-polarised unless a scene draws single polarisation.
 BANDS: Final[dict[str, tuple[str, ...]]] = {
@@ -95,8 +96,7 @@ TASK_LEVELS: Final[dict[str, str]] = {
 }
 TASKS: Final = tuple(TASK_LEVELS)
 
-PROMPT_TYPES: Final = ("none", "point", "box", "polygon", "scribble")
-VISUAL_PROMPT_TYPES: Final = ("point", "box", "polygon", "scribble")
+PROMPT_TYPES: Final = ("none", *VISUAL_PROMPT_TYPES)
 
 # Prompt types each task is asked with. Counting takes an optional region (box or polygon); grounding is
 # text → box, or a point/free-form mark → box; the others point at objects.
@@ -111,14 +111,3 @@ TASK_PROMPT_TYPES: Final[dict[str, tuple[str, ...]]] = {
     "attributes": VISUAL_PROMPT_TYPES,
     "relation": VISUAL_PROMPT_TYPES,
 }
-
-SEG_TOKEN: Final = "[SEG]"
-IMAGE_TOKEN: Final = "<image>"
-BOX_GRID: Final = 1000
-
-
-def region_token(index: int) -> str:
-    """The text placeholder of the ``index``-th visual prompt (1-based), e.g. ``<region1>``."""
-    if index < 1:
-        raise ValueError(f"region indices start at 1, got {index}")
-    return f"<region{index}>"

@@ -14,9 +14,9 @@ See ``earthgptx/model/README.md`` for the API.
 
 from transformers import AutoConfig, AutoModelForImageTextToText
 
+from earthgptx.formats import GRID, IMAGE_TOKEN, MODALITIES, SEG_TOKEN, region_token
 from earthgptx.model.configuration_earthgptx import (
     CHECKPOINT_FORMAT_VERSION,
-    MODALITIES,
     EarthGPTXConfig,
     EarthGPTXFusionConfig,
     EarthGPTXPromptConfig,
@@ -29,19 +29,12 @@ from earthgptx.model.modeling_earthgptx import (
     EarthGPTXVisionOutput,
 )
 from earthgptx.model.processing_earthgptx import (
-    GRID,
     EarthGPTXProcessor,
     EncodedSample,
     ParsedAnswer,
     parse_answer,
 )
-from earthgptx.model.tokenization_earthgptx import (
-    IMAGE_TOKEN,
-    SEG_TOKEN,
-    add_special_tokens,
-    build_tokenizer,
-    region_token,
-)
+from earthgptx.model.tokenization_earthgptx import add_special_tokens, build_tokenizer
 
 # Let the Auto* factories (and AutoTokenizer, which reads config.json) recognise a saved EarthGPT-X folder.
 AutoConfig.register(EarthGPTXConfig.model_type, EarthGPTXConfig, exist_ok=True)

@@ -15,12 +15,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from transformers import AutoConfig, ConvNextConfig, Dinov2Config, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
+from earthgptx.formats import IMAGE_TOKEN, MODALITIES, SEG_TOKEN, region_token
+
 # The checkpoint format produced by ``save_pretrained``. Bump it when the parameter layout or the meaning of a
 # config field changes, and teach ``from_pretrained`` to migrate or refuse older versions.
 CHECKPOINT_FORMAT_VERSION = 1
-
-MODALITIES: tuple[str, ...] = ("optical", "multispectral", "sar", "infrared")
-"""Modality names in the order of their integer ids (``MODALITY_IDS`` in the ONNX graph)."""
 
 NUM_BAND_SLOTS = 13
 """Every chip enters the model as 13 channels; each modality fills its own slots (see processing)."""
@@ -522,8 +521,6 @@ class EarthGPTXConfig(PreTrainedConfig):
 
 def token_ids_from_tokenizer(tokenizer: Any, max_prompts: int) -> dict[str, Any]:
     """Special token ids (and vocabulary size) a config needs, read from a transformers tokenizer."""
-    from earthgptx.model.tokenization_earthgptx import IMAGE_TOKEN, SEG_TOKEN, region_token
-
     def token_id(token: str) -> int:
         value = tokenizer.convert_tokens_to_ids(token)
         if value is None or value == tokenizer.unk_token_id:
@@ -545,7 +542,6 @@ def token_ids_from_tokenizer(tokenizer: Any, max_prompts: int) -> dict[str, Any]
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
-    "MODALITIES",
     "NUM_BAND_SLOTS",
     "EarthGPTXConfig",
     "EarthGPTXFusionConfig",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import warnings
 from collections.abc import Iterable, Sequence
@@ -33,32 +32,33 @@ import numpy as np
 import rasterio
 import rasterio.errors
 import rasterio.features
-import shapely
 import torch
 import torch.nn.functional as F
 from rasterio.enums import Resampling
 from rasterio.transform import Affine
-from shapely.geometry import LineString, Point, Polygon
-from shapely.geometry import box as shapely_box
-from shapely.geometry.base import BaseGeometry
+from shapely.geometry import LineString, Point
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-from earthgptx.model.configuration_earthgptx import MODALITIES, NUM_BAND_SLOTS, EarthGPTXConfig
-from earthgptx.model.tokenization_earthgptx import (
+from earthgptx.formats import (
+    BOX_TEXT_PATTERN,
     IMAGE_TOKEN,
+    MODALITIES,
+    PROMPT_FIELDS,
     SEG_TOKEN,
-    detokenize,
+    box_from_grid,
+    box_to_grid,
+    boxes_in_text,
     region_indices,
     region_token,
+    to_grid,
 )
+from earthgptx.model.configuration_earthgptx import NUM_BAND_SLOTS, EarthGPTXConfig
+from earthgptx.model.tokenization_earthgptx import detokenize
+from earthgptx.visual_prompts import dict_to_geometry
 
 logger = logging.getLogger(__name__)
 
-GRID = 1000
-"""Prompt and box coordinates in text are integers in ``[0, GRID)`` (DESIGN §2)."""
-
 PROCESSOR_CONFIG_NAME = "processor_config.json"
-PROMPT_TYPES = ("point", "box", "polygon", "scribble")
 
 # --------------------------------------------------------------------------------------------------- bands
 # Canonical names per modality, in slot order. Multispectral follows Sentinel-2 (B01..B12 with B8A after B08).
@@ -269,103 +269,18 @@ def resize_chip(slots: np.ndarray, size: int) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------------------------------- prompts
-def _points(value: Any, what: str, index: int) -> np.ndarray:
-    try:
-        points = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"prompt {index + 1} ({what}) has non-numeric coordinates: {value!r}") from exc
-    if points.ndim == 1:
-        points = points[None]
-    if points.size == 0:
-        raise ValueError(f"prompt {index + 1} ({what}) is empty")
-    if points.ndim != 2 or points.shape[1] != 2:
-        raise ValueError(f"prompt {index + 1} ({what}) needs [x, y] pairs, got shape {points.shape}")
-    if not np.all(np.isfinite(points)):
-        raise ValueError(f"prompt {index + 1} ({what}) has non-finite coordinates")
-    return points
-
-
-def prompt_geometry(prompt: dict[str, Any], width: float, height: float, index: int = 0) -> BaseGeometry:
-    """Validate one prompt (chip pixels) and return it as a shapely geometry.
-
-    Raises ``ValueError`` naming the prompt for an unknown type, a coordinate outside the ``width × height``
-    chip, a degenerate box, an empty or degenerate polygon, or a scribble with fewer than two distinct points.
-    """
-    kind = prompt.get("type")
-    if kind not in PROMPT_TYPES:
-        raise ValueError(
-            f"prompt {index + 1} has unknown type {kind!r}; expected one of {', '.join(PROMPT_TYPES)}"
-        )
-    key = {"point": "point", "box": "box", "polygon": "polygon", "scribble": "line"}[kind]
-    if key not in prompt:
-        raise ValueError(f"prompt {index + 1} ({kind}) has no {key!r} field")
-    raw = prompt[key]
-    if kind == "box":
-        try:
-            flat = np.asarray(raw, dtype=np.float64).reshape(-1)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"prompt {index + 1} (box) has non-numeric coordinates: {raw!r}") from exc
-        if flat.size != 4:
-            raise ValueError(f"prompt {index + 1} (box) needs [x1, y1, x2, y2], got {raw!r}")
-        points = _points(flat.reshape(2, 2), kind, index)
-    else:
-        points = _points(raw, kind, index)
-    eps = 1e-6
-    outside = (
-        (points[:, 0] < -eps)
-        | (points[:, 0] > width + eps)
-        | (points[:, 1] < -eps)
-        | (points[:, 1] > height + eps)
-    )
-    if outside.any():
-        x, y = points[int(np.argmax(outside))]
-        raise ValueError(
-            f"prompt {index + 1} ({kind}) lies outside the {width:g}x{height:g} chip: point ({x:g}, {y:g})"
-        )
-    if kind == "point":
-        if len(points) != 1:
-            raise ValueError(f"prompt {index + 1} (point) needs one [x, y], got {len(points)} points")
-        return Point(points[0])
-    if kind == "box":
-        (x1, y1), (x2, y2) = points
-        if x2 <= x1 or y2 <= y1:
-            raise ValueError(f"prompt {index + 1} (box) is degenerate: [{x1:g}, {y1:g}, {x2:g}, {y2:g}]")
-        return shapely_box(x1, y1, x2, y2)
-    if kind == "polygon":
-        distinct = np.unique(points, axis=0)
-        if len(distinct) < 3:
-            raise ValueError(
-                f"prompt {index + 1} (polygon) is empty or degenerate: {len(distinct)} distinct vertices, need 3"
-            )
-        polygon = shapely.make_valid(Polygon(points))
-        if polygon.is_empty or polygon.area <= 0:
-            raise ValueError(f"prompt {index + 1} (polygon) is empty or degenerate: zero area")
-        return polygon
-    distinct = np.unique(points, axis=0)
-    if len(distinct) < 2:
-        raise ValueError(f"prompt {index + 1} (scribble) is degenerate: needs two distinct points")
-    return LineString(points)
-
-
-def _to_grid(value: float, extent: float) -> int:
-    return int(min(GRID - 1, max(0, math.floor(value / extent * GRID))))
-
-
 def prompt_to_grid(prompt: dict[str, Any], width: float, height: float, index: int = 0) -> dict[str, Any]:
     """The prompt in the integer ``[0, 1000)`` grid of DESIGN §2 (validated first)."""
-    prompt_geometry(prompt, width, height, index)
+    dict_to_geometry(prompt, width, height, index)
     kind = prompt["type"]
     if kind == "point":
         x, y = np.asarray(prompt["point"], dtype=float).reshape(2)
-        return {"type": "point", "point": [_to_grid(x, width), _to_grid(y, height)]}
+        return {"type": "point", "point": [to_grid(x, width), to_grid(y, height)]}
     if kind == "box":
         x1, y1, x2, y2 = np.asarray(prompt["box"], dtype=float).reshape(4)
-        return {
-            "type": "box",
-            "box": [_to_grid(x1, width), _to_grid(y1, height), _to_grid(x2, width), _to_grid(y2, height)],
-        }
-    key = "polygon" if kind == "polygon" else "line"
-    points = [[_to_grid(x, width), _to_grid(y, height)] for x, y in np.asarray(prompt[key], dtype=float)]
+        return {"type": "box", "box": box_to_grid((x1, y1, x2, y2), width, height)}
+    key = PROMPT_FIELDS[kind]
+    points = [[to_grid(x, width), to_grid(y, height)] for x, y in np.asarray(prompt[key], dtype=float)]
     return {"type": kind, key: points}
 
 
@@ -374,8 +289,8 @@ def prompt_centroid_grid(
 ) -> tuple[int, int]:
     """The centroid of a prompt's geometry (validated; chip pixels in) on the integer ``[0, 1000)`` grid: the
     point itself, a box's centre, a polygon's area centroid, a scribble's length-weighted centroid."""
-    centre = prompt_geometry(prompt, width, height, index).centroid
-    return _to_grid(centre.x, width), _to_grid(centre.y, height)
+    centre = dict_to_geometry(prompt, width, height, index).centroid
+    return to_grid(centre.x, width), to_grid(centre.y, height)
 
 
 def rasterize_prompt(
@@ -392,7 +307,7 @@ def rasterize_prompt(
     Points become discs of ``point_radius`` and scribbles lines of ``line_width`` (both in mask pixels);
     boxes and polygons are filled. Thin shapes use all-touched rasterisation so they never vanish.
     """
-    geometry = prompt_geometry(prompt, width, height, index)
+    geometry = dict_to_geometry(prompt, width, height, index)
     scale_x, scale_y = width / size, height / size
     if isinstance(geometry, Point):
         geometry = geometry.buffer(point_radius * max(scale_x, scale_y))
@@ -442,22 +357,13 @@ class ParsedAnswer:
     masks: list[np.ndarray] = field(default_factory=list)
 
 
-_BOX_PATTERN = re.compile(r"\[\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*,\s*(\d{1,3})\s*\]")
-
-
-def grid_box_to_pixels(box: Sequence[int], width: float, height: float) -> list[float]:
-    """A ``[0, 1000)`` grid box → chip pixels (the inverse of flooring onto the grid, as ``earthgptx.data`` does)."""
-    x1, y1, x2, y2 = box
-    return [x1 * width / GRID, y1 * height / GRID, x2 * width / GRID, y2 * height / GRID]
-
-
 def parse_answer(text: str, width: float | None = None, height: float | None = None) -> ParsedAnswer:
     """Take boxes ``[x1, y1, x2, y2]`` (grid integers) and ``[SEG]`` out of an answer; the rest is the label."""
-    boxes = [[int(v) for v in match] for match in _BOX_PATTERN.findall(text)]
+    boxes = boxes_in_text(text)
     has_seg = SEG_TOKEN in text
-    label = _BOX_PATTERN.sub(" ", text).replace(SEG_TOKEN, " ")
+    label = BOX_TEXT_PATTERN.sub(" ", text).replace(SEG_TOKEN, " ")
     label = re.sub(r"\s+", " ", label).strip(" .,;:")
-    boxes_px = [grid_box_to_pixels(b, width, height) for b in boxes] if width and height else []
+    boxes_px = [box_from_grid(b, width, height) for b in boxes] if width and height else []
     return ParsedAnswer(text=text.strip(), label=label, boxes=boxes, boxes_px=boxes_px, has_seg=has_seg)
 
 
@@ -881,18 +787,15 @@ class EarthGPTXProcessor:
 __all__ = [
     "BAND_COUNTS",
     "BAND_SLOTS",
-    "GRID",
     "EarthGPTXProcessor",
     "EncodedSample",
     "ParsedAnswer",
     "band_slots",
-    "grid_box_to_pixels",
     "modality_id",
     "INFRARED_ABSOLUTE_SLOT",
     "brightness_temperature_kelvin",
     "normalize_bands",
     "parse_answer",
-    "prompt_geometry",
     "prompt_to_grid",
     "rasterize_prompt",
 ]

@@ -31,29 +31,16 @@ from tokenizers import Tokenizer, normalizers, pre_tokenizers
 from tokenizers.models import WordLevel
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from earthgptx.formats import GRID, IMAGE_TOKEN, REGION_TOKEN_PATTERN, SEG_TOKEN, region_indices, region_token
+
 logger = logging.getLogger(__name__)
 
 PAD_TOKEN = "<pad>"
 BOS_TOKEN = "<s>"
 EOS_TOKEN = "</s>"
 UNK_TOKEN = "<unk>"
-IMAGE_TOKEN = "<image>"
-SEG_TOKEN = "[SEG]"
-NUMBER_RANGE = 1000
-
-_REGION_PATTERN = re.compile(r"<region(\d+)>")
-
-
-def region_token(index: int) -> str:
-    """The placeholder of the ``index``-th visual prompt (1-based), e.g. ``<region3>``."""
-    if index < 1:
-        raise ValueError(f"region index is 1-based, got {index}")
-    return f"<region{index}>"
-
-
-def region_indices(text: str) -> list[int]:
-    """1-based indices of every ``<regionI>`` mentioned in ``text``, in order of appearance."""
-    return [int(m) for m in _REGION_PATTERN.findall(text)]
+NUMBER_RANGE = GRID
+"""The numbers ``0`` … ``NUMBER_RANGE - 1`` are whole words: one token per grid coordinate."""
 
 
 def special_tokens(max_regions: int) -> list[str]:
@@ -92,7 +79,7 @@ def build_tokenizer(
     counts: Counter[str] = Counter()
     for text in texts:
         # Placeholders are special tokens; keep their pieces out of the word counts.
-        cleaned = _REGION_PATTERN.sub(" ", text.replace(IMAGE_TOKEN, " ").replace(SEG_TOKEN, " "))
+        cleaned = REGION_TOKEN_PATTERN.sub(" ", text.replace(IMAGE_TOKEN, " ").replace(SEG_TOKEN, " "))
         counts.update(piece for piece, _ in splitter.pre_tokenize_str(cleaned))
     reserved = set(specials) | set(numbers)
     words = sorted(
@@ -158,15 +145,13 @@ def detokenize(text: str) -> str:
 __all__ = [
     "BOS_TOKEN",
     "EOS_TOKEN",
-    "IMAGE_TOKEN",
+    "NUMBER_RANGE",
     "PAD_TOKEN",
-    "SEG_TOKEN",
     "UNK_TOKEN",
     "add_special_tokens",
     "build_tokenizer",
     "detokenize",
-    "region_indices",
-    "region_token",
+    "region_indices",  # re-exported until earthgptx.training imports it from earthgptx.formats
     "special_tokens",
     "wrap_backend",
 ]

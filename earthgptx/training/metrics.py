@@ -29,7 +29,8 @@ from typing import Any
 import numpy as np
 import sacrebleu
 
-from earthgptx.data.vocabulary import BOX_GRID, TASK_LEVELS
+from earthgptx.data.vocabulary import TASK_LEVELS
+from earthgptx.formats import GRID
 
 logger = logging.getLogger(__name__)
 
@@ -242,7 +243,7 @@ def relation_gap(relation: str, first: Sequence[float], second: Sequence[float])
     if relation == "above":
         return abs(y1 - y2)
     if relation == "nearer to":
-        c = BOX_GRID / 2
+        c = GRID / 2
         return abs(math.hypot(x1 - c, y1 - c) - math.hypot(x2 - c, y2 - c))
     return None
 

@@ -20,7 +20,8 @@ from shapely.geometry import Point, Polygon, box, shape
 from earthgptx.data import generate_dataset, load_records, validate_record
 from earthgptx.data.generate import main
 from earthgptx.data.raster_io import read_mask_png
-from earthgptx.data.vocabulary import BANDS, MODALITIES, TASK_LEVELS, TASK_PROMPT_TYPES
+from earthgptx.data.vocabulary import BANDS, TASK_LEVELS, TASK_PROMPT_TYPES
+from earthgptx.formats import MODALITIES
 
 N_SCENES = 8
 

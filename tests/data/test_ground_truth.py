@@ -20,7 +20,8 @@ from earthgptx.data.generate import build_scene
 from earthgptx.data.render import render
 from earthgptx.data.scene import Scene
 from earthgptx.data.tasks import ChipContext, build_records
-from earthgptx.data.vocabulary import BOX_GRID, LAND_COVERS, MODALITIES, PLURALS, TASKS
+from earthgptx.data.vocabulary import LAND_COVERS, PLURALS, TASKS
+from earthgptx.formats import GRID, MODALITIES
 
 SEEDS_AND_SCENES = [(7, i) for i in range(12)]
 
@@ -113,10 +114,10 @@ def test_record_answers_agree_with_the_rendered_pixels(seed: int, index: int) ->
         elif record["task"] == "grounding":
             rows, cols = np.nonzero(owner[answer["object"]])
             expected = [
-                math.floor(cols.min() / size * BOX_GRID),
-                math.floor(rows.min() / size * BOX_GRID),
-                min(math.floor((cols.max() + 1) / size * BOX_GRID), BOX_GRID - 1),
-                min(math.floor((rows.max() + 1) / size * BOX_GRID), BOX_GRID - 1),
+                math.floor(cols.min() / size * GRID),
+                math.floor(rows.min() / size * GRID),
+                min(math.floor((cols.max() + 1) / size * GRID), GRID - 1),
+                min(math.floor((rows.max() + 1) / size * GRID), GRID - 1),
             ]
             assert answer["box"] == expected
             assert record["conversations"][1]["value"] == "[{}, {}, {}, {}]".format(*expected)

@@ -4,14 +4,8 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
-from earthgptx.model.tokenization_earthgptx import (
-    IMAGE_TOKEN,
-    SEG_TOKEN,
-    build_tokenizer,
-    detokenize,
-    region_indices,
-    region_token,
-)
+from earthgptx.formats import IMAGE_TOKEN, SEG_TOKEN, region_indices, region_token
+from earthgptx.model.tokenization_earthgptx import build_tokenizer, detokenize
 
 TEXTS = ["<image>\nWhat is <region1> next to <region2>?", "A ship at [12, 340, 56, 789].", "Sure [SEG]"]
 
