@@ -124,13 +124,14 @@ def message_to_dict(prompt: VisualPrompt) -> dict[str, Any]:
     return {"type": kind, PROMPT_FIELDS[str(kind)]: coordinates}
 
 
-def dict_to_message(prompt: dict[str, Any]) -> VisualPrompt:
-    """A processor prompt dict as a ``VisualPrompt`` (a scribble gets no stroke width)."""
-    kind = _kind(prompt)
-    points = _dict_points(prompt, kind, 0)
+def dict_to_message(prompt: dict[str, Any], index: int = 0) -> VisualPrompt:
+    """A processor prompt dict as a ``VisualPrompt`` (a scribble gets no stroke width); errors name the prompt
+    by ``index`` (0-based, 1-based in the message)."""
+    kind = _kind(prompt, index)
+    points = _dict_points(prompt, kind, index)
     if kind == "point":
         if len(points) != 1:
-            raise ValueError(f"prompt 1 (point) needs one [x, y], got {len(points)} points")
+            raise ValueError(f"prompt {index + 1} (point) needs one [x, y], got {len(points)} points")
         (x, y) = points[0]
         message = VisualPrompt(point=PixelPoint(x=x, y=y))
     elif kind == "box":
@@ -142,7 +143,10 @@ def dict_to_message(prompt: dict[str, Any]) -> VisualPrompt:
     else:
         message = VisualPrompt()
         message.scribble.points.extend(PixelPoint(x=x, y=y) for x, y in points)
-    message_to_geometry(message)
+    try:
+        message_to_geometry(message)
+    except ValueError as exc:
+        raise ValueError(f"prompt {index + 1} ({kind}): {exc}") from exc
     return message
 
 
