@@ -1,5 +1,5 @@
-"""What the resultstore does with one ``InferenceResult``: validate it, georeference its answer, store the task
-and its results in PostGIS (idempotently), then announce them with a ``ResultStored`` event.
+"""What the resultstore does with ``InferenceResult``s: validate them, georeference their answers, store each task
+and its results in PostGIS (idempotently), then announce them with ``ResultStored`` events.
 
 Geometry. The answer's boxes (``DetectedBox``) are in chip pixels (floats; the [0, 1000) grid exists only in
 the model's text). Each box becomes one result row: its polygon in EPSG:4326 through the tile's own chip
@@ -7,14 +7,28 @@ transform and CRS, and in scene pixels through the window offset and resize (``e
 without boxes (a scene label, a caption, an attribute, a relation, a count) becomes one row whose geometry is
 what the question was about: its visual prompt(s), or the whole chip when it had none.
 
+Validation before writing: a georeference that cannot be (non-finite transform, units that do not match the
+CRS, a chip outside the CRS's area of use: ``earthgptx.geo.validation``), boxes outside the chip, scores outside
+[0, 1], relation indices past the prompts, NUL characters and non-finite timings are refused with the reason.
+
+Batches. ``on_inference_results`` takes every record of one poll (``batch_route``): the valid ones are written in
+one transaction, their events published together and the producer flushed once. The single-record form
+``on_inference_result`` is the same with a batch of one.
+
+Sizing. Each ``ResultStored`` is sized before anything is written: when its objects would make it larger than
+``inline_event_bytes``, they are stored in MinIO (``DetectedBoxList`` at ``objects_claim``; ``result_ids`` are
+then left out, since they are ``<task id>:<ordinal>`` for ordinal < ``object_count``). A topic that still refuses
+an event as too large gets it again with its objects claim-checked; only if that is refused too is the record a
+permanent failure, with the broker's reason.
+
 Idempotency. The task row is keyed by the event's task id (deterministic, from promptgen) and inserted only if
 missing; results are keyed by (task id, ordinal) and rewritten only when they differ. The ``ResultStored``
 event id hashes the task id and the answer, so a re-delivered result republishes the same event.
 
-Failures. Bad input (no answer, an unknown level, a box outside the chip, a tile without a usable georeference)
-raises ``PermanentError``; the store's own errors propagate as they are (``StoreError``, e.g. a result for a
-scene that is not in the database, is permanent; ``StoreUnavailable`` is an outage the bus waits out). The task
-and its results are written in one transaction, so a failure leaves nothing behind.
+Failures. Bad input raises (or, in a batch, returns) ``PermanentError``; the store's own errors propagate as they
+are (``StoreError``, e.g. a result for a scene that is not in the database, is permanent; ``StoreUnavailable`` is
+an outage the bus waits out), and so does ``PublishError`` (the broker did not answer). The task and its results
+are written in one transaction, so a failure leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -22,7 +36,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from google.protobuf import json_format
@@ -31,30 +46,49 @@ from shapely.geometry import GeometryCollection, box
 from shapely.geometry.base import BaseGeometry
 
 from earthgptx import events
-from earthgptx.bus import PermanentError
+from earthgptx.bus import EventTooLargeError, PermanentError
 from earthgptx.geo import GeoreferenceError, chip_to_scene, chip_to_world, is_georeferenced
-from earthgptx.store.records import ResultRecord, TaskRecord
-from earthgptx.v1.events_pb2 import Answer, DetectedBox, InferenceResult, Level, ResultStored, TileWindow
+from earthgptx.geo.validation import check_chip_georeference
+from earthgptx.store.records import ResultRecord, TaskRecord, TaskResults
+from earthgptx.v1.events_pb2 import (
+    Answer,
+    DetectedBox,
+    DetectedBoxList,
+    InferenceResult,
+    Level,
+    ObjectRef,
+    ResultStored,
+    TileWindow,
+)
 from earthgptx.visual_prompts import message_region, pixel_box
 
 log = logging.getLogger(__name__)
 
 PRODUCER_NAME = "resultstore"
 COUNT_TASKS = frozenset({"count", "counting"})
+# A ResultStored larger than this carries its objects by claim check: events stay kilobytes (DESIGN: claim check).
+INLINE_EVENT_BYTES = 64 * 1024
+CLAIM_CONTENT_TYPE = "application/x-protobuf; messageType=earthgptx.v1.DetectedBoxList"
 
 
 class ResultRepository(Protocol):
     """The part of ``earthgptx.store.repository.Repository`` the handler uses (tests pass a fake)."""
 
-    def record_task_results(
-        self, task: TaskRecord, results: Iterable[ResultRecord], *, timings: dict[str, float] | None = None
-    ) -> int: ...
+    def record_results(self, batch: Sequence[TaskResults]) -> list[int]: ...
 
 
 class EventPublisher(Protocol):
     """The part of ``earthgptx.bus.EventProducer`` the handler uses."""
 
-    def publish_and_wait(self, topic: str, key: str, message: Message, *, timeout_s: float = 30.0) -> Any: ...
+    def publish(self, topic: str, key: str, message: Message) -> Any: ...
+
+    def wait(self, futures: Sequence[Any], *, timeout_s: float = 30.0) -> list[Any]: ...
+
+
+class ClaimStore(Protocol):
+    """The part of ``earthgptx.store.objects.ObjectStore`` the claim check uses."""
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str = ...) -> Any: ...
 
 
 def result_id(task_id: str, ordinal: int) -> str:
@@ -62,8 +96,16 @@ def result_id(task_id: str, ordinal: int) -> str:
     return f"{task_id}:{ordinal}"
 
 
+@dataclass
+class _Prepared:
+    index: int
+    event: InferenceResult
+    item: TaskResults
+    stored: ResultStored
+
+
 class ResultStoreHandler:
-    """Handles ``inference.results``; ``on_inference_result`` is the route's handler."""
+    """Handles ``inference.results``: ``on_inference_results`` is the batch route's handler."""
 
     def __init__(
         self,
@@ -73,33 +115,113 @@ class ResultStoreHandler:
         output_topic: str,
         allow_ungeoreferenced: bool = False,
         publish_timeout_s: float = 30.0,
+        claims: ClaimStore | None = None,
+        claims_bucket: str = "claims",
+        inline_event_bytes: int = INLINE_EVENT_BYTES,
     ) -> None:
         self.repository = repository
         self.publisher = publisher
         self.output_topic = output_topic
         self.allow_ungeoreferenced = allow_ungeoreferenced
         self.publish_timeout_s = publish_timeout_s
+        self.claims = claims
+        self.claims_bucket = claims_bucket
+        self.inline_event_bytes = inline_event_bytes
 
     def on_inference_result(self, event: InferenceResult) -> None:
+        """One record: stored and announced, or ``PermanentError`` raised."""
+        rejected = self.on_inference_results([event])
+        if rejected:
+            raise rejected[0]
+
+    def on_inference_results(self, batch: Sequence[InferenceResult]) -> dict[int, PermanentError]:
+        """Store and announce a poll's records; returns the rejected ones (by index) with the reason."""
         started = time.perf_counter()
+        rejected: dict[int, PermanentError] = {}
+        prepared: list[_Prepared] = []
+        for index, event in enumerate(batch):
+            try:
+                prepared.append(self._prepare(index, event))
+            except PermanentError as exc:
+                rejected[index] = exc
+        written = self.repository.record_results([p.item for p in prepared]) if prepared else []
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        futures = []
+        for p in prepared:
+            p.stored.timings_ms["resultstore"] = round(elapsed_ms, 3)
+            futures.append(self.publisher.publish(self.output_topic, p.event.scene_id, p.stored))
+        outcomes = self.publisher.wait(futures, timeout_s=self.publish_timeout_s) if futures else []
+        for p, outcome in zip(prepared, outcomes, strict=True):
+            if isinstance(outcome, EventTooLargeError):
+                outcome = self._republish_claimed(p, outcome)
+            if isinstance(outcome, PermanentError):
+                rejected[p.index] = outcome
+            elif isinstance(outcome, Exception):
+                raise outcome  # PublishError: the broker did not answer; the whole batch is retried (idempotent)
+        for p, rows in zip(prepared, written, strict=True):
+            if p.index in rejected:
+                continue
+            log.info(
+                "stored task %s of scene %s: %d result(s), %d row(s) written",
+                p.item.task.id, p.event.scene_id, len(p.item.results), rows,
+                extra={
+                    "task_id": p.item.task.id,
+                    "scene_id": p.event.scene_id,
+                    "trace_id": p.event.header.trace_id,
+                    "results": len(p.item.results),
+                    "rows_written": rows,
+                    "batch": len(batch),
+                    "store_ms": round(elapsed_ms, 2),
+                },
+            )
+        return rejected
+
+    def _prepare(self, index: int, event: InferenceResult) -> _Prepared:
         task = task_record(event)
         results = result_records(event, task.id, allow_ungeoreferenced=self.allow_ungeoreferenced)
-        written = self.repository.record_task_results(task, results, timings=dict(event.timings_ms))
-        elapsed_ms = (time.perf_counter() - started) * 1000.0
-        stored = result_stored(event, task.id, results, elapsed_ms)
-        self.publisher.publish_and_wait(self.output_topic, event.scene_id, stored, timeout_s=self.publish_timeout_s)
-        log.info(
-            "stored task %s of scene %s: %d result(s), %d row(s) written",
-            task.id, event.scene_id, len(results), written,
-            extra={
-                "task_id": task.id,
-                "scene_id": event.scene_id,
-                "trace_id": event.header.trace_id,
-                "results": len(results),
-                "rows_written": written,
-                "store_ms": round(elapsed_ms, 2),
-            },
+        timings = dict(event.timings_ms)
+        bad = {name: value for name, value in timings.items() if not math.isfinite(value)}
+        if bad:
+            raise _reject(event, f"timings_ms must be finite numbers, got {bad}")
+        stored = result_stored(event, task.id, results, 0.0)
+        if stored.ByteSize() > self.inline_event_bytes:
+            self._claim_objects(event, stored)
+        return _Prepared(index, event, TaskResults(task, tuple(results), timings), stored)
+
+    def _claim_objects(self, event: InferenceResult, stored: ResultStored) -> None:
+        """Move the event's objects (and result ids) to MinIO, leaving the reference (before anything is written)."""
+        if self.claims is None:
+            raise _reject(
+                event,
+                f"ResultStored of {stored.ByteSize()} bytes exceeds {self.inline_event_bytes} and no object store "
+                "is configured for its claim check",
+            )
+        payload = DetectedBoxList(boxes=stored.objects).SerializeToString()
+        key = f"results.stored/{stored.scene_id}/{stored.task_id}.pb"
+        info = self.claims.put_bytes(self.claims_bucket, key, payload, content_type=CLAIM_CONTENT_TYPE)
+        stored.objects_claim.CopyFrom(
+            ObjectRef(bucket=self.claims_bucket, key=key, size_bytes=len(payload),
+                      etag=getattr(info, "etag", None) or "", content_type=CLAIM_CONTENT_TYPE)
         )
+        stored.ClearField("objects")
+        stored.ClearField("result_ids")
+
+    def _republish_claimed(self, p: _Prepared, refused: EventTooLargeError) -> Exception | None:
+        """The topic refused the event as too large: send it again with its objects claim-checked."""
+        if p.stored.HasField("objects_claim") or not p.stored.objects:
+            return _reject(p.event, f"ResultStored refused by the broker: {refused}")
+        log.warning("results.stored refused %s as too large (%s); claim-checking its objects",
+                    p.stored.task_id, refused)
+        try:
+            self._claim_objects(p.event, p.stored)
+        except PermanentError as exc:
+            return exc
+        [outcome] = self.publisher.wait(
+            [self.publisher.publish(self.output_topic, p.event.scene_id, p.stored)], timeout_s=self.publish_timeout_s
+        )
+        if isinstance(outcome, EventTooLargeError):
+            return _reject(p.event, f"ResultStored refused by the broker even with its objects claim-checked: {outcome}")
+        return outcome if isinstance(outcome, Exception) else None
 
 
 # -- validation and records (pure functions) -------------------------------------------------------------
@@ -136,6 +258,33 @@ def _check_box(event: InferenceResult, index: int, detected: DetectedBox) -> Non
             f"box {index} {list(coords)} lies outside the {tile.chip_width} x {tile.chip_height} chip "
             "(boxes are in chip pixels)",
         )
+
+
+def _check_score(event: InferenceResult, what: str, score: float) -> None:
+    if not (math.isfinite(score) and 0.0 <= score <= 1.0):
+        raise _reject(event, f"{what} score {score} is not a number in [0, 1]")
+
+
+def _check_answer(event: InferenceResult, answer: Answer) -> None:
+    """Everything about an answer that would store nonsense or make PostgreSQL refuse the transaction."""
+    texts = {"answer text": answer.text, "label": answer.label, "scene id": event.scene_id, "task": event.task,
+             "model version": event.model_version, "task id": event.task_id}
+    texts.update({f"attribute {k!r}": f"{k}{v}" for k, v in answer.attributes.items()})
+    texts.update({f"box {i} label": d.label for i, d in enumerate(answer.boxes)})
+    texts.update({f"relation {i} predicate": r.predicate for i, r in enumerate(answer.relations)})
+    for what, text in texts.items():
+        if "\x00" in text:
+            raise _reject(event, f"{what} contains a NUL character")
+    _check_score(event, "answer", answer.score)
+    for index, detected in enumerate(answer.boxes):
+        _check_score(event, f"box {index}", detected.score)
+    for index, relation in enumerate(answer.relations):
+        for end in (relation.subject_index, relation.object_index):
+            if end >= len(event.prompts):
+                raise _reject(
+                    event,
+                    f"relation {index} refers to prompt {end}, but the task has {len(event.prompts)} prompt(s)",
+                )
 
 
 def task_record(event: InferenceResult) -> TaskRecord:
@@ -201,9 +350,15 @@ def result_records(
         raise _reject(event, "no answer")
     _check_tile(event, event.tile)
     answer, tile = event.answer, event.tile
+    _check_answer(event, answer)
     georeferenced = is_georeferenced(tile)
     if not georeferenced and not allow_ungeoreferenced:
         raise _reject(event, "tile has no georeference (crs/chip_transform) and pixel-only results are not allowed")
+    if georeferenced:
+        try:
+            check_chip_georeference(tile)
+        except GeoreferenceError as exc:
+            raise _reject(event, f"unusable chip georeference: {exc}") from exc
 
     def world(geometry: BaseGeometry) -> BaseGeometry | None:
         if not georeferenced:
@@ -251,6 +406,7 @@ def result_stored(
         task=event.task,
         result_ids=[result_id(task_id, r.ordinal) for r in results],
         objects=list(event.answer.boxes),
+        object_count=len(event.answer.boxes),
         tile=event.tile,
         model_version=event.model_version,
         timings_ms={**event.timings_ms, "resultstore": round(elapsed_ms, 3)},

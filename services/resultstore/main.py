@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from earthgptx.bus import ConsumerOptions, EventProducer, route
+from earthgptx.bus import ConsumerOptions, EventProducer, batch_route, route
 from earthgptx.runtime import ConsumerService, run_consumer_service
+from earthgptx.store.objects import ObjectStore
 from earthgptx.store.repository import Repository
 from earthgptx.v1.events_pb2 import InferenceResult
 from services.resultstore.handlers import PRODUCER_NAME, ResultStoreHandler
@@ -25,6 +26,8 @@ class ResultStoreService(ConsumerService):
         # Store errors are kinds of the bus's errors (an outage is waited out, bad input dead-lettered): no mapping.
         options = options or ConsumerOptions(max_attempts=settings.max_attempts)
         self.repository = Repository.from_settings(settings.database)
+        self.objects = ObjectStore(settings.objects)
+        self.objects.ensure_buckets(settings.claims_bucket)
         producer = EventProducer(settings.kafka, client_id=f"egx-{settings.group_id}", producer_name=PRODUCER_NAME)
         self.handler = ResultStoreHandler(
             self.repository,
@@ -32,10 +35,17 @@ class ResultStoreService(ConsumerService):
             output_topic=settings.output_topic,
             allow_ungeoreferenced=settings.allow_ungeoreferenced,
             publish_timeout_s=settings.publish_timeout_s,
+            claims=self.objects,
+            claims_bucket=settings.claims_bucket,
+        )
+        consume = (
+            batch_route(settings.input_topic, InferenceResult, self.handler.on_inference_results)
+            if settings.batch
+            else route(settings.input_topic, InferenceResult, self.handler.on_inference_result)
         )
         super().__init__(
             settings.group_id,
-            [route(settings.input_topic, InferenceResult, self.handler.on_inference_result)],
+            [consume],
             settings.kafka,
             options=options,
             producer=producer,

@@ -7,7 +7,9 @@
     EGX_RESULTSTORE_METRICS_PORT=9108             Prometheus /metrics (unset: no metrics server)
     EGX_RESULTSTORE_LOG_FORMAT=json|text
     EGX_RESULTSTORE_ENVIRONMENT=production        (or EGX_ENVIRONMENT) refuses placeholder secrets at start
-plus ``EGX_KAFKA_*`` and ``EGX_DB_*`` (``earthgptx.settings``).
+    EGX_RESULTSTORE_CLAIMS_BUCKET=claims          MinIO bucket of claim-checked ResultStored objects
+    EGX_RESULTSTORE_BATCH=true                    one transaction and one producer flush per polled batch
+plus ``EGX_KAFKA_*``, ``EGX_DB_*`` and ``EGX_S3_*`` (``earthgptx.settings``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pydantic_settings import SettingsConfigDict
 
 from earthgptx.bus import topics
 from earthgptx.runtime import ServiceSettings
-from earthgptx.settings import DatabaseSettings, KafkaSettings
+from earthgptx.settings import DatabaseSettings, KafkaSettings, ObjectStoreSettings
 
 
 class Settings(ServiceSettings):
@@ -29,12 +31,18 @@ class Settings(ServiceSettings):
     # DESIGN §3: a result of a tile without a usable georeference is rejected unless the deployment allows
     # pixel-only results; it is never placed at (0, 0).
     allow_ungeoreferenced: bool = False
-    # Transient failures (PostGIS down, publish not acknowledged) are retried this often before dead-lettering.
+    # Transient failures of a record are retried this often before dead-lettering; outages (PostGIS, MinIO or
+    # the broker down) are waited out without limit and never dead-letter a valid result.
     max_attempts: int = 8
+    # Objects of a ResultStored too large to travel inline go to this bucket (claim check).
+    claims_bucket: str = "claims"
+    # Handle each poll's records together: one transaction and one producer flush per batch.
+    batch: bool = True
     # Seconds to wait for the broker to acknowledge each ResultStored (acks=all).
     publish_timeout_s: float = 30.0
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    objects: ObjectStoreSettings = Field(default_factory=ObjectStoreSettings)  # type: ignore[arg-type]
 
     @field_validator("group_id", "input_topic", "output_topic")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import uuid
 from dataclasses import replace
@@ -19,8 +20,8 @@ from shapely.geometry.base import BaseGeometry
 
 from earthgptx.geo import footprint_4326
 from earthgptx.store.db import make_engine
-from earthgptx.store.errors import IntegrityViolation, StoreUnavailable
-from earthgptx.store.records import AoiRecord, ResultRecord, SceneRecord, TaskRecord
+from earthgptx.store.errors import IntegrityViolation, InvalidRecord, StoreUnavailable
+from earthgptx.store.records import AoiRecord, ResultRecord, SceneRecord, TaskRecord, TaskResults
 from earthgptx.store.repository import Repository
 
 pytestmark = pytest.mark.postgis
@@ -226,6 +227,42 @@ def test_record_task_results_marks_the_task_done_atomically(repository: Reposito
     with pytest.raises(IntegrityViolation):
         repository.record_task_results(missing, _results(missing, scene.id, 2))
     assert _count(repository, "SELECT count(*) FROM results WHERE task_id = :t", t=missing) == 0
+
+
+def test_a_task_and_its_results_are_one_transaction_and_a_failure_leaves_nothing(repository: Repository) -> None:
+    scene = _scene(_uid("scene"), 500_000, 4_600_000)
+    repository.upsert_scene(scene)
+    task = _task(_uid("task"), scene.id)
+    # A NUL in a label (PostgreSQL text cannot hold it) and a NaN timing (JSON cannot): refused, nothing written.
+    bad_label = [replace(r, label="sh\x00ip") for r in _results(task.id, scene.id, 2)]
+    with pytest.raises(InvalidRecord, match="NUL"):
+        repository.record_task_results(task, bad_label)
+    with pytest.raises(InvalidRecord, match="finite"):
+        repository.record_task_results(task, _results(task.id, scene.id, 2), timings={"infer_ms": math.nan})
+    # A database error after the task row was sent rolls the task back too (here: a scene that does not exist).
+    orphan = _task(_uid("task"), _uid("no-such-scene"))
+    with pytest.raises(IntegrityViolation):
+        repository.record_task_results(orphan, _results(orphan.id, orphan.scene_id, 1))
+    for task_id in (task.id, orphan.id):
+        assert repository.get_task(task_id) is None
+        assert _count(repository, "SELECT count(*) FROM results WHERE task_id = :t", t=task_id) == 0
+
+
+def test_record_results_writes_a_batch_of_tasks_in_one_go_and_counts_per_task(repository: Repository) -> None:
+    scene = _scene(_uid("scene"), 500_000, 4_600_000)
+    repository.upsert_scene(scene)
+    tasks = [_task(_uid("task"), scene.id) for _ in range(3)]
+    batch = [
+        TaskResults(t, tuple(_results(t.id, scene.id, n)), {"infer_ms": float(n)})
+        for t, n in zip(tasks, (1, 2, 3), strict=True)
+    ]
+    # The same task twice in one batch (a redelivery inside one poll) writes its rows once.
+    assert repository.record_results([*batch, batch[1]]) == [1, 2, 3, 0]
+    assert repository.record_results(batch) == [0, 0, 0]
+    for t, n in zip(tasks, (1, 2, 3), strict=True):
+        stored = repository.get_task(t.id)
+        assert stored is not None and stored.status == "done" and stored.timings == {"infer_ms": float(n)}
+    assert _count(repository, "SELECT count(*) FROM results WHERE scene_id = :s", s=scene.id) == 6
 
 
 def test_aois_intersecting_a_footprint(repository: Repository) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -14,18 +14,20 @@ from rasterio.windows import Window
 from shapely.geometry import GeometryCollection, Point, Polygon
 
 from earthgptx import events
-from earthgptx.bus import DependencyUnavailable, PermanentError
+from earthgptx.bus import DependencyUnavailable, EventTooLargeError, PermanentError
 from earthgptx.geo import make_tile
 from earthgptx.store.errors import IntegrityViolation, StoreUnavailable
-from earthgptx.store.records import ResultRecord, TaskRecord
+from earthgptx.store.records import ResultRecord, TaskRecord, TaskResults
 from earthgptx.v1.events_pb2 import (
     AffineTransform,
     Answer,
     DetectedBox,
+    DetectedBoxList,
     InferenceResult,
     Level,
     PixelBox,
     PixelPoint,
+    Relation,
     ResultStored,
     TileWindow,
     VisualPrompt,
@@ -47,29 +49,48 @@ class FakeRepository:
         self.timings: dict[str, dict[str, float]] = {}
         self.fail_with = fail_with
 
-    def record_task_results(
-        self, task: TaskRecord, results: Iterable[ResultRecord], *, timings: dict[str, float] | None = None
-    ) -> int:
+    def record_results(self, batch: Sequence[TaskResults]) -> list[int]:
         if self.fail_with is not None:
             raise self.fail_with
-        self.tasks.setdefault(task.id, task)
-        written = 0
-        for record in results:
-            key = (record.task_id, record.ordinal)
-            if self.results.get(key) != record:
-                self.results[key] = record
-                written += 1
-        self.timings[task.id] = dict(timings or {})
-        return written
+        counts = []
+        for item in batch:
+            self.tasks.setdefault(item.task.id, item.task)
+            written = 0
+            for record in item.results:
+                key = (record.task_id, record.ordinal)
+                if self.results.get(key) != record:
+                    self.results[key] = record
+                    written += 1
+            self.timings[item.task.id] = dict(item.timings)
+            counts.append(written)
+        return counts
 
 
 class FakePublisher:
-    def __init__(self) -> None:
-        self.published: list[tuple[str, str, Message]] = []
+    """Publishes into a list; ``refuse_over`` bytes makes it refuse larger events as a small topic would."""
 
-    def publish_and_wait(self, topic: str, key: str, message: Message, *, timeout_s: float = 30.0) -> Any:
-        self.published.append((topic, key, message))
+    def __init__(self, refuse_over: int | None = None) -> None:
+        self.published: list[tuple[str, str, Message]] = []
+        self.refuse_over = refuse_over
+
+    def publish(self, topic: str, key: str, message: Message) -> Any:
+        if self.refuse_over is not None and message.ByteSize() > self.refuse_over:
+            return EventTooLargeError(f"MessageSizeTooLargeError: {message.ByteSize()} bytes")
+        copy = type(message)()
+        copy.CopyFrom(message)
+        self.published.append((topic, key, copy))
         return None
+
+    def wait(self, futures: Sequence[Any], *, timeout_s: float = 30.0) -> list[Any]:
+        return list(futures)
+
+
+class FakeClaims:
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], bytes] = {}
+
+    def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str = "") -> Any:
+        self.objects[(bucket, key)] = data
 
 
 def utm_tile() -> TileWindow:
@@ -222,7 +243,10 @@ def test_counts_relations_and_masks_go_into_attributes() -> None:
     answer = Answer(text="0", count=0)
     answer.mask.bucket, answer.mask.key = "chips", "masks/a.png"
     answer.relations.add(subject_index=0, object_index=1, predicate="left of")
-    h.on_inference_result(grounding_result(task_id="count", level=Level.LEVEL_L1_SCENE, task="counting", answer=answer))
+    # A relation names two of the task's prompts.
+    prompts = [VisualPrompt(point=PixelPoint(x=10, y=10)), VisualPrompt(point=PixelPoint(x=50, y=50))]
+    h.on_inference_result(grounding_result(task_id="count", level=Level.LEVEL_L1_SCENE, task="counting", answer=answer,
+                                           prompts=prompts))
     assert repo.results[("count", 0)].attributes == {
         "count": 0,
         "relations": [{"subject": 0, "object": 1, "predicate": "left of"}],
@@ -319,3 +343,110 @@ def test_prompt_geometry_shapes_and_errors() -> None:
     bad.polygon.points.extend([PixelPoint(x=0, y=0), PixelPoint(x=1, y=1)])
     with pytest.raises(ValueError, match="at least 3 points"):
         message_region(bad)
+
+
+# -- issue 20: validation before writing, batches, sizing before commit ------------------------------------
+
+
+def _metres_under_4326() -> TileWindow:
+    tile = utm_tile()
+    tile.crs = "EPSG:4326"  # the transform stays in UTM metres: POINT(500032 4649984) "in degrees"
+    return tile
+
+
+def _nan_transform() -> TileWindow:
+    tile = utm_tile()
+    tile.chip_transform.c = math.nan
+    return tile
+
+
+def _with_answer(**answer: Any) -> InferenceResult:
+    event = grounding_result()
+    for name, value in answer.items():
+        if name == "relations":
+            event.answer.relations.extend(value)
+        else:
+            setattr(event.answer, name, value)
+    return event
+
+
+@pytest.mark.parametrize(
+    ("event", "reason"),
+    [
+        (grounding_result(tile=_metres_under_4326()), "outside the area of use of EPSG:4326"),
+        (grounding_result(tile=_nan_transform()), "non-finite coefficient"),
+        (_with_answer(score=math.nan), "answer score nan is not a number in"),
+        (_with_answer(score=-0.5), "answer score -0.5"),
+        (_with_answer(label="sh\x00ip"), "label contains a NUL"),
+        (_with_answer(relations=[Relation(subject_index=0, object_index=3, predicate="near")]),
+         "refers to prompt 0, but the task has 0 prompt"),
+        (grounding_result(timings_ms={"total": math.nan}), "timings_ms must be finite"),
+    ],
+    ids=["metres-under-4326", "nan-transform", "nan-score", "negative-score", "nul-label", "relation-index",
+         "nan-timing"],
+)
+def test_results_that_cannot_be_are_refused_before_anything_is_written(event: InferenceResult, reason: str) -> None:
+    h, repo, publisher = handler()
+    with pytest.raises(PermanentError, match=reason):
+        h.on_inference_result(event)
+    assert not repo.tasks and not repo.results and not publisher.published
+
+
+def test_box_scores_are_checked_too() -> None:
+    event = grounding_result()
+    event.answer.boxes[1].score = 1.5
+    with pytest.raises(PermanentError, match="box 1 score 1.5"):
+        handler()[0].on_inference_result(event)
+
+
+def test_a_batch_stores_the_good_records_together_and_returns_the_bad_ones() -> None:
+    h, repo, publisher = handler()
+    good = [grounding_result(task_id=f"task-{i}") for i in range(3)]
+    bad = grounding_result(task_id="task-bad", tile=_metres_under_4326())
+    rejected = h.on_inference_results([good[0], bad, good[1], good[2]])
+    assert list(rejected) == [1] and "area of use" in str(rejected[1])
+    assert sorted(repo.tasks) == ["task-0", "task-1", "task-2"]
+    assert [m.task_id for _, _, m in publisher.published] == ["task-0", "task-1", "task-2"]  # poll order kept
+
+
+def _many_boxes(count: int) -> InferenceResult:
+    boxes = [DetectedBox(box=PixelBox(x1=i % 100, y1=i % 90, x2=i % 100 + 5, y2=i % 90 + 5), label="car",
+                         score=0.5) for i in range(count)]
+    return grounding_result(answer=Answer(text="many", boxes=boxes, label="car"))
+
+
+def test_a_20000_box_answer_is_stored_and_announced_by_claim_check() -> None:
+    claims = FakeClaims()
+    h, repo, publisher = handler(claims=claims, claims_bucket="claims")
+    h.on_inference_result(_many_boxes(20_000))
+    assert len(repo.results) == 20_000
+    [(_, _, stored)] = publisher.published
+    assert isinstance(stored, ResultStored) and stored.ByteSize() < 4096
+    assert stored.object_count == 20_000 and not stored.objects and not stored.result_ids
+    ref = stored.objects_claim
+    boxes = DetectedBoxList.FromString(claims.objects[(ref.bucket, ref.key)]).boxes
+    assert len(boxes) == 20_000 and boxes[7].box.x1 == 7 and ref.size_bytes == len(claims.objects[(ref.bucket, ref.key)])
+
+
+def test_without_an_object_store_an_oversized_event_is_refused_before_writing() -> None:
+    h, repo, publisher = handler()
+    with pytest.raises(PermanentError, match="no object store"):
+        h.on_inference_result(_many_boxes(20_000))
+    assert not repo.results and not repo.tasks and not publisher.published
+
+
+def test_a_topic_that_refuses_an_event_as_too_large_gets_it_claim_checked() -> None:
+    claims = FakeClaims()
+    repo = FakeRepository()
+    publisher = FakePublisher(refuse_over=2_000)
+    h = ResultStoreHandler(repo, publisher, output_topic="results.stored", claims=claims)
+    h.on_inference_result(_many_boxes(200))  # about 4 kB inline: under the handler's limit, over the topic's
+    [(_, _, stored)] = publisher.published
+    assert stored.HasField("objects_claim") and stored.object_count == 200 and len(claims.objects) == 1
+
+
+def test_a_refusal_even_after_the_claim_check_is_a_permanent_failure_with_the_brokers_reason() -> None:
+    publisher = FakePublisher(refuse_over=10)
+    h = ResultStoreHandler(FakeRepository(), publisher, output_topic="results.stored", claims=FakeClaims())
+    with pytest.raises(PermanentError, match="MessageSizeTooLargeError"):
+        h.on_inference_result(grounding_result())

@@ -1,0 +1,120 @@
+"""Plausibility of a chip's georeference before anything is stored with it.
+
+``check_chip_georeference`` refuses, with a reason a person can act on, what ``chip_to_world`` would otherwise
+turn into coordinates that cannot be: a transform with a NaN or infinite coefficient, a transform whose units do
+not match the CRS (metres under EPSG:4326 put a box at "longitude 1011920"; degrees under a UTM zone put it a few
+metres from the zone's false origin), and a chip outside the area where its CRS is valid (pyproj's
+``area_of_use``). The checks are deliberately loose where real data varies: UTM zones are used a few degrees
+beyond their official bounds, and pixel sizes from centimetres to tens of kilometres are all accepted.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+from affine import Affine
+from pyproj import CRS, Transformer
+from pyproj.exceptions import ProjError
+
+from earthgptx.geo.affine import affine_from_message
+from earthgptx.geo.crs import WGS84, GeoreferenceError, check_georeference
+from earthgptx.v1.events_pb2 import TileWindow
+
+__all__ = ["check_chip_georeference", "check_transform_in_crs"]
+
+# Largest plausible pixel: a degree (geographic CRS) or 100 km (projected); smallest: a millimetre (projected).
+MAX_PIXEL_DEGREES = 1.0
+MAX_PIXEL_METRES = 100_000.0
+MIN_PIXEL_METRES = 0.001
+# How far beyond a projected CRS's area of use a chip may lie (UTM zones are routinely used across zone edges).
+PROJECTED_MARGIN_DEGREES = 5.0
+GEOGRAPHIC_MARGIN_DEGREES = 1e-6
+
+
+@dataclass(frozen=True)
+class _CrsFacts:
+    crs: CRS
+    to_lonlat: Transformer | None
+    bounds: tuple[float, float, float, float] | None  # west, south, east, north in degrees
+    metres_per_unit: float | None  # projected CRSs only
+
+
+@lru_cache(maxsize=128)
+def _facts(crs_text: str) -> _CrsFacts:
+    crs = CRS.from_user_input(crs_text)
+    area = crs.area_of_use
+    bounds = (area.west, area.south, area.east, area.north) if area is not None else None
+    metres = None
+    if crs.is_projected and crs.axis_info:
+        metres = crs.axis_info[0].unit_conversion_factor
+    to_lonlat = None if crs.equals(WGS84) else Transformer.from_crs(crs, WGS84, always_xy=True)
+    return _CrsFacts(crs, to_lonlat, bounds, metres)
+
+
+def check_chip_georeference(tile: TileWindow) -> None:
+    """Raise ``GeoreferenceError`` unless the tile's chip transform and CRS can place the chip on Earth."""
+    if not tile.HasField("chip_transform"):
+        raise GeoreferenceError("tile has no chip transform")
+    t = tile.chip_transform
+    coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
+    if not all(math.isfinite(v) for v in coefficients):
+        raise GeoreferenceError(f"chip transform has a non-finite coefficient {list(coefficients)}")
+    check_transform_in_crs(
+        affine_from_message(tile.chip_transform), tile.crs, tile.chip_width, tile.chip_height
+    )
+
+
+def check_transform_in_crs(transform: Affine, crs: str, width: int, height: int) -> None:
+    """Raise ``GeoreferenceError`` unless a ``width`` x ``height`` raster with ``transform`` is plausible in ``crs``."""
+    if not all(math.isfinite(v) for v in tuple(transform)[:6]):
+        raise GeoreferenceError(f"transform has a non-finite coefficient {list(tuple(transform)[:6])}")
+    check_georeference(transform, crs)
+    facts = _facts(crs.strip())
+    pixel = max(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
+    if facts.crs.is_geographic and pixel > MAX_PIXEL_DEGREES:
+        raise GeoreferenceError(
+            f"pixel size {pixel:g} is in degrees under {crs} and larger than {MAX_PIXEL_DEGREES}°: the transform "
+            "looks like metres (a projected CRS) while the CRS is geographic"
+        )
+    if facts.metres_per_unit is not None:
+        metres = pixel * facts.metres_per_unit
+        if metres < MIN_PIXEL_METRES:
+            raise GeoreferenceError(
+                f"pixel size {metres:g} m under {crs} is below {MIN_PIXEL_METRES} m: the transform looks like "
+                "degrees while the CRS is projected"
+            )
+        if metres > MAX_PIXEL_METRES:
+            raise GeoreferenceError(
+                f"pixel size {metres:g} m under {crs} is larger than {MAX_PIXEL_METRES:g} m"
+            )
+    corners = [transform @ (col, row) for col in (0, width) for row in (0, height)]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    if facts.to_lonlat is not None:
+        try:
+            lon, lat = facts.to_lonlat.transform(xs, ys, errcheck=True)
+        except ProjError as exc:
+            raise GeoreferenceError(
+                f"chip corners {corners} do not project from {crs} to EPSG:4326: {exc}"
+            ) from exc
+        lons, lats = list(lon), list(lat)
+    else:
+        lons, lats = xs, ys
+    if not all(math.isfinite(v) for v in (*lons, *lats)):
+        raise GeoreferenceError(f"chip corners {corners} project outside EPSG:4326 from {crs}")
+    if facts.bounds is None:
+        return
+    margin = GEOGRAPHIC_MARGIN_DEGREES if facts.crs.is_geographic else PROJECTED_MARGIN_DEGREES
+    west, south, east, north = facts.bounds
+    inside_lat = all(south - margin <= v <= north + margin for v in lats)
+    if west <= east:
+        inside_lon = all(west - margin <= v <= east + margin for v in lons)
+    else:  # the area of use crosses the antimeridian
+        inside_lon = all(v >= west - margin or v <= east + margin for v in lons)
+    if not (inside_lat and inside_lon):
+        raise GeoreferenceError(
+            f"chip corners (lon, lat) {[(round(a, 4), round(b, 4)) for a, b in zip(lons, lats, strict=True)]} "
+            f"lie outside the area of use of {crs} ({west}, {south}, {east}, {north}): the transform does not "
+            "belong to this CRS"
+        )
