@@ -21,6 +21,7 @@ raises ``ValueError`` for an unknown type or an empty or degenerate shape. Nothi
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,7 @@ __all__ = [
     "message_region",
     "message_to_dict",
     "message_to_geometry",
+    "messages_to_dicts",
     "pixel_box",
 ]
 
@@ -122,6 +124,18 @@ def message_to_dict(prompt: VisualPrompt) -> dict[str, Any]:
         points = prompt.polygon.points if kind == "polygon" else prompt.scribble.points
         coordinates = [[p.x, p.y] for p in points]
     return {"type": kind, PROMPT_FIELDS[str(kind)]: coordinates}
+
+
+def messages_to_dicts(prompts: Iterable[VisualPrompt]) -> list[dict[str, Any]]:
+    """A task's prompts, in order (the i-th is ``<region{i+1}>``), as processor dicts; an error names the prompt
+    (1-based)."""
+    dicts = []
+    for index, prompt in enumerate(prompts):
+        try:
+            dicts.append(message_to_dict(prompt))
+        except ValueError as exc:
+            raise ValueError(f"prompt {index + 1}: {exc}") from exc
+    return dicts
 
 
 def dict_to_message(prompt: dict[str, Any], index: int = 0) -> VisualPrompt:

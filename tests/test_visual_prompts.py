@@ -18,6 +18,7 @@ from earthgptx.visual_prompts import (
     message_region,
     message_to_dict,
     message_to_geometry,
+    messages_to_dicts,
     pixel_box,
 )
 
@@ -68,6 +69,13 @@ def test_geometry_dict_geometry_round_trip(kind: str) -> None:
 def test_message_and_dict_give_the_same_geometry() -> None:
     for kind, prompt in DICTS.items():
         assert message_to_geometry(dict_to_message(prompt)).equals(dict_to_geometry(prompt, 64, 64)), kind
+
+
+def test_a_task_s_prompts_become_dicts_in_order() -> None:
+    messages = [dict_to_message(DICTS[kind]) for kind in ("scribble", "point", "box")]
+    assert messages_to_dicts(messages) == [DICTS["scribble"], DICTS["point"], DICTS["box"]]
+    with pytest.raises(ValueError, match="prompt 2: visual prompt has no shape"):
+        messages_to_dicts([messages[0], VisualPrompt()])
 
 
 def test_a_scribble_keeps_its_stroke_width_in_protobuf_only() -> None:

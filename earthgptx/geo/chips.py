@@ -6,7 +6,8 @@ top-left corner) together with the ``TileWindow`` the chip was cut from. Two map
 - chip -> scene pixels: the window offset and the resize from window size to chip size
   (``chip_to_scene_transform``), for the ``pixel_geom`` kept on each result;
 - chip -> world: the tile's ``chip_transform`` (scene transform x window offset x resize, built by
-  ``chip_transform_for``) into the tile's CRS, then into lon/lat (``earthgptx.geo.crs.to_lonlat``).
+  ``chip_transform_for``) into the tile's CRS, then into lon/lat (``earthgptx.geo.crs.to_lonlat``);
+  ``world_to_chip`` goes back (an AOI or an ad-hoc lon/lat prompt into the chip's pixels).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from rasterio.windows import transform as window_transform
 from shapely.geometry.base import BaseGeometry
 
 from earthgptx.geo.affine import affine_from_message, affine_to_message, apply_affine
-from earthgptx.geo.crs import GeoreferenceError, check_georeference, to_lonlat
+from earthgptx.geo.crs import GeoreferenceError, check_georeference, from_lonlat, to_lonlat
 from earthgptx.v1.events_pb2 import TileWindow
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "chip_transform_for",
     "is_georeferenced",
     "make_tile",
+    "world_to_chip",
 ]
 
 
@@ -86,13 +88,29 @@ def chip_to_scene(tile: TileWindow, geometry: BaseGeometry) -> BaseGeometry:
     return apply_affine(chip_to_scene_transform(tile), geometry)
 
 
+def _chip_transform(tile: TileWindow) -> Affine:
+    if not is_georeferenced(tile):
+        raise GeoreferenceError("tile has no georeference (empty crs or no chip_transform)")
+    transform = affine_from_message(tile.chip_transform)
+    check_georeference(transform, tile.crs)
+    return transform
+
+
 def chip_to_world(tile: TileWindow, geometry: BaseGeometry) -> BaseGeometry:
     """A chip-pixel geometry in EPSG:4326 (lon, lat), through the tile's own chip transform and CRS.
 
     Raises ``GeoreferenceError`` when the tile has no usable georeference or the geometry does not project.
     """
-    if not is_georeferenced(tile):
-        raise GeoreferenceError("tile has no georeference (empty crs or no chip_transform)")
-    transform = affine_from_message(tile.chip_transform)
-    check_georeference(transform, tile.crs)
+    transform = _chip_transform(tile)
     return to_lonlat(apply_affine(transform, geometry), tile.crs)
+
+
+def world_to_chip(tile: TileWindow, geometry: BaseGeometry) -> BaseGeometry:
+    """A lon/lat (EPSG:4326) geometry in the tile's chip pixels: the inverse of :func:`chip_to_world`.
+
+    Nothing is clipped: parts outside the chip get coordinates outside ``[0, chip size]`` (clip with
+    ``shapely.clip_by_rect`` when a prompt must lie on the chip). Raises ``GeoreferenceError`` as
+    :func:`chip_to_world` does.
+    """
+    transform = _chip_transform(tile)
+    return apply_affine(~transform, from_lonlat(geometry, tile.crs))

@@ -23,8 +23,10 @@ __all__ = [
     "CrsLike",
     "GeoreferenceError",
     "check_georeference",
+    "from_lonlat",
     "lonlat_transformer",
     "to_lonlat",
+    "transformer_from_lonlat",
     "utm_epsg_for",
 ]
 
@@ -60,19 +62,46 @@ def check_georeference(transform: Affine, crs: CrsLike) -> CRS:
     return source
 
 
-@lru_cache(maxsize=128)
-def _lonlat_transformer(key: str) -> Transformer | None:
-    source = _crs(key)
-    if source.equals(WGS84):
+@lru_cache(maxsize=256)
+def _transformer(key: str, to_wgs84: bool) -> Transformer | None:
+    crs = _crs(key)
+    if crs.equals(WGS84):
         return None
     # Building a Transformer costs milliseconds; a deployment sees a handful of CRSs.
-    return Transformer.from_crs(source, WGS84, always_xy=True)
+    if to_wgs84:
+        return Transformer.from_crs(crs, WGS84, always_xy=True)
+    return Transformer.from_crs(WGS84, crs, always_xy=True)
+
+
+def _key(crs: CrsLike) -> str:
+    return crs.strip() if isinstance(crs, str) else str(_crs(crs).srs)
 
 
 def lonlat_transformer(crs: CrsLike) -> Transformer | None:
     """The (cached) transformer from ``crs`` to EPSG:4326 (lon, lat), or None when ``crs`` already is EPSG:4326."""
-    key = crs.strip() if isinstance(crs, str) else _crs(crs).srs
-    return _lonlat_transformer(key)
+    return _transformer(_key(crs), True)
+
+
+def transformer_from_lonlat(crs: CrsLike) -> Transformer | None:
+    """The (cached) transformer from EPSG:4326 (lon, lat) to ``crs``, or None when ``crs`` is EPSG:4326."""
+    return _transformer(_key(crs), False)
+
+
+def _project(geometry: BaseGeometry, transformer: Transformer | None, route: str) -> BaseGeometry:
+    if transformer is None:
+        return geometry
+
+    def project(coords: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        x, y = transformer.transform(coords[:, 0], coords[:, 1], errcheck=True)
+        return np.column_stack([x, y])
+
+    try:
+        projected = shapely.transform(geometry, project)
+    except ProjError as exc:
+        raise GeoreferenceError(f"geometry does not project {route}: {exc}") from exc
+    if not all(math.isfinite(v) for v in projected.bounds):
+        raise GeoreferenceError(f"geometry projects to non-finite coordinates {route}")
+    return projected
 
 
 def to_lonlat(geometry: BaseGeometry, crs: CrsLike) -> BaseGeometry:
@@ -80,23 +109,15 @@ def to_lonlat(geometry: BaseGeometry, crs: CrsLike) -> BaseGeometry:
 
     Raises ``GeoreferenceError`` when the CRS is unusable or a coordinate does not project.
     """
-    transformer = lonlat_transformer(crs)
-    if transformer is None:
-        return geometry
+    return _project(geometry, lonlat_transformer(crs), f"from {str(crs)[:80]} to EPSG:4326")
 
-    def project(coords: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        lon, lat = transformer.transform(coords[:, 0], coords[:, 1], errcheck=True)
-        return np.column_stack([lon, lat])
 
-    try:
-        world = shapely.transform(geometry, project)
-    except ProjError as exc:
-        raise GeoreferenceError(
-            f"geometry does not project from {str(crs)[:80]} to EPSG:4326: {exc}"
-        ) from exc
-    if not all(math.isfinite(v) for v in world.bounds):
-        raise GeoreferenceError(f"geometry projects outside EPSG:4326 from {str(crs)[:80]}")
-    return world
+def from_lonlat(geometry: BaseGeometry, crs: CrsLike) -> BaseGeometry:
+    """``geometry`` (lon, lat in EPSG:4326) in ``crs`` (x = easting first).
+
+    Raises ``GeoreferenceError`` when the CRS is unusable or a coordinate does not project.
+    """
+    return _project(geometry, transformer_from_lonlat(crs), f"from EPSG:4326 to {str(crs)[:80]}")
 
 
 def utm_epsg_for(lon: float, lat: float) -> int:

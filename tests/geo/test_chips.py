@@ -6,7 +6,7 @@ import pytest
 from affine import Affine
 from pyproj import Transformer
 from rasterio.windows import Window
-from shapely.geometry import LineString, Point, box
+from shapely.geometry import LineString, Point, Polygon, box
 
 from earthgptx.geo import (
     GeoreferenceError,
@@ -19,6 +19,7 @@ from earthgptx.geo import (
     chip_transform_for,
     is_georeferenced,
     make_tile,
+    world_to_chip,
 )
 
 UTM_33N = "EPSG:32633"
@@ -29,7 +30,7 @@ LONLAT_TRANSFORM = Affine(0.001, 0.0, 10.0, 0.0, -0.001, 50.0)
 WINDOW = Window(64, 32, 256, 256)  # chipped at half resolution (128 px)
 
 
-def world_to_chip(tile_transform: Affine, crs: str, lon: float, lat: float) -> tuple[float, float]:
+def world_to_chip_point(tile_transform: Affine, crs: str, lon: float, lat: float) -> tuple[float, float]:
     """The inverse path, computed independently: lon/lat -> CRS (pyproj) -> chip pixel (inverse affine)."""
     x, y = Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(lon, lat)
     col, row = ~tile_transform @ (x, y)
@@ -44,8 +45,31 @@ def test_chip_pixels_round_trip_through_the_world(scene_transform: Affine, crs: 
     chip_transform = affine_from_message(tile.chip_transform)
     for x, y in [(0.0, 0.0), (127.5, 3.25), (64.0, 64.0), (128.0, 128.0)]:
         world = chip_to_world(tile, Point(x, y))
-        back = world_to_chip(chip_transform, crs, world.x, world.y)
+        back = world_to_chip_point(chip_transform, crs, world.x, world.y)
         assert back == pytest.approx((x, y), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("scene_transform", "crs"), [(UTM_TRANSFORM, UTM_33N), (LONLAT_TRANSFORM, "EPSG:4326")]
+)
+def test_world_to_chip_inverts_chip_to_world(scene_transform: Affine, crs: str) -> None:
+    tile = make_tile(scene_transform, crs, WINDOW, 128, 128)
+    chip_transform = affine_from_message(tile.chip_transform)
+    shape = Polygon([(3.5, 4.0), (120.0, 10.0), (60.0, 127.0)])
+    world = chip_to_world(tile, shape)
+    back = world_to_chip(tile, world)
+    assert back.equals_exact(shape, 1e-6)
+    # Against the independent inverse, vertex by vertex.
+    for (lon, lat), (x, y) in zip(world.exterior.coords, back.exterior.coords, strict=True):
+        assert world_to_chip_point(chip_transform, crs, lon, lat) == pytest.approx((x, y), abs=1e-6)
+
+
+def test_world_to_chip_does_not_clip_and_needs_a_georeference() -> None:
+    tile = make_tile(UTM_TRANSFORM, UTM_33N, WINDOW, 128, 128)
+    far = chip_to_world(tile, Point(-50.0, 300.0))
+    assert world_to_chip(tile, far).coords[0] == pytest.approx((-50.0, 300.0), abs=1e-6)
+    with pytest.raises(GeoreferenceError, match="no georeference"):
+        world_to_chip(make_tile(None, None, WINDOW, 128, 128), far)
 
 
 def test_chip_transform_is_scene_transform_times_window_times_resize() -> None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from pyproj import Transformer
 from shapely.geometry import Point, Polygon
 
-from earthgptx.geo import GeoreferenceError, random_georeference, to_lonlat, utm_epsg_for
+from earthgptx.geo import GeoreferenceError, from_lonlat, random_georeference, to_lonlat, utm_epsg_for
 from earthgptx.geo.crs import lonlat_transformer
 
 
@@ -18,6 +21,15 @@ def test_to_lonlat_projects_and_leaves_4326_alone() -> None:
     assert to_lonlat(square, "EPSG:4326") is square
     assert lonlat_transformer("EPSG:4326") is None
     assert lonlat_transformer(" EPSG:32633 ") is lonlat_transformer(" EPSG:32633 ")  # cached
+
+
+def test_from_lonlat_is_the_inverse() -> None:
+    assert from_lonlat(Point(15.0, 0.0), "EPSG:32633").coords[0] == pytest.approx((500_000.0, 0.0), abs=1e-6)
+    square = Polygon([(500_000, 4_650_000), (501_000, 4_650_000), (501_000, 4_651_000)])
+    assert from_lonlat(to_lonlat(square, "EPSG:32633"), "EPSG:32633").equals_exact(square, 1e-6)
+    assert from_lonlat(square, "EPSG:4326") is square
+    with pytest.raises(GeoreferenceError, match="not usable"):
+        from_lonlat(Point(0, 0), "EPSG:999999")
 
 
 def test_to_lonlat_error_paths() -> None:
@@ -60,3 +72,11 @@ def test_random_georeference_puts_the_corner_where_it_says() -> None:
         # Easting/northing are rounded to 1 cm.
         assert back == pytest.approx((georef.lon, georef.lat), abs=1e-6)
     assert random_georeference(np.random.default_rng(3)) == random_georeference(np.random.default_rng(3))
+
+
+def test_the_geometry_modules_do_not_import_torch() -> None:
+    code = (
+        "import sys, earthgptx.geo, earthgptx.formats, earthgptx.visual_prompts; "
+        "sys.exit(any(m == 'torch' or m.startswith('torch.') for m in sys.modules))"
+    )
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
