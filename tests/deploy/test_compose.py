@@ -69,3 +69,16 @@ def test_no_secret_is_written_in_the_compose_file() -> None:
     for line in text.splitlines():
         if any(k in line for k in ("PASSWORD:", "SECRET_KEY:", "ACCESS_KEY:")):
             assert "${" in line, f"secret given literally: {line.strip()}"
+
+
+def test_the_services_image_installs_extras_and_runs_in_production(compose: dict) -> None:
+    """The project's services image installs pyproject.toml extras pinned by the lock (torch only with "ml"),
+    and every service of it runs with EGX_ENVIRONMENT=production, which refuses placeholder secrets."""
+    dockerfile = (REPO / "deploy" / "compose" / "Dockerfile").read_text()
+    assert 'pip install -c requirements.lock ".[${EXTRAS}]"' in dockerfile
+    assert "pip install -r requirements.lock" not in dockerfile
+    ours = {n: s for n, s in compose["services"].items() if (s.get("build") or {}).get("target") == "services"}
+    assert {"migrate", "resultstore"} <= set(ours)
+    for name, service in ours.items():
+        assert set(service["build"]["args"]["EXTRAS"].split(",")) <= {"platform", "api", "ml"}, name
+        assert service["environment"]["EGX_ENVIRONMENT"] == "production", name
