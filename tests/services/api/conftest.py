@@ -1,0 +1,5 @@
+"""Fixtures of the api service tests (``tests/services/api/test_api_*.py``).
+
+Shared fixtures (``migrated_db_url``, ``kafka_settings``, ``kafka_cleanup``, ``object_store``, ``unique_name``) come
+from ``tests/conftest.py``; Kafka, database and object-store helpers from ``tests/kits/``.
+"""
