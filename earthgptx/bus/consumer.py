@@ -597,6 +597,8 @@ class ConsumerLoop:
         outcome = self._attempt(records, call, split=len(records) > 1, trace_id=trace_id)
         if outcome is _Outcome.INTERRUPTED:
             return False
+        if outcome is _Outcome.DEAD_LETTERED:
+            return True
         if outcome is _Outcome.SPLIT:
             log.warning("group %s: a batch of %d records failed; handling them one by one",
                         self.group_id, len(records))
