@@ -15,8 +15,10 @@ Exit codes: 0 after a clean stop, 2 when the process cannot start (arguments giv
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from collections.abc import Callable, Sequence
+from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 from prometheus_client import start_http_server
@@ -163,7 +165,18 @@ def run_http_service(
         return 2
     app = create_app(settings)
     log.info("%s starting (%s): http://%s:%d", name, settings.environment, settings.host, settings.port)
-    # log_config=None keeps the process's logging (JSON lines) for uvicorn's own loggers too.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    # uvicorn shuts down gracefully on SIGTERM/SIGINT, then re-raises the signal to the handler it found; a quiet
+    # handler here lets the process end like a consumer service, with exit code 0 after a clean stop.
+    previous = {sig: signal.signal(sig, _stopped_by) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # log_config=None keeps the process's logging (JSON lines) for uvicorn's own loggers too.
+        uvicorn.run(app, host=settings.host, port=settings.port, log_config=None)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     log.info("%s stopped", name)
     return 0
+
+
+def _stopped_by(signum: int, frame: FrameType | None) -> None:
+    log.info("received %s after a graceful shutdown", signal.Signals(signum).name)
