@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 export EGX_CACHE
 export EGX_VENV := $(VENV)
 
-.PHONY: help env up down status demo test test-unit lint proto proto-check lock bench train eval compose-check clean-state
+.PHONY: help env up down status demo test test-unit lint proto proto-check lock bench train eval compose-check clean-state model
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -68,6 +68,9 @@ train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-traini
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage11.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage12.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny.yaml
+
+model: env ## build the Triton model repository of models/earthgptx-tiny (ONNX vision graph, llm, entry model)
+	@$(PY) -m earthgptx.serving.build --model models/earthgptx-tiny --out model_repository
 
 eval: env ## evaluate the shipped model on the held-out split and print the report
 	@$(PY) -m earthgptx.training.evaluate --config configs/tiny.yaml

@@ -9,6 +9,8 @@ PT_HOME="$EGX_CACHE/pytriton-$EGX_PYTRITON_VERSION"
 TS_HOME="$PT_HOME/pytriton/tritonserver"
 PIDFILE="$RUN_DIR/triton.pid"
 MODEL_REPOSITORY="${EGX_MODEL_REPOSITORY:-$REPO_ROOT/model_repository}"
+# The checkpoint the repository's EarthGPT-X models are built from (make model).
+EGX_MODEL_DIR="${EGX_MODEL_DIR:-$REPO_ROOT/models/earthgptx-tiny}"
 
 pyver() { "$(venv_python)" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")'; }
 
@@ -46,10 +48,18 @@ server_env() {
 ready() { curl -fsS -o /dev/null "http://127.0.0.1:$EGX_TRITON_HTTP_PORT/v2/health/ready" \
   && "$(venv_python)" "$(dirname "$0")/ready.py" triton "127.0.0.1:$EGX_TRITON_HTTP_PORT"; }
 
+# The ONNX graph and the copied weights are generated, not committed: build them when missing or not of the
+# current checkpoint (the build compares the checkpoint's digest with the one it stamped; a no-op otherwise).
+build_models() {
+  (cd "$REPO_ROOT" && "$(venv_python)" -m earthgptx.serving.build --model "$EGX_MODEL_DIR" --out "$MODEL_REPOSITORY" --if-stale) \
+    >> "$LOG_DIR/model-build.log" 2>&1 || die "building the model repository failed; see $LOG_DIR/model-build.log"
+}
+
 start() {
   install
   if pid_alive "$PIDFILE"; then say "triton already running"; return; fi
   mkdir -p "$LOG_DIR"
+  build_models
   say "starting tritonserver on 127.0.0.1:$EGX_TRITON_HTTP_PORT (http) / :$EGX_TRITON_GRPC_PORT (grpc), repository $MODEL_REPOSITORY"
   # shellcheck disable=SC2046
   env $(server_env) EGX_REPO_ROOT="$REPO_ROOT" \

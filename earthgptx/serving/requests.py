@@ -1,0 +1,205 @@
+"""What the served model takes and gives, independent of Triton: one request in, one answer out.
+
+A request is a chip's raw bands ``(C, H, W)`` (any source dtype, sent as float32), its modality and band names, the
+visual prompts in chip pixels (the processor's dicts: ``{"type": "box", "box": [x1, y1, x2, y2]}``, ``point``,
+``polygon``, ``scribble`` with ``line``) and the instruction. ``prepare_request`` validates and encodes it with the
+project's processor (the one training uses); ``finish_answer`` turns generated ids and mask logits into the answer
+(text, label, boxes in chip pixels, count, a mask at chip size). Every problem with a request raises
+``InvalidRequest`` naming it, so the server answers that request alone with an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from earthgptx.model import EarthGPTXProcessor, parse_answer
+from earthgptx.model.processing_earthgptx import modality_id
+
+MAX_BANDS = 13
+
+
+class InvalidRequest(ValueError):
+    """A request the model cannot answer as given (bad bands, prompts, modality, text); never worth a retry."""
+
+
+@dataclass
+class ServingRequest:
+    """One question about one chip (see the module docstring)."""
+
+    bands: np.ndarray
+    modality: str
+    band_names: list[str]
+    prompts: list[dict[str, Any]]
+    instruction: str
+    max_new_tokens: int | None = None
+    sar_scale: str = "amplitude"
+
+
+@dataclass
+class PreparedRequest:
+    """A request encoded for the model: ``input_ids`` ``(L,)``, ``pixel_values`` ``(13, S, S)``, ``modality_id``,
+    ``prompt_masks`` ``(N, S, S)`` and ``prompt_valid`` ``(N,)`` with ``N`` >= 1, the chip's size."""
+
+    input_ids: torch.Tensor
+    pixel_values: torch.Tensor
+    modality_id: int
+    prompt_masks: torch.Tensor
+    prompt_valid: torch.Tensor
+    width: int
+    height: int
+    max_new_tokens: int
+
+
+@dataclass
+class ServedAnswer:
+    """The answer to one request: ``boxes`` ``[x1, y1, x2, y2]`` in chip pixels; ``count`` -1 when the answer is
+    not a number; ``mask`` ``(H, W)`` uint8 at chip size (0/1; ``(0, 0)`` when the answer has no ``[SEG]``)."""
+
+    text: str
+    label: str
+    boxes: list[list[float]]
+    count: int
+    mask: np.ndarray
+    model_version: str = ""
+    masks: list[np.ndarray] = field(default_factory=list)
+
+
+def parse_prompts(text: str) -> list[dict[str, Any]]:
+    """``PROMPTS`` JSON (a list of prompt dicts, or ``{"prompts": [...]}``) → the list; ``InvalidRequest`` if not."""
+    if not text.strip():
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"PROMPTS is not valid JSON: {exc}") from exc
+    if isinstance(value, dict) and isinstance(value.get("prompts"), list):
+        value = value["prompts"]
+    if not isinstance(value, list) or not all(isinstance(p, dict) for p in value):
+        raise InvalidRequest('PROMPTS must be a JSON list of prompt objects ({"type": ..., ...})')
+    return value
+
+
+def parse_band_names(text: str) -> list[str]:
+    """``BAND_NAMES`` as a JSON list of strings, or comma-separated text."""
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            value = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise InvalidRequest(f"BAND_NAMES is not valid JSON: {exc}") from exc
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidRequest("BAND_NAMES must be a JSON list of strings")
+        return value
+    return [name.strip() for name in stripped.split(",") if name.strip()]
+
+
+def prepare_request(
+    processor: EarthGPTXProcessor,
+    request: ServingRequest,
+    default_max_new_tokens: int,
+    max_new_tokens_cap: int,
+) -> PreparedRequest:
+    """Validate and encode ``request`` (``InvalidRequest`` naming the problem)."""
+    bands = np.asarray(request.bands)
+    if bands.ndim == 2:
+        bands = bands[None]
+    if bands.ndim != 3 or min(bands.shape) < 1:
+        raise InvalidRequest(f"BANDS must be (C, H, W), got shape {tuple(bands.shape)}")
+    if bands.shape[0] > MAX_BANDS:
+        raise InvalidRequest(f"BANDS has {bands.shape[0]} bands; at most {MAX_BANDS} are supported")
+    if not np.all(np.isfinite(bands)):
+        raise InvalidRequest("BANDS holds non-finite values (NaN or inf)")
+    if not request.instruction.strip():
+        raise InvalidRequest("INSTRUCTION is empty")
+    limit = default_max_new_tokens if request.max_new_tokens is None else int(request.max_new_tokens)
+    if not 1 <= limit <= max_new_tokens_cap:
+        raise InvalidRequest(f"MAX_NEW_TOKENS must be between 1 and {max_new_tokens_cap}, got {limit}")
+    try:
+        modality_id(request.modality)
+        sample = processor.encode(
+            bands,
+            request.modality,
+            request.band_names,
+            [{"from": "human", "value": request.instruction}],
+            request.prompts,
+            train=False,
+            sar_scale=request.sar_scale,
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InvalidRequest(str(exc)) from exc
+    count = int(sample.prompt_masks.shape[0])
+    size = processor.image_size
+    prompt_masks = sample.prompt_masks if count else torch.zeros(1, size, size)
+    prompt_valid = torch.ones(max(count, 1), dtype=torch.bool) if count else torch.zeros(1, dtype=torch.bool)
+    return PreparedRequest(
+        input_ids=torch.tensor(sample.input_ids, dtype=torch.long),
+        pixel_values=sample.pixel_values,
+        modality_id=sample.modality_id,
+        prompt_masks=prompt_masks,
+        prompt_valid=prompt_valid,
+        width=int(bands.shape[-1]),
+        height=int(bands.shape[-2]),
+        max_new_tokens=limit,
+    )
+
+
+_NUMBER = re.compile(r"^\d+$")
+
+
+def mask_to_chip(mask_logits: torch.Tensor, width: int, height: int, threshold: float = 0.0) -> np.ndarray:
+    """``(S, S)`` mask logits at model resolution → a ``(height, width)`` uint8 0/1 mask at chip size (the logits
+    are resized bilinearly, then thresholded, so a mask at model size is exactly ``logits > threshold``)."""
+    logits = mask_logits.detach().float().cpu()
+    if tuple(logits.shape) != (height, width):
+        logits = F.interpolate(
+            logits[None, None], size=(height, width), mode="bilinear", align_corners=False
+        )[0, 0]
+    return (logits > threshold).to(torch.uint8).numpy()
+
+
+def finish_answer(
+    processor: EarthGPTXProcessor,
+    token_ids: Sequence[int],
+    mask_logits: torch.Tensor | None,
+    width: int,
+    height: int,
+    model_version: str = "",
+) -> ServedAnswer:
+    """Generated ids (+ one mask-logit map per ``[SEG]``) → the answer at chip size."""
+    parsed = parse_answer(processor.decode(list(token_ids)), width, height)
+    masks = [] if mask_logits is None else [mask_to_chip(m, width, height) for m in mask_logits]
+    mask = np.zeros((0, 0), dtype=np.uint8)
+    if masks:
+        mask = np.maximum.reduce(masks) if len(masks) > 1 else masks[0]
+    count = int(parsed.label) if _NUMBER.match(parsed.label) else -1
+    return ServedAnswer(
+        text=parsed.text,
+        label=parsed.label,
+        boxes=[list(map(float, box)) for box in parsed.boxes_px],
+        count=count,
+        mask=mask,
+        model_version=model_version,
+        masks=masks,
+    )
+
+
+__all__ = [
+    "MAX_BANDS",
+    "InvalidRequest",
+    "PreparedRequest",
+    "ServedAnswer",
+    "ServingRequest",
+    "finish_answer",
+    "mask_to_chip",
+    "parse_band_names",
+    "parse_prompts",
+    "prepare_request",
+]
