@@ -54,7 +54,8 @@ def write_cog(
             quiet=True,
         )
     except RasterioError as exc:
-        raise SceneRejected(f"pixels cannot be read (truncated or corrupt file): {exc}") from exc
+        message = str(exc).replace(str(source.name), "the file")
+        raise SceneRejected(f"pixels cannot be read (truncated or corrupt file): {message}") from exc
     valid, errors, warnings = cog_validate(str(destination), quiet=True)
     if not valid:
         raise RuntimeError(f"rio-cogeo wrote an invalid COG: {errors}")

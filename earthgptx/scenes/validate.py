@@ -1,7 +1,8 @@
 """Validating a received raster with rasterio, before anything is stored.
 
 The rules, each refused with its own reason (``SceneRejected``):
-- readable, and a GeoTIFF (GDAL's GTiff driver, which also reads COGs);
+- readable, and a GeoTIFF (GDAL's GTiff driver, which also reads COGs), complete: no pixel block of its block
+  directory runs past the end of the file (a transfer cut short);
 - each side between ``MIN_SIDE`` and ``MAX_SIDE`` pixels, checked from the header before any pixel is read (a
   header declaring 2,000,000 × 2,000,000 px costs nothing);
 - 1 to 13 bands of one dtype among uint8, uint16, int16 and float32;
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +34,7 @@ from typing import Any
 import numpy as np
 import rasterio
 from affine import Affine
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
 from rasterio.io import DatasetReader
 from rasterio.vrt import WarpedVRT
 
@@ -143,11 +145,25 @@ def _file_metadata(src: DatasetReader) -> SceneMetadata:
     )
 
 
+_TIFF_SIGNATURES = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def gdal_message(exc: Exception, path: Path) -> str:
+    """GDAL's message without the server's file name (a client has no use for it)."""
+    return str(exc).replace(f"'{path}'", "the file").replace(str(path), "the file").replace(path.name, "the file")
+
+
 def _open(path: Path) -> DatasetReader:
     try:
-        src = rasterio.open(path)
+        with warnings.catch_warnings():
+            # A missing georeference is refused below, with a reason; GDAL's warning would only repeat it.
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            src = rasterio.open(path)
     except RasterioError as exc:
-        raise SceneRejected(f"not a readable GeoTIFF: {exc}", kind="not_geotiff") from exc
+        with open(path, "rb") as handle:
+            signature = handle.read(4)
+        what = "a TIFF that GDAL cannot read (truncated or corrupt?)" if signature in _TIFF_SIGNATURES else "not a TIFF"
+        raise SceneRejected(f"{what}: {gdal_message(exc, path)}", kind="not_geotiff") from exc
     if src.driver != "GTiff":
         src.close()
         raise SceneRejected(f"not a GeoTIFF (GDAL reads it as {src.driver})", kind="not_geotiff")
@@ -168,6 +184,26 @@ def _check_shape(src: DatasetReader) -> str:
     if dtype not in ALLOWED_DTYPES:
         raise SceneRejected(f"dtype {dtype} is not accepted; use one of {', '.join(ALLOWED_DTYPES)}")
     return dtype
+
+
+def _check_complete(src: DatasetReader, path: Path) -> None:
+    """Refuse a TIFF whose pixel blocks run past the end of the file (cut short in transfer), from the block
+    directory alone: GDAL reports each block's offset and length (``TIFF`` metadata domain), no pixel is read."""
+    size = path.stat().st_size
+    rows, cols = src.block_shapes[0]
+    grid_rows, grid_cols = -(-src.height // rows), -(-src.width // cols)
+    bands = [1] if src.interleaving is not None and src.interleaving.name == "PIXEL" else list(src.indexes)
+    end = 0
+    for band in bands:
+        for row in range(grid_rows):
+            for col in range(grid_cols):
+                offset = src.get_tag_item(f"BLOCK_OFFSET_{col}_{row}", "TIFF", bidx=band)
+                length = src.get_tag_item(f"BLOCK_SIZE_{col}_{row}", "TIFF", bidx=band)
+                if offset is None or length is None:
+                    raise SceneRejected("a TIFF whose block directory cannot be read (truncated or corrupt?)")
+                end = max(end, int(offset) + int(length))
+    if end > size:
+        raise SceneRejected(f"truncated file: it has {size} bytes but its pixel data runs to byte {end}")
 
 
 def _check_names(metadata: SceneMetadata) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
@@ -222,7 +258,7 @@ def _check_pixels(src: DatasetReader) -> None:
             if not pending:
                 return
     except RasterioError as exc:
-        raise SceneRejected(f"pixels cannot be read (truncated or corrupt file): {exc}") from exc
+        raise SceneRejected(f"pixels cannot be read (truncated or corrupt file): {gdal_message(exc, Path(src.name))}") from exc
     names = ", ".join(str(b + 1) for b in sorted(pending))
     raise SceneRejected(f"band(s) {names} hold no valid pixel (all NaN or no-data)")
 
@@ -254,6 +290,7 @@ def inspect_scene(path: str | Path, request: SceneMetadata) -> InspectedScene:
     path = Path(path)
     with _open(path) as src:
         dtype = _check_shape(src)
+        _check_complete(src, path)
         metadata = request.merged(_file_metadata(src))
         modality, bands, canonical = _check_names(metadata)
         if len(bands) != src.count:
