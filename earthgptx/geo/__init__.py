@@ -4,7 +4,8 @@ shapely for geometry. No projection math is written here, and nothing here impor
 - ``crs``: the georeference check, ``GeoreferenceError`` and the projection to and from EPSG:4326;
 - ``affine``: affine maps applied to geometries, and the ``AffineTransform`` message;
 - ``chips``: chip pixels -> scene pixels, and chip pixels <-> lon/lat through a tile's own chip transform;
-- ``footprints``: a raster's outline as a densified lon/lat polygon;
+- ``footprints``: a raster's outline as a densified lon/lat polygon (``outline``: split at the antimeridian);
+- ``validation``: whether a chip's transform is plausible in its CRS (units, area of use);
 - ``synthetic``: random UTM georeferences for generated chips.
 """
 

@@ -19,7 +19,7 @@ from pyproj import CRS, Transformer
 from pyproj.exceptions import ProjError
 
 from earthgptx.geo.affine import affine_from_message
-from earthgptx.geo.crs import WGS84, GeoreferenceError, check_georeference
+from earthgptx.geo.crs import GeoreferenceError, check_georeference, lonlat_transformer
 from earthgptx.v1.events_pb2 import TileWindow
 
 __all__ = ["check_chip_georeference", "check_transform_in_crs"]
@@ -49,7 +49,7 @@ def _facts(crs_text: str) -> _CrsFacts:
     metres = None
     if crs.is_projected and crs.axis_info:
         metres = crs.axis_info[0].unit_conversion_factor
-    to_lonlat = None if crs.equals(WGS84) else Transformer.from_crs(crs, WGS84, always_xy=True)
+    to_lonlat = lonlat_transformer(crs_text)
     return _CrsFacts(crs, to_lonlat, bounds, metres)
 
 
