@@ -1,0 +1,1 @@
+"""The ingest service's HTTP routes: ``scenes`` (upload, status) and ``health``."""
