@@ -18,7 +18,14 @@ from kafka import KafkaAdminClient
 from kafka.errors import TopicAlreadyExistsError, for_code
 
 from earthgptx.settings import KafkaSettings
-from earthgptx.v1.events_pb2 import DeadLetter, InferenceResult, PromptTask, ResultStored, SceneIngested
+from earthgptx.v1.events_pb2 import (
+    DeadLetter,
+    InferenceResult,
+    PromptTask,
+    QueryRequested,
+    ResultStored,
+    SceneIngested,
+)
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +33,7 @@ SCENES_INGESTED = "scenes.ingested"
 PROMPTS_TASKS = "prompts.tasks"
 INFERENCE_RESULTS = "inference.results"
 RESULTS_STORED = "results.stored"
+QUERIES_REQUESTED = "queries.requested"
 DEAD_LETTER_PREFIX = "dlq."
 
 EVENT_TOPICS: Mapping[str, type[Message]] = {
@@ -33,6 +41,7 @@ EVENT_TOPICS: Mapping[str, type[Message]] = {
     PROMPTS_TASKS: PromptTask,
     INFERENCE_RESULTS: InferenceResult,
     RESULTS_STORED: ResultStored,
+    QUERIES_REQUESTED: QueryRequested,
 }
 """The message class each platform topic carries."""
 

@@ -26,6 +26,12 @@ class Level(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEVEL_L3_ATTRIBUTE: _ClassVar[Level]
     LEVEL_L4_RELATION: _ClassVar[Level]
 
+class QueryCoverage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    QUERY_COVERAGE_UNSPECIFIED: _ClassVar[QueryCoverage]
+    QUERY_COVERAGE_NEWEST: _ClassVar[QueryCoverage]
+    QUERY_COVERAGE_ALL: _ClassVar[QueryCoverage]
+
 class DeadLetterCause(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     DEAD_LETTER_CAUSE_UNSPECIFIED: _ClassVar[DeadLetterCause]
@@ -47,6 +53,9 @@ LEVEL_L1_SCENE: Level
 LEVEL_L2_GROUNDING: Level
 LEVEL_L3_ATTRIBUTE: Level
 LEVEL_L4_RELATION: Level
+QUERY_COVERAGE_UNSPECIFIED: QueryCoverage
+QUERY_COVERAGE_NEWEST: QueryCoverage
+QUERY_COVERAGE_ALL: QueryCoverage
 DEAD_LETTER_CAUSE_UNSPECIFIED: DeadLetterCause
 DEAD_LETTER_CAUSE_DECODE: DeadLetterCause
 DEAD_LETTER_CAUSE_SCHEMA_VERSION: DeadLetterCause
@@ -400,6 +409,34 @@ class DetectedBoxList(_message.Message):
     BOXES_FIELD_NUMBER: _ClassVar[int]
     boxes: _containers.RepeatedCompositeFieldContainer[DetectedBox]
     def __init__(self, boxes: _Optional[_Iterable[_Union[DetectedBox, _Mapping]]] = ...) -> None: ...
+
+class QueryRequested(_message.Message):
+    __slots__ = ("header", "query_id", "instruction", "geojson_4326", "bbox_4326", "scene_id", "scene_prompt", "coverage", "owner", "standing", "name", "deactivate")
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    INSTRUCTION_FIELD_NUMBER: _ClassVar[int]
+    GEOJSON_4326_FIELD_NUMBER: _ClassVar[int]
+    BBOX_4326_FIELD_NUMBER: _ClassVar[int]
+    SCENE_ID_FIELD_NUMBER: _ClassVar[int]
+    SCENE_PROMPT_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    STANDING_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DEACTIVATE_FIELD_NUMBER: _ClassVar[int]
+    header: EventHeader
+    query_id: str
+    instruction: str
+    geojson_4326: str
+    bbox_4326: _containers.RepeatedScalarFieldContainer[float]
+    scene_id: str
+    scene_prompt: VisualPrompt
+    coverage: QueryCoverage
+    owner: str
+    standing: bool
+    name: str
+    deactivate: bool
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., query_id: _Optional[str] = ..., instruction: _Optional[str] = ..., geojson_4326: _Optional[str] = ..., bbox_4326: _Optional[_Iterable[float]] = ..., scene_id: _Optional[str] = ..., scene_prompt: _Optional[_Union[VisualPrompt, _Mapping]] = ..., coverage: _Optional[_Union[QueryCoverage, str]] = ..., owner: _Optional[str] = ..., standing: _Optional[bool] = ..., name: _Optional[str] = ..., deactivate: _Optional[bool] = ...) -> None: ...
 
 class RecordHeader(_message.Message):
     __slots__ = ("key", "value")
