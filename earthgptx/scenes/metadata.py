@@ -1,8 +1,8 @@
 """What a ground station says about a scene (modality, sensor, band names, acquisition time, source, product level).
 
 It arrives as HTTP form fields or a JSON body part, as object tags or a sidecar JSON of a dropped file; values are
-strings or JSON values. ``SceneMetadata.parse`` accepts both (band names as a list or comma-separated text, times
-as ISO 8601) and refuses anything it cannot read with a ``SceneRejected`` naming the field. Keys it does not know
+strings or JSON values. ``SceneMetadata.parse`` accepts both (band names as a list, or as text separated by commas
+or spaces, since S3 tag values cannot hold commas; times as ISO 8601) and refuses anything it cannot read with a ``SceneRejected`` naming the field. Keys it does not know
 are kept in ``extra`` (they go into the STAC item's properties), never silently dropped.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -44,7 +45,8 @@ def _bands(value: Any) -> tuple[str, ...] | None:
             except json.JSONDecodeError as exc:
                 raise SceneRejected(f"metadata 'bands' is not a JSON list: {exc}") from exc
         else:
-            value = [part for part in (p.strip() for p in text.split(",")) if part]
+            # Commas, or spaces where commas are not allowed (S3 object tags).
+            value = [part for part in re.split(r"[,\s]+", text) if part]
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v.strip() for v in value):
         raise SceneRejected("metadata 'bands' must be a list of band names (or comma-separated names)")
     return tuple(v.strip() for v in value) or None

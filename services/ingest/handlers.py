@@ -211,18 +211,24 @@ class DropHandler:
         return from_tags.merged(parse_sidecar(data))
 
     def _move_to_rejected(self, key: str, reason: str) -> None:
+        """Copy the drop (and its sidecar) under ``rejected/``, write the reason beside it, then remove the
+        originals: a crash in between leaves the original in place, and its re-delivered notification redoes it."""
         log.info("drop %s/%s rejected: %s", self.bucket, key, reason)
-        target = REJECTED_PREFIX + key
-        self.objects.put_bytes(self.bucket, target + REASON_SUFFIX, (reason + "\n").encode(), content_type="text/plain")
+        moved = []
         for source in (key, sidecar_key(key)):
-            destination = REJECTED_PREFIX + source
             copied = self._call(
-                f"move {source} to {destination}",
-                lambda s=source, d=destination: self.objects.client.copy_object(self.bucket, d, CopySource(self.bucket, s)),
+                f"copy {source} to {REJECTED_PREFIX}{source}",
+                lambda s=source: self.objects.client.copy_object(
+                    self.bucket, REJECTED_PREFIX + s, CopySource(self.bucket, s)
+                ),
                 missing_ok=True,
             )
             if copied is not None:
-                self.objects.remove(self.bucket, source)
+                moved.append(source)
+        reason_key = REJECTED_PREFIX + key + REASON_SUFFIX
+        self.objects.put_bytes(self.bucket, reason_key, (reason + "\n").encode(), content_type="text/plain")
+        for source in moved:
+            self.objects.remove(self.bucket, source)
 
     def _remove(self, key: str) -> None:
         for source in (key, sidecar_key(key)):
