@@ -3,11 +3,12 @@
 # what is not running, and returns only when every service answers for real.
 source "$(dirname "$0")/common.sh"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-SERVICES=(postgres kafka minio triton)
+SERVICES=(postgres kafka minio triton ingest)
 
 up() {
   reserve_ports
   "$HERE/python.sh" install
+  "$HERE/samples.sh" install
   write_env_file
   for s in "${SERVICES[@]}"; do "$HERE/$s.sh" start; done
   say "all services up; connection settings in $ENV_FILE"

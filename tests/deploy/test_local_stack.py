@@ -46,11 +46,11 @@ def test_triton_health_model_rejects_bad_input_per_request() -> None:
 @pytest.mark.postgis
 @pytest.mark.minio
 @pytest.mark.triton
-def test_status_reports_four_services_up() -> None:
+def test_status_reports_every_service_up() -> None:
     out = subprocess.run(["bash", str(REPO / "deploy/local/stack.sh"), "status"], capture_output=True,
                          text=True, timeout=120)
     lines = [line for line in out.stdout.splitlines() if line.strip()]
     assert out.returncode == 0, out.stdout + out.stderr
     names = {line.split()[0]: line.split()[1] for line in lines}
-    assert names == {"postgres": "up", "kafka": "up", "minio": "up", "triton": "up"}
+    assert names == {"postgres": "up", "kafka": "up", "minio": "up", "triton": "up", "ingest": "up"}
     assert all("127.0.0.1:" in line for line in lines)
