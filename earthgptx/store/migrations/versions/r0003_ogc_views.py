@@ -26,7 +26,7 @@ WHERE s.footprint IS NOT NULL
 
 _RESULTS = """
 CREATE VIEW ogc.results AS
-SELECT r.task_id || '/' || r.ordinal AS id, r.task_id, r.ordinal, r.scene_id, t.level, t.task, r.label,
+SELECT r.task_id || '-' || r.ordinal AS id, r.task_id, r.ordinal, r.scene_id, t.level, t.task, r.label,
        r.score, r.answer_text, r.model_version, s.modality, s.acquired_at, r.created_at, t.aoi_id, r.geom
 FROM public.results AS r
 JOIN public.tasks AS t ON t.id = r.task_id

@@ -1,0 +1,111 @@
+"""Scene imagery as XYZ tiles: titiler's tiler (``/imagery/...``, any rendering a client asks for, reading the
+scene's COG from MinIO through GDAL's S3 driver) and ``GET /v1/scenes/{id}/tiles/{z}/{x}/{y}.png``, which sends
+the client to it with the scene's default rendering for its modality (``default_rendering``):
+
+- optical: true colour (red, green, blue);
+- multispectral: false colour (NIR, red, green), vegetation in red;
+- SAR: backscatter in dB (10·log10 of intensity), -25..5 dB in grey;
+- infrared/thermal: the first band with the ``inferno`` colour map.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import RedirectResponse
+from starlette.concurrency import run_in_threadpool
+from titiler.core.factory import TilerFactory
+
+from earthgptx.store.models import Scene
+from services.api.deps import Reader, ResourcesDep
+from services.api.errors import NotFound
+
+router = APIRouter(tags=["imagery"])
+
+# Display ranges per data type: 8-bit counts, reflectance scaled by 10 000, reflectance as a fraction.
+_RANGES = {"uint8": "0,255", "uint16": "0,3000", "int16": "0,3000"}
+_FLOAT_RANGE = "0,0.3"
+
+
+def _band(bands: list[str], *names: str) -> int | None:
+    lowered = [b.lower() for b in bands]
+    for name in names:
+        if name in lowered:
+            return lowered.index(name) + 1
+    return None
+
+
+def default_rendering(modality: str, bands: list[str], dtype: str) -> list[tuple[str, str]]:
+    """titiler query parameters that show a scene of this modality the way analysts expect."""
+    span = _RANGES.get(dtype, _FLOAT_RANGE)
+    count = len(bands)
+    if modality == "sar":
+        return [("expression", "10*log10(b1)"), ("rescale", "-25,5")]
+    if modality == "infrared":
+        return [("bidx", "1"), ("rescale", span), ("colormap_name", "inferno")]
+    if modality == "multispectral":
+        wanted = [_band(bands, "nir", "b08", "b8"), _band(bands, "red", "b04", "b4"), _band(bands, "green", "b03")]
+    else:
+        wanted = [_band(bands, "red", "r"), _band(bands, "green", "g"), _band(bands, "blue", "b")]
+    if None in wanted:
+        wanted = list(range(1, min(count, 3) + 1)) if count >= 3 else [1]
+    return [*(("bidx", str(i)) for i in wanted), ("rescale", span)]
+
+
+def _scene(resources: Any, scene_id: str) -> Any:
+    query = sa.select(Scene.modality, Scene.bands, Scene.dtype, Scene.object_bucket, Scene.object_key).where(
+        Scene.id == scene_id
+    )
+    with resources.engine.connect() as connection:
+        row = connection.execute(query).first()
+    if row is None:
+        raise NotFound(f"no scene {scene_id}")
+    return row
+
+
+async def scene_url(request: Request, scene: Annotated[str, Query(description="scene id", max_length=128)]) -> str:
+    """titiler's dataset: the scene's COG as GDAL reads it (``s3://bucket/key``)."""
+    row = await run_in_threadpool(_scene, request.app.state.resources, scene)
+    return f"s3://{row.object_bucket}/{row.object_key}"
+
+
+def gdal_environment(request: Request) -> dict[str, Any]:
+    """GDAL's S3 driver pointed at the object store (credentials stay in this process's memory)."""
+    objects = request.app.state.resources.settings.objects
+    return {
+        "AWS_S3_ENDPOINT": objects.endpoint,
+        "AWS_HTTPS": "YES" if objects.secure else "NO",
+        "AWS_VIRTUAL_HOSTING": "FALSE",
+        "AWS_ACCESS_KEY_ID": objects.access_key.get_secret_value(),
+        "AWS_SECRET_ACCESS_KEY": objects.secret_key.get_secret_value(),
+        "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+        "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff",
+    }
+
+
+def tiler() -> TilerFactory:
+    return TilerFactory(
+        path_dependency=scene_url,
+        environment_dependency=gdal_environment,
+        router_prefix="/imagery",
+        add_preview=False,
+        add_part=False,
+        add_viewer=False,
+    )
+
+
+@router.get("/v1/scenes/{scene_id}/tiles/{z}/{x}/{y}.png", status_code=307, response_class=RedirectResponse)
+async def scene_tile(
+    scene_id: Annotated[str, Path(max_length=128)],
+    z: Annotated[int, Path(ge=0, le=24)],
+    x: Annotated[int, Path(ge=0)],
+    y: Annotated[int, Path(ge=0)],
+    who: Reader,
+    resources: ResourcesDep,
+) -> RedirectResponse:
+    row = await run_in_threadpool(_scene, resources, scene_id)
+    params = [("scene", scene_id), *default_rendering(row.modality, list(row.bands), row.dtype)]
+    return RedirectResponse(f"/imagery/tiles/WebMercatorQuad/{z}/{x}/{y}.png?{urlencode(params)}", status_code=307)

@@ -1,0 +1,40 @@
+"""``GET /tiles/{layer}/{z}/{x}/{y}``: vector tiles of scene footprints, results and AOIs for the map, served by
+Martin (``deploy/local/martin.sh``, sources = the ``ogc`` schema's views) and passed through here, so the map
+has one origin and the API's authentication and rate limit apply (``bench/bench_api.py`` measures the cost)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import APIRouter, Path, Response
+
+from services.api.deps import Reader, ResourcesDep
+from services.api.errors import Unavailable
+
+router = APIRouter(tags=["tiles"])
+
+MVT = "application/vnd.mapbox-vector-tile"
+
+
+@router.get("/tiles/{layer}/{z}/{x}/{y}", response_class=Response, responses={200: {"content": {MVT: {}}}})
+async def vector_tile(
+    layer: Literal["scenes", "results", "aois"],
+    z: Annotated[int, Path(ge=0, le=22)],
+    x: Annotated[int, Path(ge=0, lt=2**22)],
+    y: Annotated[int, Path(ge=0, lt=2**22)],
+    who: Reader,
+    resources: ResourcesDep,
+) -> Response:
+    if x >= 2**z or y >= 2**z:
+        return Response(status_code=204)
+    try:
+        upstream = await resources.http.get(f"{resources.settings.martin_url}/{layer}/{z}/{x}/{y}")
+    except httpx.HTTPError as exc:
+        raise Unavailable(f"the tile server does not answer ({type(exc).__name__})") from None
+    if upstream.status_code == 204 or not upstream.content:
+        return Response(status_code=204)
+    if upstream.status_code != 200:
+        raise Unavailable(f"the tile server answered {upstream.status_code}")
+    # httpx has already undone any transfer compression: the body is the plain tile.
+    return Response(upstream.content, media_type=MVT, headers={"Cache-Control": "no-cache"})
