@@ -1,0 +1,246 @@
+"""Fault injection for the platform's services: a service process, private dependencies to break, and counting.
+
+A service joins the suite with a ``Flow`` (how to send it N inputs and count what it made of them) and the
+fixtures of ``tests/chaos/conftest.py``; the faults are the same for every service:
+
+- ``ServiceProcess``: ``python -m services.<name>`` as a child process with its own environment (topics, group,
+  database), ``kill9()`` and ``start()`` again, ``stop()`` with SIGTERM;
+- ``PrivatePostgres`` / ``PrivateKafka``: a PostgreSQL + PostGIS cluster or a single-node KRaft broker of the
+  test's own, started from the binaries the local stack installed, on free loopback ports, so that stopping or
+  restarting them disturbs nobody else on the host;
+- ``recovery_s``: seconds from a dependency being back to the next unit of progress.
+
+Nothing here is a fake: the faults hit the real server processes the services talk to.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("EGX_CACHE", Path.home() / ".cache" / "earthgptx"))
+PG_BIN = Path(os.environ.get("EGX_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.1) -> float:
+    """Poll ``predicate`` until true; returns the seconds it took. Fails naming ``what`` after ``timeout_s``."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout_s:
+            raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+        time.sleep(every_s)
+    return time.monotonic() - started
+
+
+def recovery_s(progress: Callable[[], int], timeout_s: float, what: str) -> float:
+    """Seconds until ``progress()`` grows past its value now (call it the moment a dependency is back)."""
+    start = progress()
+    return wait_for(lambda: progress() > start, timeout_s, what, every_s=0.05)
+
+
+class Flow(Protocol):
+    """What a service under chaos does, seen from outside: inputs in, durable effects and dead letters out."""
+
+    def send(self, count: int, start: int = 0) -> None:
+        """Publish inputs number ``start`` .. ``start + count - 1`` (deterministic, so they can be counted)."""
+
+    def done(self) -> int:
+        """How many distinct inputs have their durable effect (rows committed, event acknowledged)."""
+
+    def duplicates(self) -> int:
+        """Durable effects present more than once (must stay 0: effects are idempotent)."""
+
+    def dead_letters(self) -> int:
+        """Records of valid inputs in the service's dead-letter topic (must stay 0 under outages)."""
+
+
+@dataclass
+class ServiceProcess:
+    """``python -m services.<module>`` in a child process; logs go to ``log_path``."""
+
+    module: str
+    env: Mapping[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    def start(self) -> ServiceProcess:
+        environment = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", f"services.{self.module}"], cwd=REPO_ROOT, env=environment,
+                stdout=log, stderr=subprocess.STDOUT,
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM and wait; returns the exit code (kills and fails if it does not stop in time)."""
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process is not None else 0
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            raise AssertionError(f"services.{self.module} did not stop on SIGTERM; log:\n{self.tail()}") from None
+
+    def tail(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+def _as_postgres(args: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root; the stack's scripts use the postgres system user the same way.
+    return ["runuser", "-u", "postgres", "--", *args] if os.geteuid() == 0 else args
+
+
+class PrivatePostgres:
+    """A PostgreSQL + PostGIS cluster of the test's own (initdb into a temporary folder, trust auth on loopback)."""
+
+    def __init__(self, database: str = "chaos") -> None:
+        self.port = free_port()
+        self.database = database
+        self.root = Path(tempfile.mkdtemp(prefix="egx-chaos-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "postgres.log"
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        subprocess.run(_as_postgres([str(PG_BIN / "initdb"), "-D", str(self.data), "-U", "postgres",
+                                     "--auth=trust", "-E", "UTF8", "--no-sync"]),
+                       check=True, capture_output=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log),
+                                     "-o", options, "-w", "-t", "60", "start"]), check=True, capture_output=True)
+
+    def stop(self) -> None:
+        subprocess.run(_as_postgres([str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"]),
+                       check=True, capture_output=True)
+
+    def create_database(self) -> None:
+        psql = [str(PG_BIN / "psql"), "-X", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres",
+                "-v", "ON_ERROR_STOP=1"]
+        subprocess.run([*psql, "-d", "postgres", "-c", f'CREATE DATABASE "{self.database}"'], check=True,
+                       capture_output=True)
+        subprocess.run([*psql, "-d", self.database, "-c", "CREATE EXTENSION IF NOT EXISTS postgis"], check=True,
+                       capture_output=True)
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        except subprocess.CalledProcessError:
+            pass
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PrivateKafka:
+    """A single-node KRaft broker of the test's own, from the jars the local stack resolved into the cache."""
+
+    def __init__(self, heap: str = "256m") -> None:
+        libs = sorted(glob.glob(str(CACHE / "kafka-*" / "libs")))
+        if not libs:
+            raise RuntimeError(f"no Kafka jars under {CACHE}; run `make up` first")
+        self.classpath = f"{libs[-1]}/*"
+        self.heap = heap
+        self.port, self.controller_port = free_port(), free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="egx-chaos-kafka-"))
+        self.log = self.root / "kafka.out"
+        self.process: subprocess.Popen[bytes] | None = None
+        properties = self.root / "server.properties"
+        properties.write_text(
+            "\n".join([
+                "process.roles=broker,controller", "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{self.controller_port}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{self.controller_port}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={self.root / 'data'}", "num.partitions=3", "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=3", "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1", "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1", "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+            ]) + "\n"
+        )
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        subprocess.run([*self._java(), "kafka.tools.StorageTool", "format", "--ignore-formatted",
+                        f"--cluster-id={cluster_id}", "-c", str(properties)], check=True, capture_output=True)
+        self.properties = properties
+
+    def _java(self) -> list[str]:
+        return ["java", "-Xms64m", f"-Xmx{self.heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true", f"-Dkafka.logs.dir={self.root / 'logs'}", "-cp", self.classpath]
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 90.0) -> None:
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen([*self._java(), "kafka.Kafka", str(self.properties)],
+                                            stdout=out, stderr=subprocess.STDOUT)
+        wait_for(self.ready, timeout_s, "the private Kafka broker", every_s=0.5)
+
+    def ready(self) -> bool:
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"the private Kafka broker exited; see {self.log}")
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=[self.bootstrap], request_timeout_ms=2000)
+        except KafkaError:
+            return False
+        try:
+            admin.list_topics()
+            return True
+        except KafkaError:
+            return False
+        finally:
+            admin.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
