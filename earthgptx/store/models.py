@@ -222,6 +222,36 @@ class Aoi(Base):
     __table_args__ = (Index("ix_aois_geom", "geom", postgresql_using="gist"),)
 
 
+class Query(Base):
+    """An ad-hoc question about a place (issue 23): the instruction, the prompt, and the tasks asked for it.
+
+    ``status``: ``pending`` until every task is done, then ``answered``; ``no_coverage`` when no scene covers the
+    prompt. Answers: the results of ``task_ids`` (view ``v_query_answers``).
+    """
+
+    __tablename__ = "queries"
+
+    id: Mapped[str] = mapped_column(primary_key=True)
+    instruction: Mapped[str]
+    owner: Mapped[str] = mapped_column(server_default=text("''"))
+    geom: Mapped[WKBElement | None] = mapped_column(Geometry("GEOMETRY", srid=SRID_WGS84, spatial_index=False))
+    scene_id: Mapped[str | None]
+    scene_prompt: Mapped[dict[str, Any] | None]
+    coverage: Mapped[str] = mapped_column(server_default=text("'newest'"))
+    status: Mapped[str] = mapped_column(server_default=text("'pending'"))
+    reason: Mapped[str | None]
+    task_ids: Mapped[list[str]] = mapped_column(server_default=text("'{}'::text[]"))
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    answered_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_queries_geom", "geom", postgresql_using="gist"),
+        Index("ix_queries_task_ids", "task_ids", postgresql_using="gin"),
+        Index("ix_queries_status", "status"),
+    )
+
+
 class ApiKey(Base):
     """An API key, stored as the SHA-256 of its secret part; the full token is shown once, at creation."""
 
