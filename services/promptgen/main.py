@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from earthgptx.bus import ConsumerOptions, EventProducer, route, topics
+from earthgptx.bus import ConsumerOptions, EventProducer, route
 from earthgptx.runtime import ConsumerService, run_consumer_service
 from earthgptx.serving.version import checkpoint_version
 from earthgptx.store.objects import ObjectStore
@@ -45,19 +45,20 @@ class PromptgenService(ConsumerService):
             overlap=settings.overlap,
             policy=settings.policy,
             max_query_tiles=settings.max_query_tiles,
+            output_topic=settings.output_topic,
             publish_timeout_s=settings.publish_timeout_s,
         )
         super().__init__(
             settings.group_id,
             [
-                route(topics.SCENES_INGESTED, SceneIngested, self.handler.on_scene_ingested),
-                route(topics.RESULTS_STORED, ResultStored, self.handler.on_result_stored),
-                route(topics.QUERIES_REQUESTED, QueryRequested, self.handler.on_query_requested),
+                route(settings.scenes_topic, SceneIngested, self.handler.on_scene_ingested),
+                route(settings.results_topic, ResultStored, self.handler.on_result_stored),
+                route(settings.queries_topic, QueryRequested, self.handler.on_query_requested),
             ],
             settings.kafka,
             options=options,
             producer=producer,
-            output_topics=[topics.PROMPTS_TASKS],
+            output_topics=[settings.output_topic],
             resources=[self.store],
         )
 

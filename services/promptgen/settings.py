@@ -1,6 +1,8 @@
 """Settings of the promptgen service (``EGX_PROMPTGEN_*``), composing the shared Kafka, database and MinIO blocks.
 
     EGX_PROMPTGEN_GROUP_ID=promptgen       consumer group (its dead letters go to dlq.<group>)
+    EGX_PROMPTGEN_SCENES_TOPIC=scenes.ingested, _RESULTS_TOPIC=results.stored, _QUERIES_TOPIC=queries.requested,
+    EGX_PROMPTGEN_OUTPUT_TOPIC=prompts.tasks
     EGX_PROMPTGEN_CHIP_SIZE=128            the model's input size (the shipped model's vision_config.image_size)
     EGX_PROMPTGEN_TILE_SIZE=128            window size in scene pixels (resized to the chip size)
     EGX_PROMPTGEN_OVERLAP=16               scene pixels shared by neighbouring tiles
@@ -17,6 +19,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from earthgptx.bus import topics
 from earthgptx.runtime import ServiceSettings
 from earthgptx.settings import DatabaseSettings, KafkaSettings, ObjectStoreSettings
 from services.promptgen.cascade import Policy
@@ -26,6 +29,10 @@ class Settings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="EGX_PROMPTGEN_", extra="ignore")
 
     group_id: str = "promptgen"
+    scenes_topic: str = topics.SCENES_INGESTED
+    results_topic: str = topics.RESULTS_STORED
+    queries_topic: str = topics.QUERIES_REQUESTED
+    output_topic: str = topics.PROMPTS_TASKS
     chip_size: int = Field(default=128, gt=0)
     tile_size: int = Field(default=128, gt=0)
     overlap: int = Field(default=16, ge=0)
