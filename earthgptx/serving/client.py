@@ -2,7 +2,7 @@
 
 ``build_inputs`` makes the entry model's inputs for either client flavour (``tritonclient.grpc`` or ``.http``);
 ``parse_outputs`` turns a result into a ``ServedAnswer``. ``AsyncTritonClient`` wraps the gRPC asyncio client and
-translates failures, once, into two library errors a consumer can act on:
+translates failures, once, into the bus's error model (``earthgptx.bus.errors``), so a handler lets them propagate:
 
 - ``TritonUnavailable`` (transient): the server is not reachable, not ready, or the model is not loaded / loading,
   the call timed out, or the server failed internally. Retry later; never dead-letter for it.
@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from earthgptx.bus.errors import DependencyUnavailable, PermanentError
 from earthgptx.serving.requests import ServedAnswer, ServingRequest
 from earthgptx.serving.text import decode_text, encode_text
 
@@ -27,11 +28,12 @@ OUTPUT_NAMES = ("ANSWER", "BOXES", "LABEL", "COUNT", "MASK", "MODEL_VERSION")
 _INVALID_STATUSES = frozenset({"StatusCode.INVALID_ARGUMENT", "400"})
 
 
-class TritonUnavailable(ConnectionError):
-    """Triton could not answer now (down, not ready, model loading, timeout, internal failure): retry later."""
+class TritonUnavailable(DependencyUnavailable):
+    """Triton could not answer now (down, not ready, model loading, timeout, internal failure): retry later, without
+    limit (the bus never dead-letters a record for it)."""
 
 
-class TritonRejected(ValueError):
+class TritonRejected(PermanentError):
     """Triton refused the request as invalid; ``reason`` is its message."""
 
     def __init__(self, reason: str) -> None:
