@@ -17,6 +17,7 @@ import yaml
 from kits.imports import (
     Module,
     compose_torch_free_modules,
+    entry_module,
     heavy_import_chain,
     library_imports_of_services,
     read_modules,
@@ -56,8 +57,8 @@ def test_platform_modules_do_not_load_torch(modules: dict[str, Module]) -> None:
 
 def test_processes_of_the_torch_free_image_do_not_load_torch(modules: dict[str, Module]) -> None:
     compose = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
-    runs = compose_torch_free_modules(compose)
-    assert "resultstore" in runs and "migrate" in runs
+    runs = {service: entry_module(modules, m) for service, m in compose_torch_free_modules(compose).items()}
+    assert runs["resultstore"] == "services.resultstore.__main__" and "migrate" in runs
     assert all(module in modules for module in runs.values()), runs
     chains = {service: heavy_import_chain(modules, module) for service, module in runs.items()}
     assert not {service: chain for service, chain in chains.items() if chain}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kits.imports import compose_torch_free_modules, load_time_closure, read_modules
+from kits.imports import compose_torch_free_modules, entry_module, load_time_closure, read_modules
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
@@ -81,8 +81,8 @@ def test_the_torch_free_image_installs_what_its_processes_import_and_no_torch(pr
     assert not installs & ML_ONLY
 
     modules = read_modules(REPO)
-    starts = [*compose_torch_free_modules(compose).values(), "earthgptx.runtime", "earthgptx.bus",
-              "earthgptx.store", "earthgptx.geo"]  # fmt: skip
+    processes = [entry_module(modules, m) for m in compose_torch_free_modules(compose).values()]
+    starts = [*processes, "earthgptx.runtime", "earthgptx.bus", "earthgptx.store", "earthgptx.geo"]
     _, imported = load_time_closure(modules, starts)
     providers = metadata.packages_distributions()
     third_party = imported - set(sys.stdlib_module_names) - {"__future__"}

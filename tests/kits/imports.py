@@ -193,3 +193,9 @@ def compose_torch_free_modules(compose: dict[str, Any]) -> dict[str, str]:
         if "ml" not in extras and len(command) >= 3 and command[:2] == ["python", "-m"]:
             found[name] = command[2]
     return found
+
+
+def entry_module(modules: dict[str, Module], name: str) -> str:
+    """What ``python -m name`` runs: the package's ``__main__`` when ``name`` is a package that has one."""
+    main = f"{name}.__main__"
+    return main if main in modules else name
