@@ -41,7 +41,13 @@ def write_cog(
     profile.update(blockxsize=blocksize, blockysize=blocksize)
     if np.dtype(source.dtypes[0]).kind in "iu":
         profile["predictor"] = 2
-    config = {"GDAL_NUM_THREADS": threads, "GDAL_CACHEMAX": cache_mb, "GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize)}
+    # In bytes: rasterio hands GDAL_CACHEMAX to GDALSetCacheMax64, which keeps it for the whole process (a bare
+    # 256 would mean 256 bytes, and every later read would crawl).
+    config = {
+        "GDAL_NUM_THREADS": threads,
+        "GDAL_CACHEMAX": cache_mb * 1024 * 1024,
+        "GDAL_TIFF_OVR_BLOCKSIZE": str(blocksize),
+    }
     try:
         cog_translate(
             source,

@@ -109,3 +109,16 @@ def gcp_scene(folder: Path) -> Path:
     ) as dst:
         dst.write(data)
     return path
+
+
+def sample_geotiff(name: str) -> Path:
+    """A real GeoTIFF unpacked by ``deploy/local/samples.sh`` (``make up`` runs it) into ``$EGX_CACHE/samples``."""
+    import os
+
+    import pytest
+
+    cache = Path(os.environ.get("EGX_CACHE") or Path.home() / ".cache" / "earthgptx")
+    path = cache / "samples" / "localtileserver" / name
+    if not path.is_file():
+        pytest.fail(f"sample {name} is missing; run `deploy/local/samples.sh install` (make up does)")
+    return path

@@ -228,3 +228,12 @@ def test_sidecar_and_metadata_parsing() -> None:
                           (b'{"bands": 3}', "list of band names")]:  # fmt: skip
         with pytest.raises(SceneRejected, match=expected):
             parse_sidecar(bad)
+
+
+def test_writing_a_cog_leaves_gdal_a_usable_block_cache(tmp_path: Path) -> None:
+    # rasterio keeps GDAL_CACHEMAX for the process: given in MB it would be read as bytes, and every later read
+    # (the STAC statistics, the next scene) would take minutes.
+    path, _ = generated_scene(tmp_path, "optical")
+    with rasterio.open(path) as src:
+        write_cog(src, tmp_path / "cog.tif", cache_mb=64)
+    assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) >= 64 * 1024 * 1024

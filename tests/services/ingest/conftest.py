@@ -28,7 +28,7 @@ from earthgptx.v1.events_pb2 import SceneIngested
 from services.ingest.main import create_app
 from services.ingest.settings import Settings
 
-MAX_UPLOAD_BYTES = 3_000_000
+MAX_UPLOAD_BYTES = 12_000_000
 
 
 def _free_port() -> int:
