@@ -39,7 +39,13 @@ from earthgptx.radiometry.conversions import (
     normalise_product_level,
     to_model_units,
 )
-from earthgptx.radiometry.metadata import BandMeta, band_metas_from_stac, parse_mtl, read_band_metas
+from earthgptx.radiometry.metadata import (
+    BandMeta,
+    band_meta_from_ingest,
+    band_metas_from_stac,
+    parse_mtl,
+    read_band_metas,
+)
 from earthgptx.radiometry.read import read_chip
 
 __all__ = [
@@ -58,6 +64,7 @@ __all__ = [
     "RefusedInput",
     "UnknownRegionError",
     "UnreferencedPromptError",
+    "band_meta_from_ingest",
     "band_metas_from_stac",
     "check_chip",
     "check_instruction",

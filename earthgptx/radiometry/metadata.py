@@ -23,7 +23,14 @@ from typing import Any
 
 from rasterio.io import DatasetReader
 
-__all__ = ["BandMeta", "band_metas_from_stac", "parse_mtl", "read_band_metas", "sensor_band_of"]
+__all__ = [
+    "BandMeta",
+    "band_meta_from_ingest",
+    "band_metas_from_stac",
+    "parse_mtl",
+    "read_band_metas",
+    "sensor_band_of",
+]
 
 _SENSOR_BAND = re.compile(r"^(?:(?:SR|ST|TOA|QA)_)?B0*(\d{1,2}A?)$", re.IGNORECASE)
 
@@ -180,3 +187,25 @@ def band_metas_from_stac(
             )
         )
     return metas
+
+
+def band_meta_from_ingest(
+    band: Mapping[str, Any], scene_tags: Mapping[str, str] | None = None, dtype: str | None = None
+) -> BandMeta:
+    """``BandMeta`` from the band record ingest stores with a scene (``earthgptx.scenes.validate.BandInfo.to_json``:
+    ``name``, ``canonical``, ``description``, ``unit``, ``scale``, ``offset``, ``nodata`` (``"nan"`` for NaN),
+    ``tags``), the scene's dtype and its dataset-level tags (sun elevation, MTL or Sentinel-2 keys)."""
+    nodata = band.get("nodata")
+    scale, offset = band.get("scale"), band.get("offset")
+    description = band.get("description")
+    name = band.get("canonical") or band.get("name")
+    return BandMeta(
+        name=name,
+        unit=band.get("unit"),
+        scale=float(scale) if scale is not None else 1.0,
+        offset=float(offset) if offset is not None else 0.0,
+        nodata=float(nodata) if nodata is not None else None,
+        dtype=dtype,
+        sensor_band=sensor_band_of(description) or sensor_band_of(band.get("name")),
+        tags={**(scene_tags or {}), **{str(k): str(v) for k, v in (band.get("tags") or {}).items()}},
+    )

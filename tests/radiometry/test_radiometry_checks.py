@@ -106,5 +106,11 @@ def test_prompts_and_regions_must_match() -> None:
 
 
 def test_every_refusal_is_a_value_error() -> None:
-    for error in (EmptyChipError, ChipTooLargeError, ComplexBandError, EmptyInstructionError, UnknownRegionError):
+    for error in (
+        EmptyChipError,
+        ChipTooLargeError,
+        ComplexBandError,
+        EmptyInstructionError,
+        UnknownRegionError,
+    ):
         assert issubclass(error, RefusedInput) and issubclass(error, ValueError)

@@ -15,6 +15,7 @@ from rasterio.transform import from_origin
 from earthgptx.radiometry import (
     BandMeta,
     EmptyChipError,
+    band_meta_from_ingest,
     band_metas_from_stac,
     conversion_for,
     normalise_product_level,
@@ -462,3 +463,28 @@ def test_unknown_modality_and_all_nodata_are_refused() -> None:
         to_model_units(
             np.zeros((1, SIZE, SIZE), np.uint16), "sar", [BandMeta(name="vv", nodata=0, dtype="uint16")]
         )
+
+
+def test_band_records_from_ingest_map_to_conversions() -> None:
+    # As earthgptx.scenes stores a band (BandInfo.to_json) with the scene's dtype and dataset tags.
+    stored = {
+        "index": 1,
+        "name": "red",
+        "canonical": "red",
+        "description": "B4",
+        "unit": None,
+        "scale": 1.0,
+        "offset": 0.0,
+        "nodata": 0.0,
+        "colorinterp": "gray",
+        "tags": {},
+    }
+    meta = band_meta_from_ingest(stored, parse_mtl(LANDSAT_L1_MTL), dtype="uint16")
+    assert meta.sensor_band == "4" and meta.nodata == 0.0
+    conversion = conversion_for(meta, "optical", "L1TP")
+    assert conversion.kind == "toa_reflectance" and conversion.sun_elevation_deg == pytest.approx(
+        SUN_ELEVATION
+    )
+    nan_nodata = band_meta_from_ingest({**stored, "nodata": "nan", "unit": "K"}, dtype="float32")
+    assert nan_nodata.nodata is not None and np.isnan(nan_nodata.nodata)
+    assert conversion_for(nan_nodata, "infrared").kind == "temperature"
