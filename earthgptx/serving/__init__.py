@@ -6,6 +6,7 @@
     vision.py         the ONNX vision graph over many requests at once (ragged prompt counts)
     requests.py       one request in (validated, encoded by the processor), one answer out (chip pixels)
     client.py         calling the entry model with tritonclient (gRPC asyncio / HTTP); errors as transient/invalid
+    answers.py        the request and answer types (plain data, no torch: what a calling service needs)
     text.py           text tensors as UTF-8 bytes in UINT8 (why: the wheel stub's NumPy 1.x bridge)
     version.py        the checkpoint's version string, carried by every response
 

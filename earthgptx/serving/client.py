@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from earthgptx.bus.errors import DependencyUnavailable, PermanentError
-from earthgptx.serving.requests import ServedAnswer, ServingRequest
+from earthgptx.serving.answers import ServedAnswer, ServingRequest
 from earthgptx.serving.text import decode_text, encode_text
 
 ENTRY_MODEL = "earthgptx"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,25 +22,9 @@ import torch.nn.functional as F
 
 from earthgptx.model import EarthGPTXProcessor, parse_answer
 from earthgptx.model.processing_earthgptx import modality_id
+from earthgptx.serving.answers import InvalidRequest, ServedAnswer, ServingRequest
 
 MAX_BANDS = 13
-
-
-class InvalidRequest(ValueError):
-    """A request the model cannot answer as given (bad bands, prompts, modality, text); never worth a retry."""
-
-
-@dataclass
-class ServingRequest:
-    """One question about one chip (see the module docstring)."""
-
-    bands: np.ndarray
-    modality: str
-    band_names: list[str]
-    prompts: list[dict[str, Any]]
-    instruction: str
-    max_new_tokens: int | None = None
-    sar_scale: str = "amplitude"
 
 
 @dataclass
@@ -56,20 +40,6 @@ class PreparedRequest:
     width: int
     height: int
     max_new_tokens: int
-
-
-@dataclass
-class ServedAnswer:
-    """The answer to one request: ``boxes`` ``[x1, y1, x2, y2]`` in chip pixels; ``count`` -1 when the answer is
-    not a number; ``mask`` ``(H, W)`` uint8 at chip size (0/1; ``(0, 0)`` when the answer has no ``[SEG]``)."""
-
-    text: str
-    label: str
-    boxes: list[list[float]]
-    count: int
-    mask: np.ndarray
-    model_version: str = ""
-    masks: list[np.ndarray] = field(default_factory=list)
 
 
 def parse_prompts(text: str) -> list[dict[str, Any]]:

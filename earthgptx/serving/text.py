@@ -9,8 +9,12 @@ batched model adds the batch dimension in front. ``earthgptx.serving.client`` do
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def encode_text(text: str) -> np.ndarray:
@@ -18,9 +22,9 @@ def encode_text(text: str) -> np.ndarray:
     return np.frombuffer(text.encode("utf-8"), dtype=np.uint8).copy()
 
 
-def decode_text(values: np.ndarray | torch.Tensor) -> str:
+def decode_text(values: Any) -> str:
     """A uint8 array or tensor of UTF-8 bytes (any shape; flattened) → the text; bad bytes raise ``ValueError``."""
-    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    array = values.detach().cpu().numpy() if hasattr(values, "detach") else np.asarray(values)
     if array.size == 0:  # some clients hand an empty tensor back as float64
         return ""
     if array.dtype != np.uint8:
@@ -33,6 +37,8 @@ def decode_text(values: np.ndarray | torch.Tensor) -> str:
 
 def text_tensor(text: str) -> torch.Tensor:
     """``text`` → a 1-D uint8 tensor (for DLPack)."""
+    import torch
+
     return torch.from_numpy(encode_text(text))
 
 

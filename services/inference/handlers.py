@@ -37,8 +37,8 @@ from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from earthgptx import events
 from earthgptx.bus import PermanentError
+from earthgptx.serving.answers import ServedAnswer, ServingRequest
 from earthgptx.serving.client import TritonRejected, TritonUnavailable
-from earthgptx.serving.requests import ServedAnswer, ServingRequest
 from earthgptx.v1.events_pb2 import (
     Answer,
     DetectedBox,

@@ -78,7 +78,9 @@ def test_the_services_image_installs_extras_and_runs_in_production(compose: dict
     assert 'pip install -c requirements.lock ".[${EXTRAS}]"' in dockerfile
     assert "pip install -r requirements.lock" not in dockerfile
     ours = {n: s for n, s in compose["services"].items() if (s.get("build") or {}).get("target") == "services"}
-    assert {"migrate", "resultstore", "promptgen"} <= set(ours)
+    assert {"migrate", "resultstore", "promptgen", "inference"} <= set(ours)
+    assert ours["inference"]["command"] == ["python", "-m", "services.inference"]
+    assert ours["inference"]["depends_on"]["triton"]["condition"] == "service_healthy"
     for name, service in ours.items():
         assert set(service["build"]["args"]["EXTRAS"].split(",")) <= {"platform", "api", "ml"}, name
         assert service["environment"]["EGX_ENVIRONMENT"] == "production", name

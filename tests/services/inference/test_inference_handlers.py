@@ -14,8 +14,8 @@ import rasterio
 from google.protobuf.message import Message
 
 from earthgptx import events
+from earthgptx.serving.answers import ServedAnswer, ServingRequest
 from earthgptx.serving.client import TritonRejected, TritonUnavailable
-from earthgptx.serving.requests import ServedAnswer, ServingRequest
 from earthgptx.v1.events_pb2 import (
     InferenceResult,
     Level,
