@@ -22,7 +22,7 @@ from earthgptx.geo.affine import affine_from_message
 from earthgptx.geo.crs import GeoreferenceError, check_georeference, lonlat_transformer
 from earthgptx.v1.events_pb2 import TileWindow
 
-__all__ = ["check_chip_georeference", "check_transform_in_crs"]
+__all__ = ["check_chip_georeference", "check_chip_georeferences", "check_transform_in_crs"]
 
 # Largest plausible pixel: a degree (geographic CRS) or 100 km (projected); smallest: a millimetre (projected).
 MAX_PIXEL_DEGREES = 1.0
@@ -55,21 +55,66 @@ def _facts(crs_text: str) -> _CrsFacts:
 
 def check_chip_georeference(tile: TileWindow) -> None:
     """Raise ``GeoreferenceError`` unless the tile's chip transform and CRS can place the chip on Earth."""
-    if not tile.HasField("chip_transform"):
-        raise GeoreferenceError("tile has no chip transform")
-    t = tile.chip_transform
-    coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
-    if not all(math.isfinite(v) for v in coefficients):
-        raise GeoreferenceError(f"chip transform has a non-finite coefficient {list(coefficients)}")
-    check_transform_in_crs(
-        affine_from_message(tile.chip_transform), tile.crs, tile.chip_width, tile.chip_height
-    )
+    [reason] = check_chip_georeferences([tile])
+    if reason is not None:
+        raise GeoreferenceError(reason)
 
 
 def check_transform_in_crs(transform: Affine, crs: str, width: int, height: int) -> None:
     """Raise ``GeoreferenceError`` unless a ``width`` x ``height`` raster with ``transform`` is plausible in ``crs``."""
     if not all(math.isfinite(v) for v in tuple(transform)[:6]):
         raise GeoreferenceError(f"transform has a non-finite coefficient {list(tuple(transform)[:6])}")
+    facts = _check_units(transform, crs)
+    corners = [transform @ (col, row) for col in (0, width) for row in (0, height)]
+    xs, ys = [x for x, _ in corners], [y for _, y in corners]
+    if facts.to_lonlat is not None:
+        try:
+            lon, lat = facts.to_lonlat.transform(xs, ys, errcheck=True)
+        except ProjError as exc:
+            raise GeoreferenceError(f"chip corners {corners} do not project from {crs} to EPSG:4326: {exc}") from exc
+        lons, lats = list(lon), list(lat)
+    else:
+        lons, lats = xs, ys
+    reason = _outside_area_of_use(facts, crs, corners, lons, lats)
+    if reason is not None:
+        raise GeoreferenceError(reason)
+
+
+def check_chip_georeferences(tiles: list[TileWindow]) -> list[str | None]:
+    """``check_chip_georeference`` for many tiles at once (one pyproj call per CRS): the reason each is refused,
+    or None. A batch of results costs a few array operations instead of a transform per tile."""
+    reasons: list[str | None] = [None] * len(tiles)
+    corners_by_crs: dict[str, list[tuple[int, list[tuple[float, float]]]]] = {}
+    for index, tile in enumerate(tiles):
+        try:
+            if not tile.HasField("chip_transform"):
+                raise GeoreferenceError("tile has no chip transform")
+            t = tile.chip_transform
+            coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
+            if not all(math.isfinite(v) for v in coefficients):
+                raise GeoreferenceError(f"chip transform has a non-finite coefficient {list(coefficients)}")
+            transform = affine_from_message(t)
+            _check_units(transform, tile.crs)
+        except (GeoreferenceError, ValueError) as exc:
+            reasons[index] = str(exc)
+            continue
+        corners = [transform @ (col, row) for col in (0, tile.chip_width) for row in (0, tile.chip_height)]
+        corners_by_crs.setdefault(tile.crs.strip(), []).append((index, corners))
+    for crs, entries in corners_by_crs.items():
+        xs = [x for _, corners in entries for x, _ in corners]
+        ys = [y for _, corners in entries for _, y in corners]
+        facts = _facts(crs)
+        if facts.to_lonlat is not None:
+            lons, lats = facts.to_lonlat.transform(xs, ys, errcheck=False)
+        else:
+            lons, lats = xs, ys
+        for n, (index, corners) in enumerate(entries):
+            lon, lat = list(lons[4 * n:4 * n + 4]), list(lats[4 * n:4 * n + 4])
+            reasons[index] = _outside_area_of_use(facts, crs, corners, lon, lat)
+    return reasons
+
+
+def _check_units(transform: Affine, crs: str) -> _CrsFacts:
     check_georeference(transform, crs)
     facts = _facts(crs.strip())
     pixel = max(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
@@ -86,25 +131,17 @@ def check_transform_in_crs(transform: Affine, crs: str, width: int, height: int)
                 "degrees while the CRS is projected"
             )
         if metres > MAX_PIXEL_METRES:
-            raise GeoreferenceError(
-                f"pixel size {metres:g} m under {crs} is larger than {MAX_PIXEL_METRES:g} m"
-            )
-    corners = [transform @ (col, row) for col in (0, width) for row in (0, height)]
-    xs, ys = [x for x, _ in corners], [y for _, y in corners]
-    if facts.to_lonlat is not None:
-        try:
-            lon, lat = facts.to_lonlat.transform(xs, ys, errcheck=True)
-        except ProjError as exc:
-            raise GeoreferenceError(
-                f"chip corners {corners} do not project from {crs} to EPSG:4326: {exc}"
-            ) from exc
-        lons, lats = list(lon), list(lat)
-    else:
-        lons, lats = xs, ys
+            raise GeoreferenceError(f"pixel size {metres:g} m under {crs} is larger than {MAX_PIXEL_METRES:g} m")
+    return facts
+
+
+def _outside_area_of_use(
+    facts: _CrsFacts, crs: str, corners: list[tuple[float, float]], lons: list[float], lats: list[float]
+) -> str | None:
     if not all(math.isfinite(v) for v in (*lons, *lats)):
-        raise GeoreferenceError(f"chip corners {corners} project outside EPSG:4326 from {crs}")
+        return f"chip corners {corners} do not project from {crs} to EPSG:4326"
     if facts.bounds is None:
-        return
+        return None
     margin = GEOGRAPHIC_MARGIN_DEGREES if facts.crs.is_geographic else PROJECTED_MARGIN_DEGREES
     west, south, east, north = facts.bounds
     inside_lat = all(south - margin <= v <= north + margin for v in lats)
@@ -112,9 +149,10 @@ def check_transform_in_crs(transform: Affine, crs: str, width: int, height: int)
         inside_lon = all(west - margin <= v <= east + margin for v in lons)
     else:  # the area of use crosses the antimeridian
         inside_lon = all(v >= west - margin or v <= east + margin for v in lons)
-    if not (inside_lat and inside_lon):
-        raise GeoreferenceError(
-            f"chip corners (lon, lat) {[(round(a, 4), round(b, 4)) for a, b in zip(lons, lats, strict=True)]} "
-            f"lie outside the area of use of {crs} ({west}, {south}, {east}, {north}): the transform does not "
-            "belong to this CRS"
-        )
+    if inside_lat and inside_lon:
+        return None
+    return (
+        f"chip corners (lon, lat) {[(round(a, 4), round(b, 4)) for a, b in zip(lons, lats, strict=True)]} "
+        f"lie outside the area of use of {crs} ({west}, {south}, {east}, {north}): the transform does not "
+        "belong to this CRS"
+    )

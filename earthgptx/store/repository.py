@@ -192,6 +192,19 @@ def _upsert_results_statement() -> Any:
     ).returning(_results.c.task_id, _results.c.ordinal)
 
 
+def _done_tasks_statement() -> Any:
+    insert = pg_insert(_tasks)
+    return insert.on_conflict_do_update(
+        index_elements=[_tasks.c.id],
+        set_={
+            "status": insert.excluded.status,
+            "error": None,
+            "updated_at": func.now(),
+            "timings": _tasks.c.timings.op("||")(insert.excluded.timings),
+        },
+    )
+
+
 def _dedupe_results(chunk: list[ResultRecord]) -> list[ResultRecord]:
     # One INSERT ... ON CONFLICT DO UPDATE may not touch the same row twice; the last record for a key wins.
     by_key = {(r.task_id, r.ordinal): r for r in chunk}
@@ -219,6 +232,7 @@ class Repository:
         self.engine = engine
         self.chunk_size = chunk_size
         self._upsert_results_stmt = _upsert_results_statement()
+        self._done_tasks_stmt = _done_tasks_statement()
 
     @classmethod
     def from_settings(cls, settings: DatabaseSettings | None = None, **options: Any) -> Repository:
@@ -369,13 +383,16 @@ class Repository:
             _check_timings(item.task.id, item.timings)
         if not batch:
             return []
-        task_insert = pg_insert(_tasks).on_conflict_do_nothing(index_elements=[_tasks.c.id])
-        task_rows = list({row["id"]: row for row in (_task_row(item.task) for item in batch)}.values())
+        # One statement per chunk inserts the missing tasks and marks every task done (a redelivered task keeps
+        # its other columns); the last item of a task id in the batch gives its timings.
+        task_rows = list({
+            item.task.id: {**_task_row(item.task), "status": "done", "error": None, "timings": dict(item.timings)}
+            for item in batch
+        }.values())
         with self._transaction(f"record results of {len(batch)} task(s)") as connection:
             for chunk in _chunks(task_rows, self.chunk_size):
-                connection.execute(task_insert, chunk)
+                connection.execute(self._done_tasks_stmt, chunk)
             written = self._write_results_by_task(connection, (r for item in batch for r in item.results))
-            self._mark_done(connection, [(item.task.id, item.timings) for item in batch])
         outcome: list[int] = []
         seen: set[str] = set()
         for item in batch:
