@@ -10,6 +10,7 @@ UPPER="$(echo "$NAME" | tr '[:lower:]' '[:upper:]')"
 case "$NAME" in
   promptgen) DEFAULT_PORT=58093 ;;
   resultstore) DEFAULT_PORT=58094 ;;
+  inference) DEFAULT_PORT=58095 ;;
   *) die "worker.sh: unknown service $NAME" ;;
 esac
 PORT_VAR="EGX_${UPPER}_METRICS_PORT"

@@ -246,7 +246,11 @@ class PromptgenHandler:
         scene = self.store.scene(event.scene_id)
         if scene is None:
             raise PermanentError(f"results.stored for task {task.id} of unknown scene {event.scene_id}")
-        tile, chip = event.tile, event.chip
+        tile = event.tile
+        # The stored event names the tile; the chip is the one the answered task was asked about.
+        chip = ObjectRef(bucket=task.chip_bucket or "", key=task.chip_key or "", content_type=CHIP_MEDIA_TYPE)
+        if not chip.key:
+            raise PermanentError(f"task {task.id} has no chip to ask the next level about")
         modality = _modality_name(scene)
         questions: list[Question] = []
         if task.level == cascade.L1 and task.task == cascade.COUNTING_TASK:

@@ -104,9 +104,7 @@ class World:
         record = task_record(result)
         rows = result_records(result, record.id)
         self.repository.record_results([TaskResults(record, tuple(rows), {})])
-        stored = result_stored(result, record.id, rows, 0.0)
-        stored.chip.CopyFrom(task.chip)
-        return stored
+        return result_stored(result, record.id, rows, 0.0)
 
 
 @pytest.fixture(scope="module")
