@@ -84,3 +84,18 @@ def test_the_services_image_installs_extras_and_runs_in_production(compose: dict
     for name, service in ours.items():
         assert set(service["build"]["args"]["EXTRAS"].split(",")) <= {"platform", "api", "ml"}, name
         assert service["environment"]["EGX_ENVIRONMENT"] == "production", name
+
+
+def test_ingest_service_and_the_drop_buckets_notification_target(compose: dict) -> None:
+    services = compose["services"]
+    ingest = services["ingest"]
+    assert ingest["command"] == ["python", "-m", "services.ingest"]
+    assert ingest["build"]["target"] == "services" and ingest["environment"]["EGX_ENVIRONMENT"] == "production"
+    assert ingest["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "/healthz" in " ".join(ingest["healthcheck"]["test"])
+    minio = services["minio"]["environment"]
+    assert minio["MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY"] == "on"
+    assert minio["MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY"] == "kafka:9092"
+    assert minio["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "scenes.dropped"  # earthgptx.scenes.drops.DROP_TOPIC
+    queue = minio["MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY"]
+    assert any(str(v).endswith(":" + queue) for v in services["minio"]["volumes"])
