@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -114,3 +117,9 @@ def test_every_refusal_is_a_value_error() -> None:
         UnknownRegionError,
     ):
         assert issubclass(error, RefusedInput) and issubclass(error, ValueError)
+
+
+def test_the_library_loads_without_torch() -> None:
+    # Services of the torch-free image (promptgen, resultstore, api) call these modules.
+    code = "import sys, earthgptx.radiometry, earthgptx.answers; sys.exit(1 if 'torch' in sys.modules else 0)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
