@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 import numpy as np
@@ -90,6 +90,11 @@ _CELSIUS_UNITS = {"c", "°c", "degc", "deg_c", "celsius", "degree_celsius"}
 _REFLECTANCE_UNITS = {"reflectance", "1", "none", "unitless", "dimensionless", "toa reflectance", "sr"}
 _DISPLAY_UNITS = {"display", "display_sqrt", "sqrt", "8-bit display"}
 _DN_UNITS = {"dn", "digital number", "digital numbers", "counts"}
+# Landsat 8/9 band numbers of the processor's band names, for products whose bands carry only those names.
+_LANDSAT_BAND_NUMBERS: Final[dict[str, str]] = {
+    "coastal": "1", "blue": "2", "green": "3", "red": "4", "nir": "5", "swir16": "6", "swir22": "7",
+    "cirrus": "9", "tir": "10", "b": "2", "g": "3", "r": "4", "swir1": "6", "swir2": "7", "thermal": "10",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -344,6 +349,9 @@ def conversion_for(
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
     level = normalise_product_level(product_level)
+    if band_meta.sensor_band is None and level in ("L1", "L2") and band_meta.name:
+        number = _LANDSAT_BAND_NUMBERS.get(band_meta.name.strip().lower())
+        band_meta = replace(band_meta, sensor_band=number) if number else band_meta
     if _is_synthetic(band_meta, level):
         return {
             "optical": Conversion("display", gain=1.0 / 255.0),

@@ -488,3 +488,11 @@ def test_band_records_from_ingest_map_to_conversions() -> None:
     nan_nodata = band_meta_from_ingest({**stored, "nodata": "nan", "unit": "K"}, dtype="float32")
     assert nan_nodata.nodata is not None and np.isnan(nan_nodata.nodata)
     assert conversion_for(nan_nodata, "infrared").kind == "temperature"
+
+
+def test_landsat_bands_named_only_by_the_processors_names() -> None:
+    mtl = parse_mtl(LANDSAT_L1_MTL)
+    red = conversion_for(BandMeta(name="red", dtype="uint16", tags=mtl), "optical", "L1TP")
+    assert red.kind == "toa_reflectance" and red.gain == pytest.approx(2e-5)
+    tir = conversion_for(BandMeta(name="tir", dtype="uint16", tags=mtl), "infrared", "L1TP")
+    assert tir.kind == "thermal_radiance" and tir.k1 == pytest.approx(774.8853)
