@@ -53,6 +53,7 @@ from earthgptx import events
 from earthgptx.bus import EventTooLargeError, PermanentError
 from earthgptx.geo import affine_from_message, chip_to_scene_transform, is_georeferenced
 from earthgptx.geo.crs import lonlat_transformer
+from earthgptx.geo.masks import mask_from_png, mask_polygons
 from earthgptx.geo.validation import check_chip_georeferences
 from earthgptx.store.records import ResultRecord, TaskRecord, TaskResults
 from earthgptx.v1.events_pb2 import (
@@ -96,6 +97,12 @@ class ClaimStore(Protocol):
     def put_bytes(self, bucket: str, key: str, data: bytes, *, content_type: str = ...) -> Any: ...
 
 
+class MaskReader(Protocol):
+    """The part of ``earthgptx.store.objects.ObjectStore`` that reads a ``[SEG]`` answer's mask PNG."""
+
+    def get_stream(self, bucket: str, key: str) -> Any: ...
+
+
 def result_id(task_id: str, ordinal: int) -> str:
     """How ``ResultStored.result_ids`` name a row of ``results`` (its primary key is task id + ordinal)."""
     return f"{task_id}:{ordinal}"
@@ -123,6 +130,7 @@ class ResultStoreHandler:
         claims: ClaimStore | None = None,
         claims_bucket: str = "claims",
         inline_event_bytes: int = INLINE_EVENT_BYTES,
+        masks: MaskReader | None = None,
     ) -> None:
         self.repository = repository
         self.publisher = publisher
@@ -132,6 +140,7 @@ class ResultStoreHandler:
         self.claims = claims
         self.claims_bucket = claims_bucket
         self.inline_event_bytes = inline_event_bytes
+        self.masks = masks
 
     def on_inference_result(self, event: InferenceResult) -> None:
         """One record: stored and announced, or ``PermanentError`` raised."""
@@ -147,7 +156,7 @@ class ResultStoreHandler:
         for index, event in enumerate(batch):
             try:
                 task = task_record(event)
-                drafts.append((index, task, _draft(event, task.id, self.allow_ungeoreferenced)))
+                drafts.append((index, task, _draft(event, task.id, self.allow_ungeoreferenced, self._mask_region(event))))
             except PermanentError as exc:
                 rejected[index] = exc
         # Georeferencing of the whole batch at once (one pyproj call per CRS).
@@ -191,6 +200,14 @@ class ResultStoreHandler:
                 },
             )
         return rejected
+
+    def _mask_region(self, event: InferenceResult) -> BaseGeometry | None:
+        """A ``[SEG]`` answer's mask (a PNG in MinIO) as polygons in chip pixels (``earthgptx.geo.masks``)."""
+        ref = event.answer.mask
+        if self.masks is None or not event.answer.HasField("mask") or not ref.key:
+            return None
+        with self.masks.get_stream(ref.bucket, ref.key) as chunks:
+            return mask_polygons(mask_from_png(b"".join(chunks)))
 
     def _prepare(
         self, index: int, event: InferenceResult, task: TaskRecord, results: list[ResultRecord]
@@ -370,7 +387,9 @@ class _Draft:
     georeferenced: bool
 
 
-def _draft(event: InferenceResult, task_id: str, allow_ungeoreferenced: bool) -> _Draft:
+def _draft(
+    event: InferenceResult, task_id: str, allow_ungeoreferenced: bool, mask: BaseGeometry | None = None
+) -> _Draft:
     if not event.HasField("answer"):
         raise _reject(event, "no answer")
     _check_tile(event, event.tile)
@@ -380,7 +399,9 @@ def _draft(event: InferenceResult, task_id: str, allow_ungeoreferenced: bool) ->
     if not georeferenced and not allow_ungeoreferenced:
         raise _reject(event, "tile has no georeference (crs/chip_transform) and pixel-only results are not allowed")
     if not answer.boxes:
-        return _Draft(event, task_id, [_asked_about(event)], [answer.label], [answer.score], georeferenced)
+        # A [SEG] answer is where its mask is; other box-less answers are about what was asked.
+        region = mask if mask is not None else _asked_about(event)
+        return _Draft(event, task_id, [region], [answer.label], [answer.score], georeferenced)
     for index, detected in enumerate(answer.boxes):
         _check_box(event, index, detected)
     return _Draft(

@@ -36,6 +36,7 @@ class ResultStoreService(ConsumerService):
             allow_ungeoreferenced=settings.allow_ungeoreferenced,
             publish_timeout_s=settings.publish_timeout_s,
             claims=self.objects,
+            masks=self.objects,
             claims_bucket=settings.claims_bucket,
         )
         consume = (
