@@ -12,6 +12,16 @@ so that it can write them in one transaction and flush its producer once; it ret
 index) with their ``PermanentError``. When a batch handler raises a permanent error or exhausts its retries, the
 batch is split into single records and each is handled alone, so that one bad record never takes others with it.
 
+Concurrent mode. ``ConsumerOptions(concurrency=N)`` with N > 1 keeps up to N records in flight on N worker
+threads (for a service whose handler waits on a server, e.g. inference keeping Triton's dynamic batcher fed).
+Records of one partition may then finish out of order; each partition's offset is committed only up to its first
+record not yet done, so a crash while some are in flight redelivers them (and any finished after them) and loses
+nothing. Retries, outages and dead letters work per record exactly as in the sequential mode. While N records are
+in flight, the partitions are paused and ``run`` keeps polling (membership kept). Single-record routes only.
+
+    loop = ConsumerLoop("inference", [route(PROMPTS_TASKS, PromptTask, on_prompt_task)], settings,
+                        ConsumerOptions(concurrency=16))
+
 Acknowledgement policy. The offset after a record is committed only once the record is done: its handler
 returned, or its dead letter was acknowledged by the broker (acks=all). Commits are made from ``run`` at the end of
 every batch and, during a long batch, before each liveness poll (rebalances happen inside ``poll``, so progress is
@@ -45,6 +55,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
+import itertools
 import logging
 import random
 import signal
@@ -143,6 +154,8 @@ class ConsumerOptions:
     transient_exceptions: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
     poll_timeout_ms: int = 500
     max_poll_records: int = 500
+    # Records in flight at once (1: one at a time, in partition order; N > 1: the concurrent mode).
+    concurrency: int = 1
     # How often the loop polls while a handler runs; capped at a quarter of max_poll_interval_ms.
     liveness_poll_s: float = 0.5
     # How long to wait at start for the routed topics to appear in the broker's metadata.
@@ -250,6 +263,10 @@ class ConsumerLoop:
         topics = [r.topic for r in routes]
         if len(set(topics)) != len(topics):
             raise ValueError(f"each topic may have one route only, got {topics}")
+        if options is not None and options.concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {options.concurrency}")
+        if options is not None and options.concurrency > 1 and any(r.batch_handler is not None for r in routes):
+            raise ValueError("the concurrent mode takes single-record routes only (a batch route handles a poll)")
         self.group_id = group_id
         self.routes: dict[str, Route[Any]] = {r.topic: r for r in routes}
         self.settings = settings or KafkaSettings()
@@ -286,6 +303,8 @@ class ConsumerLoop:
         }
         self._rebalance_metric = metrics.REBALANCES.labels(group_id)
         self._ready = True
+        self._stats_lock = threading.Lock()
+        self._in_flight = _InFlight()
         self.not_ready_reason = ""
         self._on_readiness = on_readiness
         self._ready_metric = metrics.CONSUMER_READY.labels(group_id)
@@ -351,9 +370,15 @@ class ConsumerLoop:
             liveness_s = min(self.options.liveness_poll_s, config["max_poll_interval_ms"] / 1000 / 4)
             consumer.subscribe(list(self.routes), listener=_Listener(self))
             self._wait_for_topic_metadata(consumer)
-            worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"egx-{self.group_id}")
-            log.info("group %s: consuming %s (dead letters to %s)",
-                     self.group_id, list(self.routes), self.dead_letter_topic)
+            worker = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.options.concurrency, thread_name_prefix=f"egx-{self.group_id}"
+            )
+            log.info("group %s: consuming %s (dead letters to %s)%s",
+                     self.group_id, list(self.routes), self.dead_letter_topic,
+                     f", up to {self.options.concurrency} records in flight" if self.options.concurrency > 1 else "")
+            if self.options.concurrency > 1:
+                self._run_concurrent(worker, stop_when)
+                return self.stats
             carry: dict[TopicPartition, list[Any]] = {}
             while not self._stop.is_set() and not (stop_when is not None and stop_when()):
                 records = carry or consumer.poll(timeout_ms=self.options.poll_timeout_ms)
@@ -366,6 +391,7 @@ class ConsumerLoop:
             if worker is not None:
                 worker.shutdown(wait=True)
             if self._consumer is not None:
+                self._advance_in_flight()
                 self._commit()
                 self._consumer.close(autocommit=False)
             if self._owns_producer and self._dead_letter_producer is not None:
@@ -434,6 +460,58 @@ class ConsumerLoop:
         if consumer.paused():
             consumer.resume(*consumer.paused())
         return carry
+
+    def _run_concurrent(
+        self, worker: concurrent.futures.ThreadPoolExecutor, stop_when: Callable[[], bool] | None
+    ) -> None:
+        """The concurrent mode's poll loop: keep up to ``concurrency`` records in flight (module docstring)."""
+        consumer = self._consumer
+        assert consumer is not None
+        capacity = self.options.concurrency
+        in_flight_metric = metrics.RECORDS_IN_FLIGHT.labels(self.group_id)
+        while not self._stop.is_set() and not (stop_when is not None and stop_when()):
+            free = capacity - self._in_flight.count()
+            if free > 0:
+                if consumer.paused():
+                    consumer.resume(*consumer.paused())
+                # While records are in flight, poll briefly: completions are committed soon after they happen.
+                timeout = LIVENESS_POLL_MS if self._in_flight.count() else self.options.poll_timeout_ms
+                records = consumer.poll(timeout_ms=timeout, max_records=free)
+            else:
+                consumer.pause(*consumer.assignment())
+                records = consumer.poll(timeout_ms=LIVENESS_POLL_MS)
+            self._active = self._in_flight.partitions()
+            self._after_poll()
+            if self._lost:
+                self._in_flight.forget(self._lost)
+                # A lost partition assigned to us again starts afresh from its committed offset.
+                self._lost -= consumer.assignment()
+            for tp, partition_records in records.items():
+                for record in partition_records:
+                    ticket = self._in_flight.add(tp, record.offset)
+                    worker.submit(self._run_in_flight, tp, record, ticket)
+            in_flight_metric.set(self._in_flight.count())
+            self._advance_in_flight()
+            self._commit()
+        in_flight_metric.set(0)
+
+    def _run_in_flight(self, tp: TopicPartition, record: Any, ticket: int) -> None:
+        """A worker thread's part: handle one record; mark it done unless it was interrupted."""
+        try:
+            done = self._process_record(record)
+        except Exception:  # the record stays undone (redelivered); the worker must not die silently
+            log.exception("group %s: record %s failed outside the error model", self.group_id, _where(record))
+            done = False
+        if not done:
+            with self._stats_lock:
+                self.stats.abandoned += 1
+        self._in_flight.finish(tp, record.offset, ticket, done)
+
+    def _advance_in_flight(self) -> None:
+        """Move each partition's progress up to its first record not done (run thread)."""
+        for tp, next_offset in self._in_flight.committable().items():
+            if tp not in self._lost:
+                self._progress[tp] = next_offset
 
     def _after_poll(self) -> None:
         """Act on a rebalance that happened inside ``poll``: partitions no longer ours are not worked on."""
@@ -627,7 +705,8 @@ class ConsumerLoop:
         if outcome is _Outcome.DONE:
             processed, _, _ = self._metrics[records[0].topic]
             processed.inc()
-            self.stats.processed += 1
+            with self._stats_lock:
+                self.stats.processed += 1
         return outcome is not _Outcome.INTERRUPTED
 
     def _attempt(self, records: list[Any], call: Callable[[], None], *, split: bool, trace_id: str) -> _Outcome:
@@ -765,10 +844,68 @@ class ConsumerLoop:
             self._set_ready(True)
         label = cause_label(cause)
         metrics.RECORDS_DEAD_LETTERED.labels(self.group_id, record.topic, label).inc()
-        self.stats.dead_lettered += 1
+        with self._stats_lock:
+            self.stats.dead_lettered += 1
         log.warning("group %s: dead-lettered %s to %s (%s): %s",
                     self.group_id, _where(record), self.dead_letter_topic, label, reason)
         return True
+
+
+class _InFlight:
+    """Offsets handed to workers, per partition; what may be committed is the prefix of each that is done.
+
+    Thread-safe: workers mark records done or abandoned, the run thread adds records and reads the prefix. An
+    abandoned record (interrupted: stop, partition lost) blocks its partition until the partition is forgotten,
+    so nothing after it is committed and it is delivered again. Each entry has a ticket: a worker still busy with
+    a record of a partition that was lost and assigned again cannot mark the new delivery of that offset.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # partition -> offset -> (ticket, state); state True: done, False: being handled, None: abandoned
+        self._offsets: dict[TopicPartition, dict[int, tuple[int, bool | None]]] = {}
+        self._tickets = itertools.count()
+
+    def add(self, tp: TopicPartition, offset: int) -> int:
+        with self._lock:
+            ticket = next(self._tickets)
+            self._offsets.setdefault(tp, {})[offset] = (ticket, False)
+            return ticket
+
+    def finish(self, tp: TopicPartition, offset: int, ticket: int, done: bool) -> None:
+        with self._lock:
+            partition = self._offsets.get(tp)
+            if partition is not None and partition.get(offset, (None, None))[0] == ticket:
+                partition[offset] = (ticket, True if done else None)
+
+    def count(self) -> int:
+        """Records still being handled (abandoned ones no longer occupy a worker)."""
+        with self._lock:
+            return sum(1 for p in self._offsets.values() for _, state in p.values() if state is False)
+
+    def partitions(self) -> set[TopicPartition]:
+        with self._lock:
+            return {tp for tp, p in self._offsets.items() if p}
+
+    def committable(self) -> dict[TopicPartition, int]:
+        """Per partition with progress: the offset after its done prefix (those entries are dropped)."""
+        out: dict[TopicPartition, int] = {}
+        with self._lock:
+            for tp, partition in self._offsets.items():
+                for offset in sorted(partition):
+                    if partition[offset][1] is not True:
+                        break
+                    del partition[offset]
+                    out[tp] = offset + 1
+        return out
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Stop tracking partitions no longer ours (their records will be delivered to the new owner)."""
+        if not partitions:
+            return
+        with self._lock:
+            for tp in partitions:
+                self._offsets.pop(tp, None)
 
 
 class _Outcome(enum.Enum):

@@ -28,3 +28,6 @@ HANDLER_SECONDS = Histogram(
 CONSUMER_READY = Gauge(
     "egx_bus_consumer_ready", "1 when the consumer's dependencies answer, 0 while it waits out an outage", ["group"]
 )
+RECORDS_IN_FLIGHT = Gauge(
+    "egx_bus_records_in_flight", "Records handed to the concurrent mode's workers and not yet done", ["group"]
+)

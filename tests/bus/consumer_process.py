@@ -3,6 +3,7 @@
     python consumer_process.py crash  TOPIC GROUP WORKDIR   # stores the event, then SIGKILLs itself
     python consumer_process.py store  TOPIC GROUP WORKDIR   # stores events until stopped
     python consumer_process.py slow   TOPIC GROUP WORKDIR   # marks start/end of a 2 s handler; stop with SIGTERM
+    python consumer_process.py concurrent TOPIC GROUP WORKDIR  # 4 in flight; scene "block" never finishes
 """
 
 from __future__ import annotations
@@ -43,9 +44,16 @@ def main() -> None:
         sink.store(event, os.getpid())
         (work / f"finished.{event.scene_id}").touch()
 
-    handler = on_slow if mode == "slow" else on_store
+    def on_concurrent(event: SceneIngested) -> None:
+        if event.scene_id == "block":
+            (work / "blocking").touch()
+            time.sleep(120)  # still in flight when the test kills the process
+        sink.store(event, os.getpid())
+
+    handler = {"slow": on_slow, "concurrent": on_concurrent}.get(mode, on_store)
     # A short rebalance timeout, so that the next member does not wait long for this one if it is killed.
-    options = fast_options(consumer_overrides={"max_poll_interval_ms": 3000})
+    options = fast_options(consumer_overrides={"max_poll_interval_ms": 3000},
+                           concurrency=4 if mode == "concurrent" else 1)
     loop = ConsumerLoop(group, [route(topic, SceneIngested, handler)], KafkaSettings(), options)
     ensure_topics_from_settings(loop.settings, loop.topics)  # what a service's lifecycle does at start
     (work / "running").touch()
