@@ -128,18 +128,25 @@ def parse_mtl(text: str) -> dict[str, str]:
 
 
 def read_band_metas(
-    src: DatasetReader, names: Sequence[str] | None = None, extra_tags: Mapping[str, str] | None = None
+    src: DatasetReader,
+    names: Sequence[str] | None = None,
+    extra_tags: Mapping[str, str] | None = None,
+    indexes: Sequence[int] | None = None,
 ) -> list[BandMeta]:
-    """Every band's ``BandMeta`` from an open rasterio dataset (``names`` overrides the band descriptions;
-    ``extra_tags``, e.g. a parsed MTL, sit under the file's own tags)."""
-    if names is not None and len(names) != src.count:
-        raise ValueError(f"{len(names)} band names for a file of {src.count} bands")
+    """The ``BandMeta`` of every band (or of the 1-based ``indexes``) of an open rasterio dataset; ``names``
+    (one per band read) override the band descriptions; ``extra_tags``, e.g. a parsed MTL, sit under the file's
+    own tags."""
+    chosen = list(indexes) if indexes is not None else list(range(1, src.count + 1))
+    if any(not 1 <= i <= src.count for i in chosen):
+        raise ValueError(f"band indexes {chosen} outside 1..{src.count}")
+    if names is not None and len(names) != len(chosen):
+        raise ValueError(f"{len(names)} band names for {len(chosen)} bands read")
     dataset_tags = {**(extra_tags or {}), **src.tags()}
     metas = []
-    for index in range(1, src.count + 1):
+    for position, index in enumerate(chosen):
         band_tags = {**dataset_tags, **src.tags(index)}
         description = src.descriptions[index - 1]
-        name = names[index - 1] if names is not None else description
+        name = names[position] if names is not None else description
         nodata = src.nodatavals[index - 1]
         metas.append(
             BandMeta(

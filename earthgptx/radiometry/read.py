@@ -25,6 +25,7 @@ def read_chip(
     modality: str,
     *,
     bands: Sequence[str] | None = None,
+    indexes: Sequence[int] | None = None,
     window: Window | None = None,
     product_level: str | None = None,
     sensor: str | None = None,
@@ -32,15 +33,16 @@ def read_chip(
 ) -> ModelInput:
     """The chip ``window`` of ``path`` (all of it when ``None``) in the model units of ``modality``.
 
-    ``bands`` names the file's bands (default: their descriptions); ``extra_tags`` (e.g. ``parse_mtl(...)``)
+    ``indexes`` (1-based) picks bands of the file (default: all); ``bands`` names the bands read (default: their
+    descriptions); ``extra_tags`` (e.g. ``parse_mtl(...)``)
     sit under the file's own tags; ``product_level`` falls back to the file's ``PROCESSING_LEVEL`` /
     ``product_level`` tag.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
         with rasterio.open(path) as src:
-            metas = read_band_metas(src, bands, extra_tags)
-            array = src.read(window=window)
+            metas = read_band_metas(src, bands, extra_tags, indexes)
+            array = src.read(list(indexes) if indexes is not None else None, window=window)
     level = product_level or metas[0].tag("product_level", "PROCESSING_LEVEL")
     names = tuple(bands) if bands is not None else None
     return to_model_units(array, modality, metas, level, sensor, bands=names)
