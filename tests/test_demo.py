@@ -67,7 +67,7 @@ def test_demo_stores_one_georeferenced_result_and_can_run_twice(tmp_path: Path) 
         os.environ["EGX_S3_ENDPOINT"], access_key=os.environ["EGX_S3_ACCESS_KEY"],
         secret_key=os.environ["EGX_S3_SECRET_KEY"], secure=False,
     )
-    stat = client.stat_object("scenes", f"demo/{summary['scene_id']}.tif")
+    stat = client.stat_object("scenes", f"cog/{summary['scene_id']}.tif")  # the COG ingest wrote
     assert (stat.size or 0) > 0
 
     # Idempotent: a second run finds the same ids and leaves the very same row (updated_at included).

@@ -2,9 +2,9 @@
 
 With the local stack up (``make up``), it
 1. applies the database migrations and creates the topics;
-2. generates one synthetic, georeferenced optical scene (``earthgptx.data``), writes it as a cloud-optimised
-   GeoTIFF and uploads it to MinIO (``scenes`` bucket);
-3. writes the scene row (footprint in EPSG:4326 from the raster's own transform and CRS);
+2. generates one synthetic, georeferenced optical scene (``earthgptx.data``) as a GeoTIFF;
+3. sends it to the ingest service (``POST /v1/scenes``, as a ground station would) and waits until it is
+   ingested: its COG in MinIO, its row in PostGIS (footprint in EPSG:4326), ``scenes.ingested`` published;
 4. starts the resultstore service (``python -m services.resultstore``, a subprocess);
 5. publishes one ``InferenceResult`` on ``inference.results``: a grounding answer whose box is the ground truth
    of one object of the scene, *as if the model had answered* (the model is not wired into the pipeline yet);
@@ -16,8 +16,8 @@ With the local stack up (``make up``), it
 Every id is deterministic (scene, task, events), so running it again rewrites nothing and leaves one row.
 Exits non-zero with the failing step and its reason when something goes wrong.
 
-Steps 2 and 3 (the section "the scene" below: ``make_scene_file``, ``upload_scene``, ``write_scene_row``) stand
-in for the ingest service; the published answer stands in for the model.
+The scene enters through the ingest service (the section "the scene" below); the published answer stands in
+for the model.
 """
 
 from __future__ import annotations
@@ -40,9 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import rasterio
-import rasterio.shutil
 import shapely
 import sqlalchemy as sa
 from affine import Affine
@@ -70,12 +70,11 @@ from earthgptx.data.raster_io import write_geotiff
 from earthgptx.data.render import render
 from earthgptx.data.scene import Scene, SceneObject
 from earthgptx.formats import box_to_grid, format_box
-from earthgptx.geo import footprint_4326, make_tile
+from earthgptx.geo import make_tile
 from earthgptx.settings import DatabaseSettings, KafkaSettings, ObjectStoreSettings, load_stack_env
 from earthgptx.store import migrate
 from earthgptx.store.db import make_engine
-from earthgptx.store.objects import ObjectInfo, ObjectStore
-from earthgptx.store.records import SceneRecord, TaskRecord
+from earthgptx.store.records import TaskRecord
 from earthgptx.store.repository import Repository
 from earthgptx.v1.events_pb2 import (
     Answer,
@@ -100,8 +99,8 @@ STEPS = (
     "migrations",
     "topics",
     "scene",
-    "upload",
-    "scene row",
+    "ingest",
+    "task row",
     "service",
     "publish",
     "stored",
@@ -158,6 +157,7 @@ def check_reachable(kafka: KafkaSettings, database: DatabaseSettings, objects: O
         "PostgreSQL": f"{url.host or '127.0.0.1'}:{url.port or 5432}",
         "Kafka": kafka.bootstrap.split(",")[0],
         "MinIO": objects.endpoint,
+        "the ingest service": ingest_url().split("//", 1)[-1],
     }
     down = []
     for name, address in targets.items():
@@ -171,28 +171,30 @@ def check_reachable(kafka: KafkaSettings, database: DatabaseSettings, objects: O
         raise DemoError("not reachable: " + "; ".join(down))
 
 
-# -- the scene (what the ingest service will own) ----------------------------------------------------------
+# -- the scene, sent through the ingest service ------------------------------------------------------------
+
+
+def ingest_url() -> str:
+    """The stack's ingest service (``deploy/local/ingest.sh``), or ``EGX_INGEST_URL``."""
+    return os.environ.get("EGX_INGEST_URL") or f"http://127.0.0.1:{os.environ.get('EGX_INGEST_PORT', '58081')}"
 
 
 def make_scene_file(seed: int, folder: Path) -> DemoScene:
-    """Generate scene ``seed`` of the synthetic dataset, optical, as a cloud-optimised GeoTIFF."""
+    """Generate scene ``seed`` of the synthetic dataset, optical, as a plain GeoTIFF (what a station sends)."""
     scene = build_scene(seed, 0, SCENE_SIZE)
     image, bands = render(scene, "optical", np.random.default_rng([seed, 0, 100]))
-    plain = folder / "scene.tif"
-    write_geotiff(plain, image, bands, scene.georef.crs, scene.georef.transform, {"generator": "earthgptx demo"})
-    cog = folder / "scene_cog.tif"
-    rasterio.shutil.copy(plain, cog, driver="COG", compress="DEFLATE", overview_resampling="average")
-    # The row is made from what the file says, as ingest would do, not from the generator's own numbers.
-    with rasterio.open(cog) as src:
+    path = folder / "scene.tif"
+    write_geotiff(path, image, bands, scene.georef.crs, scene.georef.transform, {"generator": "earthgptx demo"})
+    with rasterio.open(path) as src:
         if src.crs is None:
             raise DemoError("the generated GeoTIFF has no CRS")
         transform = tuple(src.transform)[:6]
         crs = src.crs.to_string()
         dtype = src.dtypes[0]
     return DemoScene(
-        scene_id=events.deterministic_id("scene", "demo", seed),
+        scene_id="",  # the ingest service names it (from the file's SHA-256)
         scene=scene,
-        path=cog,
+        path=path,
         crs=crs,
         transform=transform,  # type: ignore[arg-type]
         bands=tuple(bands),
@@ -200,28 +202,35 @@ def make_scene_file(seed: int, folder: Path) -> DemoScene:
     )
 
 
-def upload_scene(store: ObjectStore, demo: DemoScene) -> ObjectInfo:
-    """Put the COG into the scenes bucket (idempotent: identical content is not uploaded again)."""
-    store.ensure_buckets()
-    info = store.put_file(
-        store.settings.scenes_bucket, f"demo/{demo.scene_id}.tif", demo.path,
-        content_type="image/tiff; application=geotiff; profile=cloud-optimized",
-    )
-    log.info("s3://%s/%s: %d bytes, sha256 %s", info.bucket, info.key, info.size, info.sha256)
-    return info
-
-
-def write_scene_row(repository: Repository, demo: DemoScene, info: ObjectInfo) -> None:
-    """The scene row, with its footprint in EPSG:4326 from the raster's own transform and CRS."""
-    footprint = footprint_4326(Affine(*demo.transform), demo.crs, SCENE_SIZE, SCENE_SIZE)
-    repository.upsert_scene(
-        SceneRecord(
-            id=demo.scene_id, source="earthgptx.demo", sensor="synthetic", modality="optical",
-            bands=demo.bands, dtype=demo.dtype, width=SCENE_SIZE, height=SCENE_SIZE,
-            object_bucket=info.bucket, object_key=info.key, footprint=footprint, crs=demo.crs,
-            transform=demo.transform, acquired_at=ACQUIRED_AT, sha256=info.sha256,
-        )
-    )
+def ingest_scene(demo: DemoScene, timeout_s: float) -> dict[str, Any]:
+    """POST the GeoTIFF to the ingest service and wait until it is ingested; returns its final status."""
+    url = ingest_url()
+    params = {
+        "modality": "optical", "bands": ",".join(demo.bands), "sensor": "synthetic", "source": "earthgptx.demo",
+        "acquired_at": ACQUIRED_AT.isoformat(),
+    }  # fmt: skip
+    try:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            response = client.post("/v1/scenes", content=demo.path.read_bytes(), params=params,
+                                   headers={"Content-Type": "image/tiff"})  # fmt: skip
+            if response.status_code not in (200, 202):
+                raise DemoError(f"ingest refused the scene ({response.status_code}): {response.text}")
+            body = response.json()
+            demo.scene_id = body["scene_id"]
+            log.info("ingest answered %d: scene %s %s (%s)", response.status_code, demo.scene_id, body["status"],
+                     "sent before" if body.get("duplicate") else "new")  # fmt: skip
+            deadline = time.monotonic() + timeout_s
+            while True:
+                status = client.get(body["status_url"]).json()
+                if status["status"] == "ingested":
+                    return dict(status)
+                if status["status"] == "rejected":
+                    raise DemoError(f"ingest rejected the scene: {status['reason']}")
+                if time.monotonic() > deadline:
+                    raise DemoError(f"scene {demo.scene_id} not ingested within {timeout_s:.0f} s")
+                time.sleep(0.1)
+    except httpx.HTTPError as exc:
+        raise DemoError(f"the ingest service at {url} did not answer ({exc}); `make up` starts it") from exc
 
 
 # -- the answer and the service -----------------------------------------------------------------------------
@@ -406,11 +415,11 @@ def run(console: Console, seed: int, timeout_s: float, summary_path: Path | None
                     "scene %s: optical %d x %d px, %s, %d objects; the demo grounds the %s (object %d)",
                     demo.scene_id, SCENE_SIZE, SCENE_SIZE, demo.crs, len(demo.scene.objects), obj.cls, obj.index,
                 )
-            with steps.step("upload", "uploading the COG to MinIO"):
-                info = upload_scene(ObjectStore(object_settings), demo)
-            with steps.step("scene row", "writing the scene row to PostGIS"):
+            with steps.step("ingest", "sending the scene to the ingest service"):
+                ingested = ingest_scene(demo, timeout_s)
+                log.info("scene %s ingested (%s)", demo.scene_id, ingested["name"] or "upload")
+            with steps.step("task row", "writing the task row to PostGIS"):
                 repository = Repository(engine)
-                write_scene_row(repository, demo, info)
                 tile = make_tile(
                     Affine(*demo.transform), demo.crs, Window(0, 0, SCENE_SIZE, SCENE_SIZE),
                     CHIP_SIZE, CHIP_SIZE,
