@@ -31,7 +31,7 @@ import numpy as np
 
 from earthgptx.formats import MODALITIES
 from earthgptx.radiometry import physics
-from earthgptx.radiometry.checks import EmptyChipError, check_chip
+from earthgptx.radiometry.checks import ComplexBandError, EmptyChipError, check_chip
 from earthgptx.radiometry.metadata import BandMeta
 
 __all__ = [
@@ -318,8 +318,6 @@ def _thermal(meta: BandMeta, level: str | None) -> Conversion:
 
 
 def _sar(meta: BandMeta, level: str | None) -> Conversion:
-    if meta.dtype is not None and np.issubdtype(np.dtype(meta.dtype), np.complexfloating):
-        raise ValueError(f"complex SAR band {meta.name!r}: convert to amplitude or intensity first")
     unit = _unit(meta)
     quantity = (meta.tag("sar:quantity", "SAR_QUANTITY") or "").lower() or None
     if unit in _DB_UNITS:
@@ -348,6 +346,8 @@ def conversion_for(
     """The conversion of one band from what ingest recorded about it (see ``docs/radiometry.md``)."""
     if modality not in MODALITIES:
         raise ValueError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+    if band_meta.dtype is not None and np.issubdtype(np.dtype(band_meta.dtype), np.complexfloating):
+        raise ComplexBandError(f"complex band {band_meta.name!r}: convert it to amplitude or intensity first")
     level = normalise_product_level(product_level)
     if band_meta.sensor_band is None and level in ("L1", "L2") and band_meta.name:
         number = _LANDSAT_BAND_NUMBERS.get(band_meta.name.strip().lower())

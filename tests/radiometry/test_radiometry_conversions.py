@@ -14,6 +14,7 @@ from rasterio.transform import from_origin
 
 from earthgptx.radiometry import (
     BandMeta,
+    ComplexBandError,
     EmptyChipError,
     band_meta_from_ingest,
     band_metas_from_stac,
@@ -496,3 +497,11 @@ def test_landsat_bands_named_only_by_the_processors_names() -> None:
     assert red.kind == "toa_reflectance" and red.gain == pytest.approx(2e-5)
     tir = conversion_for(BandMeta(name="tir", dtype="uint16", tags=mtl), "infrared", "L1TP")
     assert tir.kind == "thermal_radiance" and tir.k1 == pytest.approx(774.8853)
+
+
+def test_complex_sar_is_refused_by_its_metadata_and_its_pixels() -> None:
+    with pytest.raises(ComplexBandError):
+        conversion_for(BandMeta(name="vv", dtype="complex64"), "sar", "SLC")
+    slc = np.ones((1, SIZE, SIZE), dtype=np.complex64)
+    with pytest.raises(ComplexBandError):
+        to_model_units(slc, "sar", [BandMeta(name="vv", dtype="complex64")])
