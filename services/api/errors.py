@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tipg.errors import DEFAULT_STATUS_CODES as TIPG_STATUS_CODES
+from titiler.core.errors import DEFAULT_STATUS_CODES as TITILER_STATUS_CODES
 
 from earthgptx.bus import DependencyUnavailable
 from earthgptx.store.errors import InvalidRecord
@@ -107,18 +108,21 @@ def _http(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def _tipg(status: int) -> Any:
+def _library(status: int) -> Any:
+    kind = {404: "not_found", 422: "invalid"}.get(status, "bad_request")
+
     def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(body("bad_request" if status < 500 else "error", str(exc)), status_code=status)
+        return JSONResponse(body(kind, str(exc)), status_code=status)
 
     return handler
 
 
 def install(app: FastAPI) -> None:
-    """Register the map on ``app`` (tipg's own errors included, in the same body shape)."""
-    for exc_type, status in TIPG_STATUS_CODES.items():
-        if exc_type is not Exception:  # an unexpected error stays a logged 500, not a quiet one
-            app.add_exception_handler(exc_type, _tipg(status))
+    """Register the map on ``app`` (tipg's and titiler's own refusals included, in the same body shape)."""
+    for codes in (TIPG_STATUS_CODES, TITILER_STATUS_CODES):
+        for exc_type, status in codes.items():
+            if status < 500:  # unexpected errors stay logged 500s, not quiet ones
+                app.add_exception_handler(exc_type, _library(status))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidRecord, _invalid_record)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI
+from fastapi import Depends, FastAPI, Query
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,6 +26,7 @@ from prometheus_client import make_asgi_app
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tipg.collections import register_collection_catalog
 from tipg.database import close_db_connection, connect_to_db
+from tipg.dependencies import bbox_query as tipg_bbox_query
 from tipg.factory import Endpoints
 from tipg.settings import DatabaseSettings as TipgDatabaseSettings
 from tipg.settings import PostgresSettings
@@ -65,6 +66,7 @@ class ApiResources:
         self._admin: KafkaAdminClient | None = None
 
     def start(self) -> None:
+        imagery.use_object_store_credentials(self.settings.objects)
         ensure_topics_from_settings(self.settings.kafka, [self.settings.queries_topic])
 
     def problems(self) -> list[str]:
@@ -137,6 +139,14 @@ class BodyLimit:
         await JSONResponse(errors.body("too_large", reason), status_code=413)(scope, receive, send)
 
 
+def _bbox_query(bbox: Annotated[str | None, Query(description="west,south,east,north (lon/lat)")] = None) -> Any:
+    """tipg's bbox parameter, with a non-numeric value refused as 422 (tipg lets its ValueError become a 500)."""
+    try:
+        return tipg_bbox_query(bbox)
+    except ValueError:
+        raise errors.Invalid(f"bbox must be four (or six) comma-separated numbers, got {bbox!r}") from None
+
+
 def _landing() -> dict[str, Any]:
     return {
         "title": "EarthGPT-X query API",
@@ -181,6 +191,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(imagery.tiler().router, prefix="/imagery", tags=["imagery"], dependencies=[Depends(reader)])
     ogc = Endpoints(title="EarthGPT-X OGC API", router_prefix="/ogc", with_tiles_viewer=False)
     app.include_router(ogc.router, prefix="/ogc", dependencies=[Depends(reader)])
+    app.dependency_overrides[tipg_bbox_query] = _bbox_query
     app.mount("/metrics", make_asgi_app())
     if (settings.web_dir / "index.html").is_file():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")

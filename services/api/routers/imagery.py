@@ -10,6 +10,7 @@ the client to it with the scene's default rendering for its modality (``default_
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -19,6 +20,7 @@ from fastapi.responses import RedirectResponse
 from starlette.concurrency import run_in_threadpool
 from titiler.core.factory import TilerFactory
 
+from earthgptx.settings import ObjectStoreSettings
 from earthgptx.store.models import Scene
 from services.api.deps import Reader, ResourcesDep
 from services.api.errors import NotFound
@@ -72,15 +74,20 @@ async def scene_url(request: Request, scene: Annotated[str, Query(description="s
     return f"s3://{row.object_bucket}/{row.object_key}"
 
 
+def use_object_store_credentials(objects: ObjectStoreSettings) -> None:
+    """Give GDAL's S3 driver the object store's credentials. rasterio refuses AWS credentials as ``Env``
+    options, so they go where GDAL reads them itself: this process's environment (once, at start)."""
+    os.environ["AWS_ACCESS_KEY_ID"] = objects.access_key.get_secret_value()
+    os.environ["AWS_SECRET_ACCESS_KEY"] = objects.secret_key.get_secret_value()
+
+
 def gdal_environment(request: Request) -> dict[str, Any]:
-    """GDAL's S3 driver pointed at the object store (credentials stay in this process's memory)."""
+    """GDAL's S3 driver pointed at the object store (path-style addressing, as MinIO serves it)."""
     objects = request.app.state.resources.settings.objects
     return {
         "AWS_S3_ENDPOINT": objects.endpoint,
         "AWS_HTTPS": "YES" if objects.secure else "NO",
         "AWS_VIRTUAL_HOSTING": "FALSE",
-        "AWS_ACCESS_KEY_ID": objects.access_key.get_secret_value(),
-        "AWS_SECRET_ACCESS_KEY": objects.secret_key.get_secret_value(),
         "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
         "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff",
     }
