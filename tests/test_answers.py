@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from earthgptx.answers import AnswerParseError, parse_answer_strict, validate_box
+from earthgptx.data import generate_dataset, load_records
+from earthgptx.data.vocabulary import TASKS
 
 
 def test_a_grounding_answer() -> None:
@@ -100,3 +104,18 @@ def test_validate_box_and_unknown_task() -> None:
         validate_box([0, 5, 10, 5])
     with pytest.raises(ValueError, match="unknown task"):
         parse_answer_strict("ship", task="detection")
+
+
+def test_every_answer_of_the_dataset_parses(tmp_path: Path) -> None:
+    path = generate_dataset(tmp_path / "d", 4, seed=11, progress=False, records_per_task=2)
+    records = load_records(path)
+    assert {r["task"] for r in records} == set(TASKS)
+    for record in records:
+        answer = parse_answer_strict(
+            record["conversations"][1]["value"], task=record["task"], width=128, height=128
+        )
+        assert answer.parsed, (record["id"], record["conversations"][1]["value"], answer.failure)
+        if record["task"] == "grounding":
+            assert answer.boxes == [record["answer"]["box"]]
+        if record["task"] == "counting":
+            assert answer.count == record["answer"]["count"]
