@@ -158,6 +158,7 @@ def onnx_vision_check(
         fusion=wrapper.fusion,
         multi_modal_projector=wrapper.multi_modal_projector,
         mask_decoder=wrapper.mask_decoder,
+        counting_path=wrapper.counting_path,
         config=model.config,
     )
     with tempfile.TemporaryDirectory() as tmp:

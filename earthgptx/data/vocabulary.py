@@ -1,7 +1,7 @@
 """The closed vocabulary of the synthetic dataset: land covers, object classes, attributes, tasks.
 
 Answers use exactly these words, so a tiny model has a small, consistent target vocabulary and evaluation can
-compare strings after light normalisation (``earthgptx.training.metrics.normalize_answer``). The record format
+compare strings after light normalisation (``earthgptx.training.scoring.normalize_answer``). The record format
 itself (modalities, placeholders, the coordinate grid, prompt types) is ``earthgptx.formats``.
 """
 

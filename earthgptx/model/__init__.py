@@ -4,8 +4,11 @@ Laid out like transformers' LLaVA — one job per file::
 
     configuration_earthgptx.py   EarthGPTXConfig (+ vision/prompt/fusion sub-configs), presets tiny() / paper()
     tokenization_earthgptx.py    the trainable word-level tokenizer of `tiny`, special tokens
-    processing_earthgptx.py      EarthGPTXProcessor: bands, prompts, chat template, batching, output parsing
+    image_processing_earthgptx.py EarthGPTXImageProcessor: per-modality band preprocessing into 13 band slots
+    processing_earthgptx.py      EarthGPTXProcessor: prompts, chat template, batching, output parsing (+ the image processor)
     modeling_earthgptx.py        EarthGPTXForConditionalGeneration (forward with loss, generate)
+    counting_earthgptx.py        the counting path (centre head, count tokens) and the count copy
+    surgery_earthgptx.py         what a training stage does to a model before it trains
     export_onnx.py               the vision side as one ONNX graph, and an onnxruntime runner
     convert_earthgptx_weights.py pretrained DINOv2 / ConvNeXt / Llama parts from local HF-format folders
 
@@ -22,6 +25,7 @@ from earthgptx.model.configuration_earthgptx import (
     EarthGPTXPromptConfig,
     EarthGPTXVisionConfig,
 )
+from earthgptx.model.image_processing_earthgptx import EarthGPTXImageProcessor
 from earthgptx.model.modeling_earthgptx import (
     EarthGPTXForConditionalGeneration,
     EarthGPTXGenerateOutput,
@@ -50,6 +54,7 @@ __all__ = [
     "EarthGPTXForConditionalGeneration",
     "EarthGPTXFusionConfig",
     "EarthGPTXGenerateOutput",
+    "EarthGPTXImageProcessor",
     "EarthGPTXOutput",
     "EarthGPTXProcessor",
     "EarthGPTXPromptConfig",

@@ -57,6 +57,7 @@ class EarthGPTXVisionOnnx(nn.Module):
         self.fusion = model.fusion
         self.multi_modal_projector = model.multi_modal_projector
         self.mask_decoder = model.mask_decoder
+        self.counting_path = model.counting_path
         self.image_size = model.config.image_size
 
     def forward(

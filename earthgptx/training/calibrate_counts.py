@@ -26,10 +26,11 @@ import rasterio
 import torch
 
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.model.modeling_earthgptx import centre_peaks, run_vision_side
+from earthgptx.model.counting_earthgptx import centre_peaks
+from earthgptx.model.modeling_earthgptx import run_vision_side
 from earthgptx.training.auxiliary import chip_targets, synthetic_scene
-from earthgptx.training.config import load_run_config
 from earthgptx.training.datasets import ensure_dataset, load_split
+from earthgptx.training.recipe import load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run = load_run_config(args.config)
+    run = load_recipe(args.config)
     data = run.data
     records_path = ensure_dataset(
         data.train_dir, data.n_scenes, data.train_seed, data.chip_size, data.records_per_task, progress=False

@@ -43,7 +43,7 @@ from earthgptx.training.auxiliary import (
     stack_region_targets,
     synthetic_scene,
 )
-from earthgptx.training.config import DataConfig
+from earthgptx.training.recipe import DataSettings
 
 logger = logging.getLogger(__name__)
 
@@ -99,10 +99,16 @@ def ensure_dataset(
     )
 
 
-def ensure_eval_dataset(data: DataConfig, workers: int = 1, progress: bool = True) -> Path:
+def ensure_eval_dataset(data: DataSettings, workers: int = 1, progress: bool = True) -> Path:
     """``records.jsonl`` of the held-out set that ``data`` (a run's ``data`` section) names."""
     return ensure_dataset(
-        data.eval_dir, data.n_eval_scenes, data.eval_seed, data.chip_size, data.records_per_task, workers, progress
+        data.eval_dir,
+        data.n_eval_scenes,
+        data.eval_seed,
+        data.chip_size,
+        data.records_per_task,
+        workers,
+        progress,
     )
 
 
@@ -285,13 +291,9 @@ class EncodedDataset:
             },
         )  # fmt: skip
 
-    def batch(
-        self, indices: torch.Tensor, pad_token_id: int = 0, with_aux: bool = False
-    ) -> dict[str, torch.Tensor]:
-        """The training batch of samples ``indices`` (right-padded, as ``processor.collate(train=True)``).
-
-        With ``with_aux`` (and auxiliary targets present) it also holds the ``aux_*`` targets, which are not
-        model inputs: pop them before calling the model."""
+    def batch(self, indices: torch.Tensor, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
+        """The model inputs of samples ``indices`` (right-padded, as ``processor.collate(train=True)``); their
+        auxiliary targets come apart, from :meth:`aux_targets`."""
         cpu_index = indices.cpu().long()
         index = cpu_index.to(self.device)
         batch = index.shape[0]
@@ -331,11 +333,21 @@ class EncodedDataset:
             "prompt_valid": prompt_valid,
             "target_masks": target_masks,
         }
-        if with_aux and self.aux is not None:
-            chip = self.image_index[index]
-            for name, values in self.aux.items():
-                out[name] = values[index, :slots] if name == "aux_region" else values[chip]
         return out
+
+    def aux_targets(self, indices: torch.Tensor) -> dict[str, torch.Tensor] | None:
+        """The auxiliary targets of samples ``indices`` (per chip, and ``aux_region`` per prompt slot of the batch,
+        as many slots as :meth:`batch` gives), or ``None`` when the data has none."""
+        if self.aux is None:
+            return None
+        cpu_index = indices.cpu().long()
+        index = cpu_index.to(self.device)
+        slots = max(1, int(self._prompt_counts_cpu[cpu_index].max()))
+        chip = self.image_index[index]
+        return {
+            name: values[index, :slots] if name == "aux_region" else values[chip]
+            for name, values in self.aux.items()
+        }
 
 
 _TENSORS = (

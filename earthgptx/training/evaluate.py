@@ -8,7 +8,7 @@ Command line (``make eval`` runs the first)::
 
 The held-out set is generated from ``data.eval_seed`` (never a training seed; the generator is deterministic, so
 every host evaluates the same records). Records are encoded once, grouped by task and batched for greedy
-``generate``; answers are parsed by the processor and scored by :mod:`earthgptx.training.metrics`. The report is
+``generate``; answers are parsed by the processor and scored by :mod:`earthgptx.training.scoring`. The report is
 written to ``<model>/eval_report.json`` and ``<model>/eval_report.md`` (a partial run, with ``--limit`` or ``--tasks``,
 writes ``eval_report.partial.json``/``.md`` instead, so it never replaces a full report); the Markdown table and the acceptance
 check are printed, and the exit status is 1 when a target is missed (``--no-fail``: always 0). ``--tasks`` keeps
@@ -38,9 +38,9 @@ from tqdm import tqdm
 from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.processing_earthgptx import EncodedSample, prompt_centroid_grid
-from earthgptx.training import metrics
-from earthgptx.training.config import RunConfig, load_run_config
+from earthgptx.training import scoring
 from earthgptx.training.datasets import cpu_workers, encode_for_inference, ensure_eval_dataset, load_split
+from earthgptx.training.recipe import Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
 
@@ -71,14 +71,14 @@ def _read_mask(path: Path, size: int) -> np.ndarray:
 
 
 def _relation_gap(record: dict[str, Any]) -> float | None:
-    """For a relation between two prompts, how far apart their centroids are (``metrics.relation_gap``), from the
+    """For a relation between two prompts, how far apart their centroids are (``scoring.relation_gap``), from the
     same centroids the processor writes into the question when ``prompt_coordinates`` is on."""
     prompts = record.get("prompts") or []
     if record["task"] != "relation" or len(prompts) < 2:
         return None
     width, height = float(record["width"]), float(record["height"])
     first, second = (prompt_centroid_grid(p, width, height, i) for i, p in enumerate(prompts[:2]))
-    return metrics.relation_gap(str(record["answer"].get("relation", "")), first, second)
+    return scoring.relation_gap(str(record["answer"].get("relation", "")), first, second)
 
 
 def pick_device(requested: str) -> torch.device:
@@ -107,7 +107,7 @@ def predict(
     progress: bool = True,
     samples: Sequence[EncodedSample] | None = None,
 ) -> list[dict[str, Any]]:
-    """Greedy answers to ``records``: one evaluation row per record (``metrics.row_from_record`` form, with the
+    """Greedy answers to ``records``: one evaluation row per record (``scoring.row_from_record`` form, with the
     mask IoU already computed for pixel grounding). ``samples`` are the records already encoded for inference
     (``datasets.encode_for_inference``); they are encoded here when not given."""
     device = next(model.parameters()).device
@@ -144,11 +144,11 @@ def predict(
             )
             for i, answer in zip(chunk, answers, strict=True):
                 record = records[i]
-                row = metrics.row_from_record(record, answer.text, gap=_relation_gap(record))
+                row = scoring.row_from_record(record, answer.text, gap=_relation_gap(record))
                 if task == "pixel_grounding":
                     gt = _read_mask(root / record["answer"].get("mask", record.get("mask")), size)
                     pred = answer.masks[0] if answer.masks else None
-                    row["mask_iou"] = 0.0 if pred is None else metrics.mask_iou(pred, gt)
+                    row["mask_iou"] = 0.0 if pred is None else scoring.mask_iou(pred, gt)
                     row.pop("pred_mask", None)
                     row.pop("gt_mask", None)
                 rows[i] = row
@@ -158,7 +158,7 @@ def predict(
 
 
 def evaluate(
-    run: RunConfig,
+    run: Recipe,
     model_dir: str | Path,
     limit: int | None = None,
     device: str = "auto",
@@ -200,8 +200,8 @@ def evaluate(
         samples=samples,
     )
     predict_s = time.perf_counter() - t0
-    report = metrics.build_report(rows)
-    checks = metrics.check_thresholds(report)
+    report = scoring.build_report(rows)
+    checks = scoring.check_thresholds(report)
     report["acceptance"] = checks
     report["passed"] = all(c["passed"] for c in checks)
     report["eval_data"] = {
@@ -216,7 +216,7 @@ def evaluate(
     report["model_dir"] = str(model_dir)
     report["device"] = str(torch_device)
     report["timings_s"] = {"predict": round(predict_s, 1), "total": round(time.perf_counter() - started, 1)}
-    markdown = metrics.report_markdown(report)
+    markdown = scoring.report_markdown(report)
     header = (
         f"Model `{model_dir.name}`; held-out set: {len(records)} records from {data.n_eval_scenes} scenes generated "
         f"with seed {data.eval_seed} (training seed {data.train_seed}); greedy decoding on {torch_device}, "
@@ -236,7 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m earthgptx.training.evaluate", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("--config", required=True, type=Path, help="run configuration (YAML)")
+    parser.add_argument("--config", required=True, type=Path, help="the recipe (YAML under configs/)")
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective recipe (base and flags applied) and exit",
+    )
     parser.add_argument("--model", help="model directory (default: the config's train.output_dir)")
     parser.add_argument("--limit", type=int, help="evaluate only the first N held-out records")
     parser.add_argument(
@@ -258,13 +263,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run = load_run_config(args.config)
+    run = load_recipe(args.config)
     if args.workers is not None:
         run.data.workers = args.workers
     if args.eval_dir:
         run.data.eval_dir = args.eval_dir
     if args.n_eval_scenes:
         run.data.n_eval_scenes = args.n_eval_scenes
+    if args.print_config:
+        sys.stdout.write(run.to_yaml())
+        return 0
     if args.threads:
         torch.set_num_threads(args.threads)
     report = evaluate(

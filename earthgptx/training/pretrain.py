@@ -28,10 +28,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from earthgptx.data.vocabulary import LAND_COVERS
+from earthgptx.model.counting_earthgptx import centre_peaks
 from earthgptx.model.modeling_earthgptx import (
     EarthGPTXForConditionalGeneration,
     EarthGPTXVisionTower,
-    centre_peaks,
     run_vision_side,
 )
 from earthgptx.training.auxiliary import SEMANTIC_CLASSES, centre_focal_loss
@@ -309,11 +309,11 @@ def warm_up_centre_head(
     measured on chips the head never saw. Each step takes ``batch_size`` cached chips at random. AdamW, linear
     warm-up, cosine to zero; the penalty-reduced focal loss of the auxiliary losses.
     """
-    head = model.multi_modal_projector.count_head
-    if head is None:
+    if model.counting_path is None:
         raise ValueError(
             "the model has no counting path (count_classes = 0): there is no centre head to warm up"
         )
+    head = model.counting_path.count_head
     if data.aux is None or "aux_centre_map" not in data.aux:
         raise ValueError("the centre head warm-up needs the synthetic dataset's auxiliary targets")
     if steps < 1:
@@ -364,8 +364,8 @@ def centre_count_accuracy(
     model: EarthGPTXForConditionalGeneration, data: EncodedDataset, modalities: torch.Tensor, chips: range
 ) -> float:
     """The share of (chip, class) pairs whose peak count equals the true count, over ``chips``."""
-    head = model.multi_modal_projector.count_head
-    assert head is not None and data.aux is not None
+    assert model.counting_path is not None and data.aux is not None
+    head = model.counting_path.count_head
     threshold, window = model.config.count_threshold, model.config.count_window
     hits = total = 0
     for start in range(chips.start, chips.stop, 64):

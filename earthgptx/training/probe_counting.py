@@ -23,10 +23,10 @@ import torch
 
 from earthgptx.data.vocabulary import OBJECT_CLASSES
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.model.modeling_earthgptx import centre_peaks
+from earthgptx.model.counting_earthgptx import centre_peaks
 from earthgptx.training.calibrate_counts import true_centre_map
-from earthgptx.training.config import load_run_config
 from earthgptx.training.datasets import encode_for_inference, ensure_eval_dataset, load_split
+from earthgptx.training.recipe import load_recipe
 
 
 @torch.no_grad()
@@ -108,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--records", type=int, default=256, help="how many counting questions (the first ones)"
     )
     args = parser.parse_args(argv)
-    data = load_run_config(args.config).data
+    data = load_recipe(args.config).data
     records_path = ensure_eval_dataset(data, progress=False)
     records = [r for r in load_split(records_path, ["all"]) if r.get("task") == "counting"][: args.records]
     model = EarthGPTXForConditionalGeneration.from_pretrained(args.model)

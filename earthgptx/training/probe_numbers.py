@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.training.train import number_token_ids
+from earthgptx.model.surgery_earthgptx import number_token_ids
 
 
 @dataclass

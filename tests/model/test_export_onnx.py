@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration
+from earthgptx.model.counting_earthgptx import centre_peaks
 from earthgptx.model.export_onnx import (
     COUNT_OUTPUT_NAMES,
     INPUT_NAMES,
@@ -17,7 +18,6 @@ from earthgptx.model.export_onnx import (
     example_inputs,
     export_vision_onnx,
 )
-from earthgptx.model.modeling_earthgptx import centre_peaks
 
 pytestmark = pytest.mark.slow  # one export takes ~15 s on two cores
 
@@ -70,11 +70,11 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
     config = EarthGPTXConfig.from_dict({**model.config.to_dict(), "count_classes": 5})
     torch.manual_seed(7)
     counting = EarthGPTXForConditionalGeneration(config).eval()
-    projector = counting.multi_modal_projector
-    assert projector.count_head is not None
+    counting_path = counting.counting_path
+    assert counting_path is not None
     # trained, not the zero start: the head finds peaks
-    torch.nn.init.normal_(projector.count_head.out.weight, std=0.5)
-    torch.nn.init.zeros_(projector.count_head.out.bias)
+    torch.nn.init.normal_(counting_path.count_head.out.weight, std=0.5)
+    torch.nn.init.zeros_(counting_path.count_head.out.bias)
     path = export_vision_onnx(counting, tmp_path / "vision.onnx")
     inputs = example_inputs(config.image_size, 2, 3, seed=404)
     with torch.no_grad():

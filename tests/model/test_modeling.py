@@ -379,9 +379,36 @@ def test_prompt_position_features_are_the_centroid_and_start_as_a_no_op(config: 
     torch.testing.assert_close(only_values.position_features(masks), features[..., :3])
 
 
+def test_checkpoints_with_the_counting_path_under_the_projector_still_load(
+    tmp_path: Path, config: EarthGPTXConfig
+) -> None:
+    """Weights saved before the counting path had a module of its own (the shipped model's) are read under their
+    present names (``CHECKPOINT_KEY_MAPPING``): nothing missing, nothing left over, every tensor in place."""
+    from safetensors.torch import load_file, save_file
+
+    with_path = EarthGPTXConfig.from_dict(
+        {**config.to_dict(), "count_classes": 5, "count_number_ids": list(range(9))}
+    )
+    torch.manual_seed(3)
+    model = EarthGPTXForConditionalGeneration(with_path).eval()
+    model.save_pretrained(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    old = {
+        key.replace("counting_path.count_", "multi_modal_projector.count_"): v for key, v in weights.items()
+    }
+    assert any(key.startswith("multi_modal_projector.count_head.") for key in old)
+    save_file(old, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    loaded, info = EarthGPTXForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    expected = model.state_dict()
+    for key, value in loaded.state_dict().items():
+        torch.testing.assert_close(value, expected[key], msg=key)
+
+
 def test_counting_path_counts_centre_peaks_and_hands_over_count_tokens(config: EarthGPTXConfig) -> None:
     from earthgptx.data.vocabulary import OBJECT_CLASSES
-    from earthgptx.model.modeling_earthgptx import CENTRE_PRIOR_BIAS, centre_peaks
+    from earthgptx.model.counting_earthgptx import CENTRE_PRIOR_BIAS, centre_peaks
+    from earthgptx.model.modeling_earthgptx import cell_shares
 
     n_classes = len(OBJECT_CLASSES)
     with_path = EarthGPTXConfig.from_dict({**config.to_dict(), "count_classes": n_classes})
@@ -389,8 +416,8 @@ def test_counting_path_counts_centre_peaks_and_hands_over_count_tokens(config: E
     assert with_path.tokens_per_prompt == config.tokens_per_prompt + n_classes
     torch.manual_seed(0)
     model = EarthGPTXForConditionalGeneration(with_path).eval()
-    projector = model.multi_modal_projector
-    assert projector.count_head is not None and projector.count_head.out.out_channels == n_classes
+    projector = model.counting_path
+    assert projector is not None and projector.count_head.out.out_channels == n_classes
     torch.testing.assert_close(
         projector.count_head.out.bias, torch.full((n_classes,), CENTRE_PRIOR_BIAS)
     )  # a low centre probability everywhere at first
@@ -427,7 +454,7 @@ def test_counting_path_counts_centre_peaks_and_hands_over_count_tokens(config: E
     masks = torch.zeros(1, 2, 128, 128)
     masks[0, 0, :64, :64] = 1
     masks[0, 1, 80:82, 80] = 1  # one of the two pixel columns of cell (40, 40)
-    region = projector.region_counts(peaks, masks)
+    region = projector.region_counts(peaks, cell_shares(masks, 64))
     assert region.shape == (1, 2, 2)
     torch.testing.assert_close(region[0], torch.tensor([[1.0, 0.0], [0.5, 0.0]]))
 
@@ -438,8 +465,8 @@ def test_counting_path_counts_centre_peaks_and_hands_over_count_tokens(config: E
     assert not result.missing_keys
     unexpected = {".".join(k.split(".")[:2]) for k in result.unexpected_keys}
     assert unexpected == {
-        "multi_modal_projector.count_head", "multi_modal_projector.count_numbers",
-        "multi_modal_projector.count_names", "count_copy.query", "count_copy.key", "count_copy.gate",
+        "counting_path.count_head", "counting_path.count_numbers",
+        "counting_path.count_names", "count_copy.query", "count_copy.key", "count_copy.gate",
     }  # fmt: skip
     pixel_values = torch.randn(1, 13, 128, 128)
     valid = torch.tensor([[True, True]])
@@ -531,7 +558,7 @@ def test_counting_path_is_trained_with_a_focal_loss_on_the_centres() -> None:
 
 
 def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp_path: Path) -> None:
-    from earthgptx.training.train import apply_init_overrides
+    from earthgptx.model.surgery_earthgptx import apply_init_overrides
 
     torch.manual_seed(1)
     stage1 = EarthGPTXForConditionalGeneration(
@@ -564,7 +591,7 @@ def test_init_from_with_overrides_adds_the_new_part(config: EarthGPTXConfig, tmp
 
 
 def test_count_copy_mixes_the_pointed_counts_into_the_next_token() -> None:
-    from earthgptx.model.modeling_earthgptx import COPY_GATE_BIAS, COPY_POINTER_SCALE, EarthGPTXCountCopy
+    from earthgptx.model.counting_earthgptx import COPY_GATE_BIAS, COPY_POINTER_SCALE, EarthGPTXCountCopy
 
     torch.manual_seed(0)
     hidden, vocab = 8, 20

@@ -8,11 +8,14 @@ import pytest
 import torch
 
 from earthgptx.model import EarthGPTXProcessor
-from earthgptx.model.processing_earthgptx import (
+from earthgptx.model.image_processing_earthgptx import (
     INFRARED_ABSOLUTE_SLOT,
+    EarthGPTXImageProcessor,
     band_slots,
     brightness_temperature_kelvin,
     normalize_bands,
+)
+from earthgptx.model.processing_earthgptx import (
     parse_answer,
     prompt_centroid_grid,
     prompt_to_grid,
@@ -23,6 +26,18 @@ CONV = [{"from": "human", "value": "<image>\nWhat is <region1>?"}, {"from": "gpt
 
 
 # ------------------------------------------------------------------ bands
+def test_image_processor_normalises_per_modality_and_resizes_to_the_chip() -> None:
+    image_processor = EarthGPTXImageProcessor(image_size=16)
+    array = np.broadcast_to(np.array([40, 120, 200], np.uint8)[:, None, None], (3, 32, 32)).copy()
+    out = image_processor(array, "optical", ["red", "green", "blue"])
+    assert out.shape == (13, 16, 16) and out.dtype == torch.float32
+    slots = torch.from_numpy(normalize_bands(array, "optical", ["red", "green", "blue"]))
+    torch.testing.assert_close(out, slots[:, :16, :16])  # a flat chip keeps its values when resized
+    assert not out[3:].any()  # the other modalities' slots stay zero
+    with pytest.raises(ValueError, match="modality 'sar' needs 1 to 2 bands"):
+        image_processor(array, "sar", ["vv", "vh", "hh"])
+
+
 @pytest.mark.parametrize(
     ("modality", "bands", "dtype", "slots"),
     [

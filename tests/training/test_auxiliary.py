@@ -26,8 +26,10 @@ from earthgptx.training.auxiliary import (
     region_targets,
     synthetic_scene,
 )
+from earthgptx.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
 from earthgptx.training.datasets import AuxSpec, build_run_tokenizer, encode_dataset
-from earthgptx.training.train import CHECKPOINT_NAME, build_model_config, load_checkpoint, train
+from earthgptx.training.prepare import build_model_config
+from earthgptx.training.train import train
 
 GRID = 8
 PIXELS = 32
@@ -167,26 +169,29 @@ def _encoded_with_aux(run: Any, train_dir: Path, limit: int | None = None) -> tu
     return records, config, processor, data
 
 
-def test_encoded_batches_carry_aux_targets_only_when_asked(tmp_path: Path, train_dir: Path) -> None:
+def test_model_inputs_and_aux_targets_come_apart(tmp_path: Path, train_dir: Path) -> None:
     run = small_run(tmp_path, train_dir)
     records, config, processor, data = _encoded_with_aux(run, train_dir, limit=40)
     grid = config.vision_config.grid_size // config.projector_downsample
     index = torch.arange(8)
-    plain = data.batch(index)
-    assert not any(k.startswith("aux_") for k in plain)
-    batch = data.batch(index, with_aux=True)
-    assert batch["aux_token_semantic"].shape == (8, grid * grid, len(SEMANTIC_CLASSES))
-    assert batch["aux_pixel_labels"].shape == (8, CHIP // 2, CHIP // 2)
-    assert batch["aux_centre_map"].shape == (8, len(OBJECT_CLASSES), CHIP // 2, CHIP // 2)
-    assert batch["aux_region"].shape[:2] == batch["prompt_valid"].shape
+    inputs = data.batch(index)
+    assert not any(k.startswith("aux_") for k in inputs)
+    targets = data.aux_targets(index)
+    assert targets is not None and all(k.startswith("aux_") for k in targets)
+    assert targets["aux_token_semantic"].shape == (8, grid * grid, len(SEMANTIC_CLASSES))
+    assert targets["aux_pixel_labels"].shape == (8, CHIP // 2, CHIP // 2)
+    assert targets["aux_centre_map"].shape == (8, len(OBJECT_CLASSES), CHIP // 2, CHIP // 2)
+    assert targets["aux_region"].shape[:2] == inputs["prompt_valid"].shape
     # Region targets exist only in valid prompt slots.
-    has_target = (batch["aux_region"] != IGNORE).any(-1)
-    assert not bool((has_target & ~batch["prompt_valid"]).any())
+    has_target = (targets["aux_region"] != IGNORE).any(-1)
+    assert not bool((has_target & ~inputs["prompt_valid"]).any())
     # A subset keeps the per-sample targets aligned.
     sub = data.subset([5, 2])
-    torch.testing.assert_close(sub.batch(torch.arange(2), with_aux=True)["aux_region"],
-                               data.batch(torch.tensor([5, 2]), with_aux=True)["aux_region"])  # fmt: skip
-    assert encode_dataset(records, train_dir, processor, workers=1, progress=False).aux is None
+    sub_targets, data_targets = sub.aux_targets(torch.arange(2)), data.aux_targets(torch.tensor([5, 2]))
+    assert sub_targets is not None and data_targets is not None
+    torch.testing.assert_close(sub_targets["aux_region"], data_targets["aux_region"])
+    plain = encode_dataset(records, train_dir, processor, workers=1, progress=False)
+    assert plain.aux is None and plain.aux_targets(index) is None
 
 
 def test_training_with_aux_losses_logs_them_and_checkpoints_the_heads(
@@ -208,17 +213,20 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
     tmp_path: Path, train_dir: Path
 ) -> None:
     from earthgptx.model import EarthGPTXForConditionalGeneration
+    from earthgptx.model.surgery_earthgptx import count_name_token_ids, init_count_tokens
     from earthgptx.training.auxiliary import centre_focal_loss
+    from earthgptx.training.loop import teacher_forced
+    from earthgptx.training.prepare import counted_class_words
     from earthgptx.training.pretrain import chip_modalities, warm_up_centre_head
-    from earthgptx.training.train import count_name_token_ids, init_count_tokens, teacher_forced
 
-    run = small_run(tmp_path, train_dir, steps=6, aux_weight=1.0, count_head_warmup_steps=40)
+    run = small_run(tmp_path, train_dir, steps=6, aux_weight=1.0, centre_warmup={"steps": 40})
     run.model.overrides = {**run.model.overrides, "count_classes": len(OBJECT_CLASSES)}
     records, config, processor, data = _encoded_with_aux(run, train_dir)
     torch.manual_seed(0)
     model = EarthGPTXForConditionalGeneration(config)
     frozen = {k: v.clone() for k, v in model.state_dict().items() if ".count_head." not in k}
-    head = model.multi_modal_projector.count_head
+    assert model.counting_path is not None
+    head = model.counting_path.count_head
     assert head is not None
     chips = torch.arange(min(16, data.images.shape[0]))
     modalities = chip_modalities(data)[chips]
@@ -234,20 +242,24 @@ def test_counting_path_trains_its_centre_head_and_reads_the_true_counts(
     # The count tokens start as the words they stand for: the class names' plurals and the numbers.
     tokenizer = processor.tokenizer
     embeddings = model.get_input_embeddings().weight
-    projector = model.multi_modal_projector
+    projector = model.counting_path
+    assert projector is not None
     assert not torch.equal(
         projector.count_numbers.weight[3], embeddings[tokenizer.convert_tokens_to_ids("3")]
     )
-    init_count_tokens(model, tokenizer)
+    words = counted_class_words(len(OBJECT_CLASSES))
+    init_count_tokens(model, tokenizer, words)
     for n in range(config.count_max + 1):
         torch.testing.assert_close(
             projector.count_numbers.weight[n], embeddings[tokenizer.convert_tokens_to_ids(str(n))]
         )
-    names = count_name_token_ids(tokenizer, len(OBJECT_CLASSES))
+    names = count_name_token_ids(tokenizer, words)
     assert tokenizer.convert_ids_to_tokens(names) == ["ships", "airplanes", "tanks", "vehicles", "buildings"]
     torch.testing.assert_close(projector.count_names.weight, embeddings[torch.tensor(names)])
     with pytest.raises(ValueError, match="object classes"):
-        count_name_token_ids(tokenizer, len(OBJECT_CLASSES) + 1)
+        counted_class_words(len(OBJECT_CLASSES) + 1)
+    with pytest.raises(ValueError, match="no token for the class word"):
+        count_name_token_ids(tokenizer, ["submarines"])
     frozen = {k: v.clone() for k, v in model.state_dict().items() if ".count_head." not in k}
 
     before = head_loss()

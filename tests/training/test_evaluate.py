@@ -13,6 +13,7 @@ from earthgptx.data import load_records
 from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.training import evaluate as evaluate_module
+from earthgptx.training.checkpoints import save_model
 from earthgptx.training.datasets import build_run_tokenizer
 from earthgptx.training.evaluate import (
     PARTIAL_REPORT_JSON,
@@ -21,7 +22,7 @@ from earthgptx.training.evaluate import (
     REPORT_MD,
     evaluate,
 )
-from earthgptx.training.train import build_model_config, save_model
+from earthgptx.training.prepare import build_model_config
 
 
 @pytest.fixture()
@@ -67,7 +68,7 @@ def test_evaluate_cli_exit_code(
     tmp_path: Path, train_dir: Path, untrained_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run = small_run(tmp_path, train_dir)
-    monkeypatch.setattr(evaluate_module, "load_run_config", lambda path: run)
+    monkeypatch.setattr(evaluate_module, "load_recipe", lambda path: run)
     args = ["--config", "unused.yaml", "--model", str(untrained_model), "--limit", "12", "--device", "cpu"]
     assert evaluate_module.main([*args, "--no-progress"]) == 1
     assert evaluate_module.main([*args, "--no-progress", "--no-fail"]) == 0

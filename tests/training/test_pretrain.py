@@ -10,8 +10,8 @@ from training_testkit import CHIP, small_run
 
 from earthgptx.data import load_records
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.training.config import TrainSettings
 from earthgptx.training.datasets import AuxSpec, EncodedDataset, build_run_tokenizer, encode_dataset
+from earthgptx.training.prepare import build_model_config
 from earthgptx.training.pretrain import (
     STATE_NAME,
     cell_labels,
@@ -19,7 +19,8 @@ from earthgptx.training.pretrain import (
     load_or_pretrain,
     pretrain_vision_tower,
 )
-from earthgptx.training.train import build_model_config, train
+from earthgptx.training.recipe import CentreWarmupSettings, VisionPretrainSettings, recipe_from_dict
+from earthgptx.training.train import train
 
 
 def test_cell_labels_take_the_majority_class_of_each_cell() -> None:
@@ -101,8 +102,9 @@ def test_pretraining_refuses_data_without_aux_targets(tmp_path: Path, train_dir:
 
 
 def test_training_runs_the_pretraining_first(tmp_path: Path, train_dir: Path) -> None:
-    run = small_run(tmp_path, train_dir, steps=2, checkpoint_every=2, aux_weight=1.0, vision_pretrain_steps=5,
-                    vision_pretrain_batch_size=4)  # fmt: skip
+    run = small_run(
+        tmp_path, train_dir, {"steps": 5, "batch_size": 4}, steps=2, checkpoint_every=2, aux_weight=1.0
+    )
     result = train(run, progress=False)
     assert (Path(run.train.checkpoint_dir) / STATE_NAME).exists()
     assert result.log["timings_s"]["vision_pretrain_s"] >= 0
@@ -119,11 +121,13 @@ def test_training_runs_the_pretraining_first(tmp_path: Path, train_dir: Path) ->
 
 def test_pretraining_settings_are_validated() -> None:
     with pytest.raises(ValueError, match="needs train.aux_weight"):
-        TrainSettings(vision_pretrain_steps=5)
-    with pytest.raises(ValueError, match="vision_pretrain_steps must be >= 0"):
-        TrainSettings(vision_pretrain_steps=-1, aux_weight=1.0)
-    with pytest.raises(ValueError, match="vision_pretrain_lr"):
-        TrainSettings(vision_pretrain_steps=1, aux_weight=1.0, vision_pretrain_lr=0.0)
+        recipe_from_dict({"vision_pretrain": {"steps": 5}})
+    with pytest.raises(ValueError, match="vision_pretrain.steps must be >= 0"):
+        VisionPretrainSettings(steps=-1)
+    with pytest.raises(ValueError, match=r"vision_pretrain.lr > 0"):
+        VisionPretrainSettings(steps=1, lr=0.0)
+    with pytest.raises(ValueError, match=r"centre_warmup.batch_size >= 1"):
+        CentreWarmupSettings(steps=1, batch_size=0)
 
 
 def test_one_stage_training_starts_from_the_seeded_rng_state(
@@ -141,8 +145,7 @@ def test_one_stage_training_starts_from_the_seeded_rng_state(
         return real_heads(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(train_module, "PerceptionHeads", spying_heads)
-    run = small_run(tmp_path, train_dir, steps=1, aux_weight=1.0, vision_pretrain_steps=3,
-                    vision_pretrain_batch_size=4)  # fmt: skip
+    run = small_run(tmp_path, train_dir, {"steps": 3, "batch_size": 4}, steps=1, aux_weight=1.0)
     train(run, progress=False)
     torch.manual_seed(run.train.seed)
     assert len(seen) == 1 and torch.equal(seen[0], torch.random.get_rng_state())

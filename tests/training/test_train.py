@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -10,13 +11,15 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file
 from training_testkit import SMALL_MODEL, small_run
 
 from earthgptx.data import load_records
 from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.training.config import ModelSettings, RunConfig, load_run_config, run_config_from_dict
+from earthgptx.model.surgery_earthgptx import init_ordinal_numbers, number_token_ids
+from earthgptx.training.checkpoints import CHECKPOINT_NAME, load_checkpoint
 from earthgptx.training.datasets import (
     WeightedStepSampler,
     answer_balance_factors,
@@ -24,43 +27,44 @@ from earthgptx.training.datasets import (
     encode_dataset,
     ensure_dataset,
 )
+from earthgptx.training.loop import coordinate_loss
+from earthgptx.training.optimisation import WarmupCosine, make_optimizer
+from earthgptx.training.prepare import apply_trainable, build_model_config
 from earthgptx.training.probe_numbers import linear_readout, probe_model
-from earthgptx.training.train import (
-    CHECKPOINT_NAME,
-    TRAINING_LOG_NAME,
-    WarmupCosine,
-    apply_overrides,
-    apply_trainable,
-    build_model_config,
-    build_parser,
-    coordinate_loss,
-    init_ordinal_numbers,
-    load_checkpoint,
-    make_optimizer,
-    number_token_ids,
-    train,
-)
+from earthgptx.training.recipe import ModelSettings, Recipe, load_recipe, recipe_from_dict
+from earthgptx.training.train import TRAINING_LOG_NAME, apply_overrides, build_parser, train
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "models" / "earthgptx-tiny"
 
 
 # ------------------------------------------------------------------------------------------- config
-def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
-    run = load_run_config(REPO / "configs" / "tiny.yaml")
-    assert run.data.eval_seed != run.data.train_seed
-    assert run.train.output_dir == "models/earthgptx-tiny"
-    # the last stage (tiny.yaml) continues from the highest-numbered tiny-stageN.yaml, which continues from the one
-    # before, and so on down to stage 1; each stage has its own checkpoint folder
+def _stage_files() -> list[Path]:
     numbers = sorted(
         int(p.stem.removeprefix("tiny-stage")) for p in (REPO / "configs").glob("tiny-stage*.yaml")
     )
     assert numbers == list(range(1, len(numbers) + 1))
-    stages = [load_run_config(REPO / "configs" / f"tiny-stage{i}.yaml") for i in numbers] + [run]
+    return [REPO / "configs" / f"tiny-stage{i}.yaml" for i in numbers] + [REPO / "configs" / "tiny.yaml"]
+
+
+def test_shipped_recipe_loads_and_keeps_eval_seed_apart() -> None:
+    run = load_recipe(REPO / "configs" / "tiny.yaml")
+    assert run.data.eval_seed != run.data.train_seed
+    assert run.train.output_dir == "models/earthgptx-tiny"
+    files = _stage_files()
+    # every stage inherits from the common file only, names its own init_from and has a name of its own
+    for path in files:
+        text = yaml.safe_load(path.read_text())
+        assert text["base"] == "tiny-common.yaml", path.name
+        assert "init_from" in text["model"], path.name
+    assert "base" not in yaml.safe_load((REPO / "configs" / "tiny-common.yaml").read_text())
+    stages = [load_recipe(path) for path in files]
+    assert [s.name for s in stages] == [f"tiny-stage{i}" for i in range(1, len(stages) + 1)]
+    # each stage continues from the one before; only stage 1 pre-trains the vision tower
     for before, after in zip(stages, stages[1:], strict=False):
         assert after.model.init_from == before.train.output_dir
-        assert after.train.vision_pretrain_steps == 0
-    assert stages[0].model.init_from is None and stages[0].train.vision_pretrain_steps > 0
+        assert after.vision_pretrain.steps == 0
+    assert stages[0].model.init_from is None and stages[0].vision_pretrain.steps > 0
     assert len({stage.train.checkpoint_dir for stage in stages}) == len(stages)
     # stages 1-4 share the seed-0 scenes; stages 5 on each train on fresh scenes of a seed of their own, in a
     # folder of their own, and no stage ever trains on the held-out seed
@@ -68,12 +72,16 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     later = [(s.data.train_seed, s.data.train_dir) for s in stages[3:]]
     assert len({seed for seed, _ in later}) == len({folder for _, folder in later}) == len(later)
     assert all(s.data.eval_seed == run.data.eval_seed != s.data.train_seed for s in stages)
-    # stage 10 adds the counting path; stage 13 (the last) starts the count copy's pointer afresh
+    # stage 10 adds the counting path and warms its centre head up with settings of its own; stage 13 (the last)
+    # starts the count copy's pointer afresh
     assert [stage.model.overrides for stage in stages] == [
         {"prompt_position_features": False},
         {"prompt_position_features": True, "prompt_position_sincos": 0},
         {"prompt_coordinates": True},
     ] + [{}] * 6 + [{"count_classes": 5}] + [{}] * (len(stages) - 10)
+    assert [stage.centre_warmup.steps > 0 for stage in stages] == [False] * 9 + [True] + [False] * (
+        len(stages) - 10
+    )
     assert [stage.model.reinit_parts for stage in stages] == [[]] * (len(stages) - 1) + [
         ["count_copy.query", "count_copy.key"]
     ]
@@ -88,54 +96,74 @@ def test_shipped_config_loads_and_keeps_eval_seed_apart() -> None:
     assert all(s.train.task_weights.get(task, 1.0) > 0 for s in stages[4:] for task in TASKS)
     # `make train` runs every stage, in order
     recipe = (REPO / "Makefile").read_text().split("\ntrain:", 1)[1].split("\n\n", 1)[0]
-    assert re.findall(r"--config (configs/\S+)", recipe) == [
-        f"configs/tiny-stage{i}.yaml" for i in numbers
-    ] + ["configs/tiny.yaml"]
+    assert re.findall(r"--config (configs/\S+)", recipe) == [str(p.relative_to(REPO)) for p in files]
 
 
-def test_config_base_replaces_named_keys_whole_and_refuses_loops(tmp_path: Path) -> None:
+def test_shipped_recipe_evaluates_as_before() -> None:
+    """`make eval` reads configs/tiny.yaml: its data and eval sections are what the shipped report was made with."""
+    run = load_recipe(REPO / "configs" / "tiny.yaml")
+    assert dataclasses.asdict(run.data) == {
+        "train_dir": "data/generated/tiny-train-s9", "train_seed": 9, "n_scenes": 2000, "records_per_task": 1,
+        "eval_dir": "data/generated/tiny-eval", "eval_seed": 90210, "n_eval_scenes": 300, "eval_splits": ["all"],
+        "chip_size": 128, "workers": 0,
+    }  # fmt: skip
+    assert (run.eval.batch_size, run.eval.max_new_tokens) == (64, 48)
+    assert run.train.output_dir == "models/earthgptx-tiny"
+
+
+def test_recipe_base_replaces_named_keys_whole_and_is_one_level(tmp_path: Path) -> None:
     (tmp_path / "a.yaml").write_text(
         "name: a\noptim: {lr: 0.1, warmup_steps: 7}\ntrain: {steps: 9, task_weights: {relation: 2.0, counting: 3.0}}\n"
     )
     (tmp_path / "b.yaml").write_text(
         "base: a.yaml\ntrain: {task_weights: {counting: 0.5}}\noptim: {lr: 0.2}\n"
     )
-    run = load_run_config(tmp_path / "b.yaml")
+    run = load_recipe(tmp_path / "b.yaml")
     assert run.name == "a" and run.train.steps == 9
     assert (run.optim.lr, run.optim.warmup_steps) == (0.2, 7)
     assert run.train.task_weights == {"counting": 0.5}  # replaced whole, not merged with the base's
-    (tmp_path / "c.yaml").write_text("base: d.yaml\n")
-    (tmp_path / "d.yaml").write_text("base: c.yaml\n")
-    with pytest.raises(ValueError, match="loop: c.yaml -> d.yaml -> c.yaml"):
-        load_run_config(tmp_path / "c.yaml")
+    (tmp_path / "c.yaml").write_text("base: b.yaml\n")
+    with pytest.raises(ValueError, match="inherits from one common file only"):
+        load_recipe(tmp_path / "c.yaml")
+
+
+@pytest.mark.parametrize("module", ["earthgptx.training.train", "earthgptx.training.evaluate"])
+def test_print_config_prints_the_effective_recipe(module: str, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib
+
+    main = importlib.import_module(module).main
+    assert main(["--config", str(REPO / "configs" / "tiny.yaml"), "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed == json.loads(json.dumps(load_recipe(REPO / "configs" / "tiny.yaml").to_dict()))
+    assert printed["data"]["eval_seed"] == 90210 and printed["centre_warmup"]["steps"] == 0
 
 
 def test_command_line_wins_over_the_yaml() -> None:
     args = build_parser().parse_args(
         ["--config", "configs/tiny.yaml", "--init-from", "runs/other-model", "--lr", "0.001", "--steps", "7"]
     )
-    run = apply_overrides(load_run_config(REPO / "configs" / "tiny.yaml"), args)
+    run = apply_overrides(load_recipe(REPO / "configs" / "tiny.yaml"), args)
     assert run.model.init_from == "runs/other-model"
     assert (run.optim.lr, run.train.steps) == (0.001, 7)
     assert run.train.batch_size == 16  # not named on the command line: the YAML's
     fresh = apply_overrides(
-        load_run_config(REPO / "configs" / "tiny.yaml"),
+        load_recipe(REPO / "configs" / "tiny.yaml"),
         build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", "7"]),
     )
     assert fresh.data.train_seed == 7
     seed = str(run.data.eval_seed)
     held_out = build_parser().parse_args(["--config", "configs/tiny.yaml", "--train-seed", seed])
     with pytest.raises(ValueError, match="eval_seed must differ from data.train_seed"):
-        apply_overrides(load_run_config(REPO / "configs" / "tiny.yaml"), held_out)
+        apply_overrides(load_recipe(REPO / "configs" / "tiny.yaml"), held_out)
 
 
 def test_config_rejects_unknown_keys_and_shared_seeds() -> None:
     with pytest.raises(ValueError, match="stpes"):
-        run_config_from_dict({"train": {"stpes": 10}})
+        recipe_from_dict({"train": {"stpes": 10}})
     with pytest.raises(ValueError, match="eval_seed must differ"):
-        run_config_from_dict({"data": {"train_seed": 4, "eval_seed": 4}})
+        recipe_from_dict({"data": {"train_seed": 4, "eval_seed": 4}})
     with pytest.raises(ValueError, match="unknown tasks"):
-        run_config_from_dict({"train": {"task_weights": {"segmentation": 2.0}}})
+        recipe_from_dict({"train": {"task_weights": {"segmentation": 2.0}}})
     with pytest.raises(ValueError, match="trainable"):
         ModelSettings(trainable="some")
 
@@ -146,9 +174,10 @@ def test_count_token_tables_get_their_own_learning_rate_without_decay(tmp_path: 
     run = small_run(tmp_path, tmp_path / "data")
     run.optim.count_path_lr_scale = 50.0
     model = EarthGPTXForConditionalGeneration(EarthGPTXConfig.from_dict({**SMALL_MODEL, "count_classes": 5}))
-    groups = make_optimizer(model, run).param_groups
+    groups = make_optimizer(model, run.optim).param_groups
     assert len(groups) == 3
-    projector = model.multi_modal_projector
+    projector = model.counting_path
+    assert projector is not None
     parts = (projector.count_numbers, projector.count_names, model.count_copy)
     maps = {id(p) for part in parts for p in part.parameters()}  # type: ignore[union-attr]
     assert {id(p) for p in groups[2]["params"]} == maps
@@ -159,22 +188,22 @@ def test_count_token_tables_get_their_own_learning_rate_without_decay(tmp_path: 
     assert (
         len(
             make_optimizer(
-                EarthGPTXForConditionalGeneration(EarthGPTXConfig.from_dict(SMALL_MODEL)), run
+                EarthGPTXForConditionalGeneration(EarthGPTXConfig.from_dict(SMALL_MODEL)), run.optim
             ).param_groups
         )
         == 2
     )
     with pytest.raises(ValueError, match="count_path_lr_scale"):
-        run_config_from_dict({"optim": {"count_path_lr_scale": 0}})
+        recipe_from_dict({"optim": {"count_path_lr_scale": 0}})
 
 
 def test_count_copy_targets_name_the_asked_class_and_region(train_dir: Path) -> None:
     from earthgptx.data.vocabulary import OBJECT_CLASSES
-    from earthgptx.training.train import count_copy_targets
+    from earthgptx.model.surgery_earthgptx import count_copy_targets
 
     records = load_records(train_dir / "records.jsonl")
     classes = len(OBJECT_CLASSES)
-    targets = count_copy_targets(records, classes)
+    targets = count_copy_targets(records, OBJECT_CLASSES)
     counting = [i for i, r in enumerate(records) if r["task"] == "counting"]
     assert (
         counting
@@ -188,7 +217,7 @@ def test_count_copy_targets_name_the_asked_class_and_region(train_dir: Path) -> 
         # whole-image questions point at the image's counts (0), region questions at <region1>'s (1)
         assert region == (1 if records[i]["prompts"] else 0)
     # a question about a class the path does not count is not a counting target (the gate stays shut)
-    fewer = count_copy_targets(records, 2)
+    fewer = count_copy_targets(records, OBJECT_CLASSES[:2])
     for i in counting:
         in_path = records[i]["answer"]["class"] in OBJECT_CLASSES[:2]
         assert (int(fewer[i]) >= 0) == in_path
@@ -196,8 +225,8 @@ def test_count_copy_targets_name_the_asked_class_and_region(train_dir: Path) -> 
 
 def test_reinit_parts_starts_named_parts_afresh(tmp_path: Path) -> None:
     from earthgptx.model import EarthGPTXConfig
-    from earthgptx.model.modeling_earthgptx import COPY_GATE_BIAS
-    from earthgptx.training.train import reinit_parts
+    from earthgptx.model.counting_earthgptx import COPY_GATE_BIAS
+    from earthgptx.model.surgery_earthgptx import reinit_parts
 
     config = EarthGPTXConfig.from_dict({**SMALL_MODEL, "count_classes": 5})
     model = EarthGPTXForConditionalGeneration(config)
@@ -309,9 +338,9 @@ def test_answer_balance_evens_out_answers_within_a_task_only() -> None:
     with pytest.raises(ValueError, match="3 sampling factors for 200 samples"):
         WeightedStepSampler(tasks, {}, 8, seed=1, factors=[1.0, 1.0, 1.0])
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        run_config_from_dict({"train": {"answer_balance": {"counting": 1.5}}})
+        recipe_from_dict({"train": {"answer_balance": {"counting": 1.5}}})
     with pytest.raises(ValueError, match="unknown tasks"):
-        run_config_from_dict({"train": {"answer_balance": {"countin": 1.0}}})
+        recipe_from_dict({"train": {"answer_balance": {"countin": 1.0}}})
 
 
 # ------------------------------------------------------------------------------------------- training
@@ -480,7 +509,7 @@ def test_mask_decoder_stage_refuses_tasks_without_masks(tmp_path: Path, train_di
         train(run, progress=False)
 
 
-def _state(run: RunConfig) -> dict[str, torch.Tensor]:
+def _state(run: Recipe) -> dict[str, torch.Tensor]:
     return load_file(Path(run.train.output_dir) / "model.safetensors")
 
 

@@ -1,11 +1,11 @@
-"""Helpers of the training tests: a small model and a small run configuration."""
+"""Helpers of the training tests: a small model and a small recipe."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from earthgptx.training.config import RunConfig, run_config_from_dict
+from earthgptx.training.recipe import Recipe, recipe_from_dict
 
 CHIP = 64
 # A model small enough to train a few dozen steps on a shared CPU in seconds (64 px chips, narrow parts).
@@ -34,8 +34,15 @@ SMALL_MODEL: dict[str, Any] = {
 TRAIN_SCENES = 12
 
 
-def small_run(tmp_path: Path, train_dir: Path, **train: Any) -> RunConfig:
-    """A run of the small model on ``train_dir``, writing under ``tmp_path``."""
+def small_run(
+    tmp_path: Path,
+    train_dir: Path,
+    vision_pretrain: dict[str, Any] | None = None,
+    centre_warmup: dict[str, Any] | None = None,
+    **train: Any,
+) -> Recipe:
+    """A run of the small model on ``train_dir``, writing under ``tmp_path``; ``train`` keys go to the ``train``
+    section, the phases' settings to theirs."""
     values: dict[str, Any] = {
         "name": "test",
         "data": {
@@ -61,6 +68,8 @@ def small_run(tmp_path: Path, train_dir: Path, **train: Any) -> RunConfig:
             "output_dir": str(tmp_path / "model"),
             **train,
         },
+        "vision_pretrain": vision_pretrain or {},
+        "centre_warmup": centre_warmup or {},
         "eval": {"batch_size": 16},
     }
-    return run_config_from_dict(values)
+    return recipe_from_dict(values)

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from earthgptx.training.metrics import (
+from earthgptx.training.scoring import (
     acc_at_iou,
     accuracy,
     bleu4,

@@ -1,10 +1,15 @@
-"""The training/evaluation recipe, read from a YAML file (``configs/tiny.yaml``).
+"""The recipe of a training run, read from a YAML file under ``configs/`` (``configs/tiny.yaml``).
 
-One file describes a whole run: where the training and held-out data come from (generator seeds, scene counts),
-the model (a preset plus overrides), what is trained (everything, or frozen encoders + LoRA through peft), the
-optimiser and schedule, the sampling weights per task, and where checkpoints and the final model go. Every
-section is a dataclass with defaults; unknown keys raise ``ValueError`` naming them, so a typo never silently
-falls back to a default.
+Words, one meaning each across the training code: a *recipe* is one run's YAML file (with its base applied); a
+*settings* class is one section of it (``data``, ``model``, ``optim``, ``train``, the two optional pre-phases
+``vision_pretrain`` and ``centre_warmup``, ``eval``); a *config* is a model's configuration (``EarthGPTXConfig``,
+``config.json``); a *stage* is one run of the shipped chain (``tiny-stage1.yaml`` ... ``tiny.yaml``), and a *phase*
+a part of one run (the pre-phases, then the main training).
+
+A recipe file names its base, ``base: tiny-common.yaml`` (relative to its own folder); each of its sections is the
+base's section with the keys the file names replaced whole (``train.task_weights`` is the file's own, not a
+merge). A base has no base of its own: every stage reads as the common file plus what it changes. Unknown keys
+raise ``ValueError`` naming them, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ T = TypeVar("T")
 
 
 @dataclass
-class DataConfig:
+class DataSettings:
     """Training data (generated from ``train_seed``) and the held-out set (generated from ``eval_seed``)."""
 
     train_dir: str = "data/generated/tiny-train"
@@ -162,41 +167,14 @@ class TrainSettings:
     # model reads them, come from the true object centres rather than the centre head's peaks (teacher forcing: the
     # language model learns to read exact counts while the head, trained by its own loss, learns to find them).
     count_teacher_forcing: float = 1.0
-    # Steps that train the counting path's centre head alone (everything else frozen) before the one-stage training,
-    # with the vision pre-training's batch size and learning rate (0: none; see earthgptx.training.pretrain).
-    count_head_warmup_steps: int = 0
-    # Dense pre-training of the vision tower before the one-stage training (the stand-in for the pretrained
-    # encoders of the paper; see earthgptx.training.pretrain): steps (0 disables it), batch size, peak
-    # learning rate. It needs the synthetic dataset's auxiliary targets (aux_weight > 0).
-    vision_pretrain_steps: int = 0
-    vision_pretrain_batch_size: int = 32
-    vision_pretrain_lr: float = 1.0e-3
 
     def __post_init__(self) -> None:
         if self.coordinate_sigma < 0 or self.coordinate_weight < 0:
             raise ValueError("train.coordinate_sigma and train.coordinate_weight must be >= 0")
         if self.aux_weight < 0:
             raise ValueError("train.aux_weight must be >= 0")
-        if self.count_head_warmup_steps < 0:
-            raise ValueError(
-                f"train.count_head_warmup_steps must be >= 0, got {self.count_head_warmup_steps}"
-            )
         if not 0.0 <= self.count_teacher_forcing <= 1.0:
             raise ValueError("train.count_teacher_forcing is a share of batches, in [0, 1]")
-        if (
-            self.vision_pretrain_steps < 0
-            or self.vision_pretrain_batch_size < 1
-            or self.vision_pretrain_lr <= 0
-        ):
-            raise ValueError(
-                "train.vision_pretrain_steps must be >= 0, train.vision_pretrain_batch_size >= 1 and "
-                f"train.vision_pretrain_lr > 0, got {self.vision_pretrain_steps}, "
-                f"{self.vision_pretrain_batch_size}, {self.vision_pretrain_lr}"
-            )
-        if self.vision_pretrain_steps > 0 and self.aux_weight <= 0:
-            raise ValueError(
-                "train.vision_pretrain_steps needs train.aux_weight > 0 (its targets are the aux ones)"
-            )
         unknown = sorted(set(self.task_weights) - set(TASKS))
         if unknown:
             raise ValueError(f"train.task_weights names unknown tasks {unknown}; tasks are {list(TASKS)}")
@@ -213,6 +191,40 @@ class TrainSettings:
 
 
 @dataclass
+class PhaseSettings:
+    """An optional phase before the main training that trains one part alone: ``steps`` (0: the phase is off), its
+    batch size and peak learning rate (linear warm-up, cosine to zero; see ``earthgptx.training.pretrain``)."""
+
+    steps: int = 0
+    batch_size: int = 32
+    lr: float = 1.0e-3
+
+    def check(self, section: str) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(
+                f"{section}.steps must be >= 0, {section}.batch_size >= 1 and {section}.lr > 0, got "
+                f"{self.steps}, {self.batch_size}, {self.lr}"
+            )
+
+
+@dataclass
+class VisionPretrainSettings(PhaseSettings):
+    """Dense pre-training of the vision tower (per-cell classes), the stand-in for the paper's pretrained encoders.
+    It needs the synthetic dataset's auxiliary targets (``train.aux_weight`` > 0)."""
+
+    def __post_init__(self) -> None:
+        self.check("vision_pretrain")
+
+
+@dataclass
+class CentreWarmupSettings(PhaseSettings):
+    """The counting path's centre head trained alone (everything else frozen) on cached pixel features."""
+
+    def __post_init__(self) -> None:
+        self.check("centre_warmup")
+
+
+@dataclass
 class EvalSettings:
     """Batched greedy decoding of the held-out set."""
 
@@ -221,18 +233,39 @@ class EvalSettings:
 
 
 @dataclass
-class RunConfig:
-    """A whole run: data, model, optimiser, training and evaluation settings."""
+class Recipe:
+    """A whole run: its name, data, model, optimiser, training, the optional pre-phases and evaluation settings."""
 
     name: str = "tiny"
-    data: DataConfig = field(default_factory=DataConfig)
+    data: DataSettings = field(default_factory=DataSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     train: TrainSettings = field(default_factory=TrainSettings)
+    vision_pretrain: VisionPretrainSettings = field(default_factory=VisionPretrainSettings)
+    centre_warmup: CentreWarmupSettings = field(default_factory=CentreWarmupSettings)
     eval: EvalSettings = field(default_factory=EvalSettings)
+
+    def __post_init__(self) -> None:
+        if self.vision_pretrain.steps > 0 and self.train.aux_weight <= 0:
+            raise ValueError(
+                "vision_pretrain.steps needs train.aux_weight > 0 (its targets are the auxiliary ones)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The effective recipe (base applied, every default filled in) as YAML, sections in their order."""
+        return yaml.safe_dump(_plain(self.to_dict()), sort_keys=False, default_flow_style=None, width=118)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples as lists, so that ``yaml.safe_dump`` writes them."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(item) for item in value]
+    return value
 
 
 def _build(cls: type[T], values: Any, where: str) -> T:
@@ -252,45 +285,50 @@ def _build(cls: type[T], values: Any, where: str) -> T:
 
 
 _NESTED: dict[tuple[type, str], type] = {
-    (RunConfig, "data"): DataConfig,
-    (RunConfig, "model"): ModelSettings,
-    (RunConfig, "optim"): OptimSettings,
-    (RunConfig, "train"): TrainSettings,
-    (RunConfig, "eval"): EvalSettings,
+    (Recipe, "data"): DataSettings,
+    (Recipe, "model"): ModelSettings,
+    (Recipe, "optim"): OptimSettings,
+    (Recipe, "train"): TrainSettings,
+    (Recipe, "vision_pretrain"): VisionPretrainSettings,
+    (Recipe, "centre_warmup"): CentreWarmupSettings,
+    (Recipe, "eval"): EvalSettings,
     (ModelSettings, "lora"): LoraSettings,
 }
 
 
-def run_config_from_dict(values: dict[str, Any]) -> RunConfig:
-    """A ``RunConfig`` from plain values (as read from YAML); raises ``ValueError`` on unknown keys."""
-    return _build(RunConfig, values, "config")
+def recipe_from_dict(values: dict[str, Any]) -> Recipe:
+    """A ``Recipe`` from plain values (as read from YAML); raises ``ValueError`` on unknown keys."""
+    return _build(Recipe, values, "recipe")
 
 
-def load_run_config(path: str | Path) -> RunConfig:
-    """Read a run configuration from a YAML file.
-
-    A file may start from another with ``base: <file>`` (relative to its own folder): each of its sections (``data``,
-    ``model``, ...) is then the base's section with the keys the file names replaced whole, so a mapping value such
-    as ``train.task_weights`` or ``model.overrides`` is the file's own, not a merge. Bases may chain; a loop fails.
-    """
-    return run_config_from_dict(_read_with_bases(Path(path), ()))
+def load_recipe(path: str | Path) -> Recipe:
+    """Read a recipe from a YAML file, with its base (``base: <file>``, one level: a base has no base) applied."""
+    return recipe_from_dict(read_with_base(Path(path)))
 
 
-def _read_with_bases(path: Path, chain: tuple[Path, ...]) -> dict[str, Any]:
-    resolved = path.resolve()
-    if resolved in chain:
-        names = " -> ".join(p.name for p in (*chain, resolved))
-        raise ValueError(f"configuration bases form a loop: {names}")
+def _read_mapping(path: Path) -> dict[str, Any]:
     with path.open(encoding="utf-8") as handle:
         values = yaml.safe_load(handle) or {}
     if not isinstance(values, dict):
         raise ValueError(f"{path} must hold a mapping, got {type(values).__name__}")
+    return values
+
+
+def read_with_base(path: Path) -> dict[str, Any]:
+    """The plain values of the recipe file ``path`` with its base applied: each section is the base's with the keys
+    the file names replaced whole."""
+    values = _read_mapping(path)
     base = values.pop("base", None)
     if base is None:
         return values
     if not isinstance(base, str):
         raise ValueError(f"{path}: base must be a file name, got {base!r}")
-    merged = _read_with_bases(path.parent / base, (*chain, resolved))
+    merged = _read_mapping(path.parent / base)
+    if "base" in merged:
+        raise ValueError(
+            f"{path.name}: its base {base} names a base of its own ({merged['base']}); a recipe inherits from one "
+            "common file only"
+        )
     for section, value in values.items():
         if isinstance(value, dict) and isinstance(merged.get(section), dict):
             merged[section] = {**merged[section], **value}
