@@ -54,3 +54,22 @@ def test_relative_thermal_leaves_the_absolute_slot_empty() -> None:
     assert slots[0].std() > 0.5
     # Raw, the same counts were read as kelvin × 100 (200–230 K ground).
     assert normalize_bands(counts, "infrared", ("tir",))[INFRARED_ABSOLUTE_SLOT].any()
+
+
+@pytest.mark.parametrize("modality", ["optical", "multispectral", "sar", "infrared"])
+def test_nodata_pixels_reach_the_processor_as_nan_and_leave_it_as_zero(modality: str) -> None:
+    scene = build_scene(0, 4, 128)
+    image, bands = render(scene, modality, np.random.default_rng(2))
+    image = image.copy()
+    image[:, :40] = 0  # a no-data strip along the top
+    metas = [BandMeta(name=b, dtype=image.dtype.name, nodata=0, tags=SYNTHETIC) for b in bands]
+    converted = to_model_units(image, modality, metas)
+    assert converted.nodata_fraction == pytest.approx(40 / 128)
+    assert np.isnan(converted.values[:, :40]).all() and np.isfinite(converted.values[:, 40:]).all()
+    slots = normalize_bands(
+        converted.values, modality, bands, sar_scale=converted.processor_kwargs()["sar_scale"]
+    )
+    assert np.isfinite(slots).all()
+    assert not slots[:, :40].any()
+    # The valid part is normalised from the valid pixels alone, as the whole chip would be.
+    assert float(np.abs(slots[:, 40:]).max()) > 0.1
