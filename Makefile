@@ -11,15 +11,22 @@ PYTEST_ARGS ?=
 export EGX_CACHE
 export EGX_VENV := $(VENV)
 
-.PHONY: help env up down status demo test test-unit lint proto proto-check lock bench train eval compose-check clean-state model
+.PHONY: help env up down status demo test test-unit lint proto proto-check lock bench train eval compose-check clean-state model web
+
+WEB_SOURCES := $(wildcard web/src/*) web/index.html web/package.json web/package-lock.json web/vite.config.js
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
+web: web/dist/index.html ## build the web map (npm ci + vite) into web/dist when missing or stale; the API serves it at /
+
+web/dist/index.html: $(WEB_SOURCES)
+	@cd web && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+
 env: ## build the Python environment (virtualenv in $(VENV) from requirements.lock)
 	@deploy/local/python.sh install
 
-up: ## start the local stack (PostGIS, Kafka, MinIO, Triton); installs what is missing; waits until ready
+up: web ## start the local stack (PostGIS, Kafka, MinIO, Triton); installs what is missing; waits until ready
 	@$(STACK) up
 
 down: ## stop the local stack (data stays in .stack/)
