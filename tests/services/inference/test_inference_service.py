@@ -172,6 +172,7 @@ def own_triton(tmp_path: Path) -> Iterator[tuple[TritonSettings, Any]]:
     env = {
         **os.environ,
         "EGX_STATE_DIR": str(tmp_path / f"stack-{uuid.uuid4().hex[:6]}"),
+        "EGX_TRITON_START_TIMEOUT": "600",  # loading three python models takes minutes on a busy 2-core host
         **{f"EGX_TRITON_{name}_PORT": port for name, port in ports.items()},
     }
     script = REPO_ROOT / "deploy" / "local" / "triton.sh"
