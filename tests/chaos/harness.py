@@ -82,9 +82,11 @@ class ServiceProcess:
     env: Mapping[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    log_offset: int = field(default=0, init=False)  # where the current process's log begins
 
     def start(self) -> ServiceProcess:
         environment = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", f"services.{self.module}"], cwd=REPO_ROOT, env=environment,
@@ -112,6 +114,13 @@ class ServiceProcess:
             self.process.kill()
             self.process.wait(timeout=10)
             raise AssertionError(f"services.{self.module} did not stop on SIGTERM; log:\n{self.tail()}") from None
+
+    def wait_for_log(self, text: str, timeout_s: float = 90.0) -> None:
+        """Wait until the current process's log says ``text`` (e.g. that its consumer has joined its group)."""
+        wait_for(lambda: text in self.log_path.read_bytes()[self.log_offset:].decode(errors="replace")
+                 or not self.alive, timeout_s,
+                 f"{text!r} in the log of services.{self.module}")
+        assert self.alive, f"services.{self.module} exited:\n{self.tail()}"
 
     def tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""

@@ -202,8 +202,9 @@ def test_kill_9_mid_stream_loses_nothing_and_duplicates_nothing(
     with migrated_database("egx_chaos") as db_url:
         flow, service = _flow(kafka, db_url, suffix, tmp_path)
         try:
-            sender = flow.send_paced(RESULTS, per_second=RESULTS / 8)
             service.start()
+            service.wait_for_log("partitions assigned")  # then results flow while it runs
+            sender = flow.send_paced(RESULTS, per_second=RESULTS / 8)
             wait_for(lambda: flow.done() >= RESULTS // 4, 60, "the first quarter of the results")
             service.kill9()
             at_kill = flow.done()
@@ -230,8 +231,9 @@ def test_postgres_stopped_for_90_s_dead_letters_nothing_and_recovers(
     migrate.upgrade("head", url=private_postgres.url)
     flow, service = _flow(kafka, private_postgres.url, suffix, tmp_path)
     try:
-        sender = flow.send_paced(RESULTS, per_second=RESULTS / 10)
         service.start()
+        service.wait_for_log("partitions assigned")
+        sender = flow.send_paced(RESULTS, per_second=RESULTS / 10)
         wait_for(lambda: flow.done() >= RESULTS // 4, 60, "the first quarter of the results")
         private_postgres.stop()
         outage_started = time.monotonic()
