@@ -1,6 +1,6 @@
 """Band names each modality accepts: the processor's rules, readable without importing torch.
 
-``earthgptx.model.processing_earthgptx`` (which imports torch) maps band names onto the model's band slots; ingest
+``earthgptx.model.image_processing_earthgptx`` (which imports torch) maps band names onto the model's band slots; ingest
 must refuse a scene whose names the processor would refuse, without loading the model. The tables below are the
 processor's (a test, ``tests/scenes/test_bands.py``, keeps them equal); ``canonical_bands`` applies the same rules
 (count per modality, known names and aliases, no repeats) and returns the canonical name of each band.

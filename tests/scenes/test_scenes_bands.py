@@ -8,7 +8,7 @@ from earthgptx.scenes.bands import BAND_ALIASES, BAND_COUNTS, BAND_SLOTS, canoni
 
 
 def test_tables_equal_the_processors() -> None:
-    processing = pytest.importorskip("earthgptx.model.processing_earthgptx")
+    processing = pytest.importorskip("earthgptx.model.image_processing_earthgptx")
     assert BAND_SLOTS == processing.BAND_SLOTS
     assert BAND_COUNTS == processing.BAND_COUNTS
     assert BAND_ALIASES == processing._ALIASES
@@ -29,7 +29,7 @@ def test_tables_equal_the_processors() -> None:
     ],
 )
 def test_same_verdict_as_the_processor(modality: str, bands: list[str]) -> None:
-    processing = pytest.importorskip("earthgptx.model.processing_earthgptx")
+    processing = pytest.importorskip("earthgptx.model.image_processing_earthgptx")
     try:
         slots = processing.band_slots(modality, bands)
     except ValueError as exc:
