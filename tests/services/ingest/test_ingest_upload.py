@@ -10,8 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 from conftest import MAX_UPLOAD_BYTES, RunningIngest
-from kits.scene_files import baseline_tiff_header, generated_scene, truncated_scene, write_raster
+from kits.scene_files import baseline_tiff_header, gcp_scene, generated_scene, truncated_scene, write_raster
 
 from earthgptx.scenes import scene_id_for
 from earthgptx.store.objects import sha256_of_file
@@ -79,7 +80,7 @@ def test_multipart_upload_with_json_metadata(ingest_service: RunningIngest, tmp_
     assert final["status"] == "ingested" and final["name"] == "scene.tif" and final["channel"] == "upload"
     with ingest_service.engine.connect() as connection:
         row = connection.execute(
-            __import__("sqlalchemy").text("SELECT product_level, band_metadata, georeference FROM scenes WHERE id = :id"),
+            sa.text("SELECT product_level, band_metadata, georeference FROM scenes WHERE id = :id"),
             {"id": scene_id},
         ).one()
     assert row.product_level == "L2A" and row.georeference == "transform"
@@ -176,3 +177,22 @@ def test_unknown_scene_status_is_404(ingest_service: RunningIngest) -> None:
     with ingest_service.client() as client:
         response = client.get("/v1/scenes/no-such-scene")
     assert response.status_code == 404 and response.json()["error"] == "not_found"
+
+
+def test_gcp_scene_is_rectified_and_recorded_as_such(ingest_service: RunningIngest, tmp_path: Path) -> None:
+    path = gcp_scene(tmp_path)
+    with ingest_service.client() as client:
+        response = client.post(
+            "/v1/scenes", files={"file": ("gcps.tif", path.read_bytes(), "image/tiff")},
+            data={"modality": "optical", "bands": "red,green,blue"},
+        )  # fmt: skip
+    assert response.status_code == 202, response.text
+    scene_id = response.json()["scene_id"]
+    assert ingest_service.wait_for_status(scene_id)["status"] == "ingested"
+    with ingest_service.engine.connect() as connection:
+        row = connection.execute(
+            sa.text("SELECT georeference, crs, stac_item FROM scenes WHERE id = :id"),
+            {"id": scene_id},
+        ).one()
+    assert row.georeference == "gcps" and row.crs == "EPSG:32633"
+    assert row.stac_item["properties"]["earthgptx:gcp_count"] == 4
