@@ -145,6 +145,9 @@ def _outside_area_of_use(
     margin = GEOGRAPHIC_MARGIN_DEGREES if facts.crs.is_geographic else PROJECTED_MARGIN_DEGREES
     west, south, east, north = facts.bounds
     inside_lat = all(south - margin <= v <= north + margin for v in lats)
+    if facts.crs.is_geographic and (west, east) == (-180.0, 180.0):
+        # Longitudes past ±180 are how a geographic raster crosses the antimeridian (0..360 grids too).
+        west, east = -360.0, 360.0
     if west <= east:
         inside_lon = all(west - margin <= v <= east + margin for v in lons)
     else:  # the area of use crosses the antimeridian
