@@ -3,8 +3,8 @@
 - L1, per tile: scene classification, caption, and one count per object class;
 - L2, per class that L1 counted (count > 0): grounding (a box), and ``[SEG]`` pixel grounding when the policy
   asks for masks;
-- L3, per grounded object (at most ``max_objects_per_tile`` per tile): each attribute the modality shows, with
-  the object as a box or a point prompt;
+- L3, per grounded object (at most ``max_objects_per_tile`` per grounding answer): each of the policy's attributes
+  that the modality shows, with the object as a box or a point prompt;
 - L4, once every L2 question of the tile is answered: relations between the nearest pairs of the tile's grounded
   objects (at most ``max_relations_per_tile``), as two-prompt tasks.
 
@@ -54,9 +54,9 @@ class Policy(BaseModel):
     scene_tasks: tuple[str, ...] = SCENE_TASKS
     count_classes: tuple[str, ...] = OBJECT_CLASSES
     masks: bool = False
-    attributes: tuple[str, ...] = ("size", "orientation", "colour", "temperature")
+    attributes: tuple[str, ...] = ("size", "colour", "temperature")
     object_prompt: str = "box"
-    max_objects_per_tile: int = Field(default=4, ge=0)
+    max_objects_per_tile: int = Field(default=2, ge=0)
     relations: tuple[str, ...] = ("left of",)
     max_relations_per_tile: int = Field(default=2, ge=0)
 

@@ -170,8 +170,8 @@ def test_the_cascade_runs_l1_to_l4_on_a_tile(world: World) -> None:
     emitted = world.publisher.take()
     attributes = [t for t in emitted if t.level == 3]
     relations = [t for t in emitted if t.level == 4]
-    # optical shows size, orientation and colour; two objects each, prompted by their boxes
-    assert len(attributes) == 6 and all(t.prompts[0].WhichOneof("shape") == "box" for t in attributes)
+    # the policy asks size, colour and temperature: optical shows size and colour; two objects each, by their boxes
+    assert len(attributes) == 4 and all(t.prompts[0].WhichOneof("shape") == "box" for t in attributes)
     assert {round(t.prompts[0].box.x1) for t in attributes} == {10, 60}
     assert len(relations) == 1 and len(relations[0].prompts) == 2
     assert "<region1>" in relations[0].instruction and "<region2>" in relations[0].instruction
