@@ -16,10 +16,9 @@ from functools import lru_cache
 
 from affine import Affine
 from pyproj import CRS, Transformer
-from pyproj.exceptions import ProjError
+from pyproj.exceptions import CRSError, ProjError
 
-from earthgptx.geo.affine import affine_from_message
-from earthgptx.geo.crs import GeoreferenceError, check_georeference, lonlat_transformer
+from earthgptx.geo.crs import GeoreferenceError, lonlat_transformer
 from earthgptx.v1.events_pb2 import TileWindow
 
 __all__ = ["check_chip_georeference", "check_chip_georeferences", "check_transform_in_crs"]
@@ -64,7 +63,7 @@ def check_transform_in_crs(transform: Affine, crs: str, width: int, height: int)
     """Raise ``GeoreferenceError`` unless a ``width`` x ``height`` raster with ``transform`` is plausible in ``crs``."""
     if not all(math.isfinite(v) for v in tuple(transform)[:6]):
         raise GeoreferenceError(f"transform has a non-finite coefficient {list(tuple(transform)[:6])}")
-    facts = _check_units(transform, crs)
+    facts = _check_units(tuple(transform)[:6], crs)
     corners = [transform @ (col, row) for col in (0, width) for row in (0, height)]
     xs, ys = [x for x, _ in corners], [y for _, y in corners]
     if facts.to_lonlat is not None:
@@ -93,12 +92,13 @@ def check_chip_georeferences(tiles: list[TileWindow]) -> list[str | None]:
             coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
             if not all(math.isfinite(v) for v in coefficients):
                 raise GeoreferenceError(f"chip transform has a non-finite coefficient {list(coefficients)}")
-            transform = affine_from_message(t)
-            _check_units(transform, tile.crs)
-        except (GeoreferenceError, ValueError) as exc:
+            _check_units(coefficients, tile.crs)
+        except GeoreferenceError as exc:
             reasons[index] = str(exc)
             continue
-        corners = [transform @ (col, row) for col in (0, tile.chip_width) for row in (0, tile.chip_height)]
+        a, b, c, d, e, f = coefficients
+        corners = [(a * col + b * row + c, d * col + e * row + f)
+                   for col in (0, tile.chip_width) for row in (0, tile.chip_height)]
         corners_by_crs.setdefault(tile.crs.strip(), []).append((index, corners))
     for crs, entries in corners_by_crs.items():
         xs = [x for _, corners in entries for x, _ in corners]
@@ -114,10 +114,21 @@ def check_chip_georeferences(tiles: list[TileWindow]) -> list[str | None]:
     return reasons
 
 
-def _check_units(transform: Affine, crs: str) -> _CrsFacts:
-    check_georeference(transform, crs)
-    facts = _facts(crs.strip())
-    pixel = max(math.hypot(transform.a, transform.d), math.hypot(transform.b, transform.e))
+def _check_units(coefficients: tuple[float, ...], crs: str) -> _CrsFacts:
+    """The georeference check of ``earthgptx.geo.crs`` on plain coefficients (no per-tile CRS parsing), then
+    whether the pixel size is plausible in the CRS's units."""
+    if not crs.strip():
+        raise GeoreferenceError("raster has no CRS")
+    try:
+        facts = _facts(crs.strip())
+    except CRSError as exc:
+        raise GeoreferenceError(f"CRS {crs[:80]!r} is not usable: {exc}") from exc
+    a, b, _, d, e, _ = coefficients
+    if tuple(coefficients) == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0):
+        raise GeoreferenceError("raster has the identity transform (no georeference)")
+    if a * e - b * d == 0.0:
+        raise GeoreferenceError(f"raster transform is degenerate: {tuple(coefficients)}")
+    pixel = max(math.hypot(a, d), math.hypot(b, e))
     if facts.crs.is_geographic and pixel > MAX_PIXEL_DEGREES:
         raise GeoreferenceError(
             f"pixel size {pixel:g} is in degrees under {crs} and larger than {MAX_PIXEL_DEGREES}°: the transform "

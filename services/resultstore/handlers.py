@@ -43,7 +43,6 @@ from typing import Any, Protocol
 
 import numpy as np
 import shapely
-from affine import Affine
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from shapely.geometry import GeometryCollection, box
@@ -51,7 +50,7 @@ from shapely.geometry.base import BaseGeometry
 
 from earthgptx import events
 from earthgptx.bus import EventTooLargeError, PermanentError
-from earthgptx.geo import affine_from_message, chip_to_scene_transform, is_georeferenced
+from earthgptx.geo import is_georeferenced
 from earthgptx.geo.crs import lonlat_transformer
 from earthgptx.geo.masks import mask_from_png, mask_polygons
 from earthgptx.geo.validation import check_chip_georeferences
@@ -66,7 +65,7 @@ from earthgptx.v1.events_pb2 import (
     ResultStored,
     TileWindow,
 )
-from earthgptx.visual_prompts import message_region, pixel_box
+from earthgptx.visual_prompts import message_region
 
 log = logging.getLogger(__name__)
 
@@ -381,7 +380,7 @@ class _Draft:
 
     event: InferenceResult
     task_id: str
-    shapes: list[BaseGeometry]
+    shapes: list[BaseGeometry | tuple[float, float, float, float]]  # a box as (x1, y1, x2, y2), made in _place
     labels: list[str]
     scores: list[float]
     georeferenced: bool
@@ -405,13 +404,35 @@ def _draft(
     for index, detected in enumerate(answer.boxes):
         _check_box(event, index, detected)
     return _Draft(
-        event, task_id, [pixel_box(d.box) for d in answer.boxes], [d.label or answer.label for d in answer.boxes],
+        event, task_id, [(d.box.x1, d.box.y1, d.box.x2, d.box.y2) for d in answer.boxes],
+        [d.label or answer.label for d in answer.boxes],
         [d.score for d in answer.boxes], georeferenced,
     )
 
 
-def _affine_rows(transforms: list[Affine]) -> np.ndarray[Any, Any]:
-    return np.array([tuple(t)[:6] for t in transforms], dtype=float).reshape(-1, 6)
+def _scene_params(tile: TileWindow) -> tuple[float, ...]:
+    """Chip pixel -> scene pixel (window offset x resize) as affine coefficients (``chip_to_scene_transform``)."""
+    return (tile.width / tile.chip_width, 0.0, float(tile.col_off), 0.0, tile.height / tile.chip_height,
+            float(tile.row_off))
+
+
+def _chip_params(tile: TileWindow) -> tuple[float, ...]:
+    t = tile.chip_transform
+    return (t.a, t.b, t.c, t.d, t.e, t.f)
+
+
+def _shape_array(drafts: list[_Draft]) -> np.ndarray[Any, Any]:
+    """Every draft's shapes in one array; boxes are made in one vectorised call."""
+    flat = [s for d in drafts for s in d.shapes]
+    shapes: np.ndarray[Any, Any] = np.empty(len(flat), dtype=object)
+    boxes = [k for k, s in enumerate(flat) if isinstance(s, tuple)]
+    if boxes:
+        corners = np.array([flat[k] for k in boxes], dtype=float)
+        shapes[boxes] = shapely.box(corners[:, 0], corners[:, 1], corners[:, 2], corners[:, 3])
+    for k, s in enumerate(flat):
+        if not isinstance(s, tuple):
+            shapes[k] = s
+    return shapes
 
 
 def _apply(params: np.ndarray[Any, Any], xy: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
@@ -430,17 +451,17 @@ def _place(drafts: list[_Draft]) -> tuple[dict[int, PermanentError], list[list[R
                          strict=True):
         if reason is not None:
             failed[i] = _reject(drafts[i].event, f"unusable chip georeference: {reason}")
-    shapes = np.array([s for d in drafts for s in d.shapes], dtype=object)
+    shapes = _shape_array(drafts)
     owner = np.repeat(np.arange(len(drafts)), [len(d.shapes) for d in drafts])
     coords, geometry_index = shapely.get_coordinates(shapes, return_index=True)
     draft_of = owner[geometry_index]
-    scene_params = _affine_rows([chip_to_scene_transform(d.event.tile) for d in drafts])
+    scene_params = np.array([_scene_params(d.event.tile) for d in drafts], dtype=float).reshape(-1, 6)
     scene_shapes = shapely.transform(shapes, lambda xy: _apply(scene_params[draft_of], xy))
     world_shapes: np.ndarray[Any, Any] = np.full(len(shapes), None, dtype=object)
     placed = [i for i in georeferenced if i not in failed]
     if placed:
         chip_params = np.zeros((len(drafts), 6))
-        chip_params[placed] = _affine_rows([affine_from_message(drafts[i].event.tile.chip_transform) for i in placed])
+        chip_params[placed] = np.array([_chip_params(drafts[i].event.tile) for i in placed], dtype=float)
         world_xy = _apply(chip_params[draft_of], coords)
         crs_of = np.array([d.event.tile.crs.strip() for d in drafts], dtype=object)[draft_of]
         for crs in {drafts[i].event.tile.crs.strip() for i in placed}:
