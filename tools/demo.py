@@ -283,7 +283,8 @@ def report(console: Console, engine: sa.Engine, scenes: Sequence[DemoScene], que
         summary["scenes"][scene.scene_id] = {"name": scene.name, "answers": by_level, "objects": objects[0]["n"]}
 
     aoi = _answers(engine, "SELECT scene_id, answer_text, lon, lat FROM v_aoi_answers WHERE aoi_id = :id "
-                           "AND answer_text IS NOT NULL ORDER BY scene_id", id=AOI_ID)  # fmt: skip
+                           "AND scene_id = ANY(:scenes) AND answer_text IS NOT NULL ORDER BY scene_id, task_id",
+                   id=AOI_ID, scenes=[s.scene_id for s in scenes])  # fmt: skip
     table = Table(title=f"standing query {AOI_ID!r}: {AOI_INSTRUCTION}", title_justify="left")
     for column in ("scene", "answer", "where (lon, lat)"):
         table.add_column(column)
