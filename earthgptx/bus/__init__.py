@@ -6,6 +6,11 @@
     def on_scene_ingested(event: SceneIngested) -> None: ...
 
     ConsumerLoop("promptgen", [route(topics.SCENES_INGESTED, SceneIngested, on_scene_ingested)]).run()
+
+A handler only raises: ``PermanentError`` (dead-lettered), ``TransientError`` (retried up to a cap) or
+``DependencyUnavailable`` (an outage: waited out, never dead-lettered; the library's store errors are kinds of
+these, see ``errors``). ``batch_route`` hands a handler a whole poll; ``ConsumerOptions(concurrency=N)`` keeps N
+records in flight. The policy is in ``consumer``'s docstring; topics are created by the service's lifecycle.
 """
 
 from earthgptx.bus import topics
