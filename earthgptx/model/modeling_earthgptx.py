@@ -933,6 +933,76 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         """Mask logits ``(M, S, S)`` for ``M`` ``[SEG]`` hidden states ``(M, H)`` of samples ``seg_batch_index``."""
         return self.mask_decoder.predict(seg_hidden, mask_features[seg_batch_index])
 
+    def _copy_counts(
+        self,
+        logits: torch.Tensor,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        vision: EarthGPTXVisionOutput,
+        answer_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        attention_mask: torch.Tensor | None,
+        count_targets: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The row of each answer's first position becomes log-probabilities with the copied count mixed in;
+        returns the logits and, with ``count_targets``, the copy's supervision."""
+        assert self.count_copy is not None
+        sources = self.count_sources(input_ids, vision, answer_mask)
+        samples, at = self.copy_positions(input_ids, labels, attention_mask)
+        result = self.count_copy(
+            logits[samples, at], hidden[samples, at], hidden[samples], sources.mix[samples],
+            sources.is_source[samples], self.number_ids(logits.device),
+        )  # fmt: skip
+        logits = logits.float().index_put((samples, at), result.log_probs)
+        copy_loss = None
+        if count_targets is not None:
+            copy_loss = self.count_copy_loss(result, sources, samples, count_targets)
+        return logits, copy_loss
+
+    def _seg_masks(
+        self, input_ids: torch.Tensor, hidden: torch.Tensor, mask_features: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Mask logits for every ``[SEG]`` in ``input_ids`` (``None`` when there is none) and the sample of each.
+        The hidden state that predicts a ``[SEG]`` (position t-1 for a ``[SEG]`` at t) drives its mask; ``generate``
+        sees exactly that state when it emits ``[SEG]``."""
+        seg_at = input_ids == self.config.seg_token_id
+        seg_at[:, 0] = False
+        seg_batch, seg_pos = seg_at.nonzero(as_tuple=True)
+        if not seg_batch.numel():
+            return None, seg_batch
+        return self.predict_masks(hidden[seg_batch, seg_pos - 1], seg_batch, mask_features), seg_batch
+
+    def _lm_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Next-token cross-entropy over the labelled tokens (labels unshifted; an all-masked batch gives 0, not
+        NaN, and still touches the graph)."""
+        ignore = self.config.ignore_index
+        shift_logits = logits[:, :-1].float()
+        shift_labels = labels[:, 1:].to(logits.device)
+        valid = shift_labels != ignore
+        token_losses = F.cross_entropy(
+            shift_logits.reshape(-1, shift_logits.shape[-1]),
+            shift_labels.reshape(-1),
+            ignore_index=ignore,
+            reduction="sum",
+        )
+        return token_losses / valid.sum().clamp_min(1)
+
+    def _mask_loss(
+        self, mask_logits: torch.Tensor | None, target_masks: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """BCE + dice of the ``[SEG]`` masks against ``target_masks`` (one per ``[SEG]``, else ``ValueError``)."""
+        if target_masks is None:
+            return None
+        count = 0 if mask_logits is None else mask_logits.shape[0]
+        if target_masks.shape[0] != count:
+            raise ValueError(
+                f"found {count} [SEG] tokens in input_ids but target_masks has {target_masks.shape[0]} masks"
+            )
+        if mask_logits is None:
+            return None
+        bce, dice = mask_losses(mask_logits.float(), target_masks)
+        return self.config.mask_loss_weight * bce + self.config.dice_loss_weight * dice
+
     # ------------------------------------------------------------------ forward
     def forward(
         self,
@@ -972,57 +1042,19 @@ class EarthGPTXForConditionalGeneration(EarthGPTXPreTrainedModel):
         lm = self.language_model(
             inputs_embeds=embeds, attention_mask=attention_mask, output_hidden_states=True, use_cache=False
         )
-        logits = lm.logits
-        copy_loss = None
+        hidden = lm.hidden_states[-1]
+        logits, copy_loss = lm.logits, None
         if self.count_copy is not None:
-            # The row of each answer's first position becomes log-probabilities with the copied count mixed in.
-            hidden = lm.hidden_states[-1]
-            sources = self.count_sources(input_ids, vision, answer_mask)
-            samples, at = self.copy_positions(input_ids, labels, attention_mask)
-            result = self.count_copy(
-                logits[samples, at], hidden[samples, at], hidden[samples], sources.mix[samples],
-                sources.is_source[samples], self.number_ids(logits.device),
-            )  # fmt: skip
-            logits = logits.float().index_put((samples, at), result.log_probs)
-            if count_targets is not None:
-                copy_loss = self.count_copy_loss(result, sources, samples, count_targets)
-
-        # The hidden state that predicts a [SEG] (position t-1 for a [SEG] at t) drives its mask; generate()
-        # sees exactly that state when it emits [SEG].
-        seg_at = input_ids == config.seg_token_id
-        seg_at[:, 0] = False
-        seg_batch, seg_pos = seg_at.nonzero(as_tuple=True)
-        mask_logits = None
-        if seg_batch.numel():
-            seg_hidden = lm.hidden_states[-1][seg_batch, seg_pos - 1]
-            mask_logits = self.predict_masks(seg_hidden, seg_batch, vision.mask_features)
-
-        loss = lm_loss = mask_loss = None
-        if labels is not None:
-            shift_logits = logits[:, :-1].float()
-            shift_labels = labels[:, 1:].to(logits.device)
-            valid = shift_labels != config.ignore_index
-            token_losses = F.cross_entropy(
-                shift_logits.reshape(-1, shift_logits.shape[-1]),
-                shift_labels.reshape(-1),
-                ignore_index=config.ignore_index,
-                reduction="sum",
+            logits, copy_loss = self._copy_counts(
+                logits, hidden, input_ids, vision, answer_mask, labels, attention_mask, count_targets
             )
-            # An all-masked batch gives 0, not NaN, and still touches the graph.
-            lm_loss = token_losses / valid.sum().clamp_min(1)
-            loss = lm_loss
-        if copy_loss is not None:
-            loss = copy_loss if loss is None else loss + copy_loss
-        if target_masks is not None:
-            count = 0 if mask_logits is None else mask_logits.shape[0]
-            if target_masks.shape[0] != count:
-                raise ValueError(
-                    f"found {count} [SEG] tokens in input_ids but target_masks has {target_masks.shape[0]} masks"
-                )
-            if mask_logits is not None:
-                bce, dice = mask_losses(mask_logits.float(), target_masks)
-                mask_loss = config.mask_loss_weight * bce + config.dice_loss_weight * dice
-                loss = mask_loss if loss is None else loss + mask_loss
+        mask_logits, seg_batch = self._seg_masks(input_ids, hidden, vision.mask_features)
+        lm_loss = None if labels is None else self._lm_loss(logits, labels)
+        mask_loss = self._mask_loss(mask_logits, target_masks)
+        loss = None
+        for part in (lm_loss, copy_loss, mask_loss):  # in this order: the sum is the same to the last bit
+            if part is not None:
+                loss = part if loss is None else loss + part
         return EarthGPTXOutput(
             loss=loss,
             lm_loss=lm_loss,

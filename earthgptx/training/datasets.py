@@ -19,7 +19,7 @@ import multiprocessing as mp
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -366,6 +366,39 @@ _TENSORS = (
 )
 
 
+def _chip_jobs(
+    records: Sequence[dict[str, Any]], root: str | Path, train: bool, aux: AuxSpec | None
+) -> tuple[list[_Job], list[int]]:
+    """One job per chip (its records grouped, so each GeoTIFF is read once) and the record order the jobs give."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, record in enumerate(records):
+        groups[str(record["image"])].append(i)
+    jobs: list[_Job] = [
+        (str(root), name, [records[i] for i in members], train, aux) for name, members in groups.items()
+    ]
+    return jobs, [i for members in groups.values() for i in members]
+
+
+def _run_jobs(
+    jobs: list[_Job], processor: EarthGPTXProcessor, workers: int, progress: bool, total: int
+) -> Iterator[_EncodedChip]:
+    """The encoded chips of ``jobs``, in order, from ``workers`` processes (this one when ``workers`` <= 1)."""
+    bar = tqdm(total=total, disable=not progress, desc="encoding", unit="rec", mininterval=2.0)
+    if workers <= 1:
+        _init_worker(processor, torch.get_num_threads())
+        for job in jobs:
+            chip = _encode_chip(job)
+            bar.update(len(chip.samples))
+            yield chip
+    else:
+        context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
+        with context.Pool(workers, initializer=_init_worker, initargs=(processor, 1)) as pool:
+            for chip in pool.imap(_encode_chip, jobs, chunksize=8):
+                bar.update(len(chip.samples))
+                yield chip
+    bar.close()
+
+
 def encode_dataset(
     records: Sequence[dict[str, Any]],
     root: str | Path,
@@ -382,107 +415,83 @@ def encode_dataset(
     """
     if not records:
         raise ValueError("cannot encode an empty list of records")
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, record in enumerate(records):
-        groups[str(record["image"])].append(i)
-    jobs: list[_Job] = [
-        (str(root), name, [records[i] for i in members], True, aux) for name, members in groups.items()
-    ]
-    order = [i for members in groups.values() for i in members]
-
-    chips: list[_EncodedChip] = []
-    bar = tqdm(total=len(records), disable=not progress, desc="encoding", unit="rec", mininterval=2.0)
-    if workers <= 1:
-        _init_worker(processor, torch.get_num_threads())
-        for job in jobs:
-            chips.append(_encode_chip(job))
-            bar.update(len(job[2]))
-    else:
-        context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with context.Pool(workers, initializer=_init_worker, initargs=(processor, 1)) as pool:
-            for chip in pool.imap(_encode_chip, jobs, chunksize=8):
-                chips.append(chip)
-                bar.update(len(chip.samples))
-    bar.close()
-
+    jobs, order = _chip_jobs(records, root, True, aux)
+    chips = list(_run_jobs(jobs, processor, workers, progress, len(records)))
     n = len(records)
     max_length = max(len(s["input_ids"]) for chip in chips for s in chip.samples)
     size = processor.image_size
-    images = torch.from_numpy(np.stack([chip.pixels for chip in chips]))
-    image_index = torch.zeros(n, dtype=torch.long)
-    modality_ids = torch.zeros(n, dtype=torch.long)
-    input_ids = torch.zeros(n, max_length, dtype=torch.int32)
-    labels = torch.full((n, max_length), IGNORE_INDEX, dtype=torch.int32)
-    lengths = torch.zeros(n, dtype=torch.long)
-    prompt_offsets = torch.zeros(n, dtype=torch.long)
-    prompt_counts = torch.zeros(n, dtype=torch.long)
-    target_offsets = torch.zeros(n, dtype=torch.long)
-    target_counts = torch.zeros(n, dtype=torch.long)
-    prompt_parts: list[np.ndarray] = [np.zeros((1, size, size), dtype=np.uint8)]
-    target_parts: list[np.ndarray] = []
-    next_prompt, next_target = 1, 0
+    tensors: dict[str, torch.Tensor] = {
+        "images": torch.from_numpy(np.stack([chip.pixels for chip in chips])),
+        "input_ids": torch.zeros(n, max_length, dtype=torch.int32),
+        "labels": torch.full((n, max_length), IGNORE_INDEX, dtype=torch.int32),
+    }
+    for name in ("image_index", "modality_ids", "lengths", "prompt_offsets", "prompt_counts", "target_offsets",
+                 "target_counts"):  # fmt: skip
+        tensors[name] = torch.zeros(n, dtype=torch.long)
+    # Row 0 of the prompt bank is an empty mask, for padded prompt slots.
+    banks: dict[str, list[np.ndarray]] = {"prompt": [np.zeros((1, size, size), dtype=np.uint8)], "target": []}
+    next_row = {"prompt": 1, "target": 0}
     region_rows: list[np.ndarray | None] = [None] * n
-    position = 0
-    for chip_index, chip in enumerate(chips):
-        for sample in chip.samples:
-            i = order[position]
-            position += 1
-            region_rows[i] = sample["region"]
-            ids = sample["input_ids"]
-            image_index[i] = chip_index
-            modality_ids[i] = sample["modality_id"]
-            input_ids[i, : len(ids)] = torch.from_numpy(ids)
-            labels[i, : len(ids)] = torch.from_numpy(sample["labels"])
-            lengths[i] = len(ids)
-            prompts, targets = sample["prompt_masks"], sample["target_masks"]
-            prompt_offsets[i], prompt_counts[i] = next_prompt, len(prompts)
-            target_offsets[i], target_counts[i] = next_target, len(targets)
-            if len(prompts):
-                prompt_parts.append(prompts)
-                next_prompt += len(prompts)
-            if len(targets):
-                target_parts.append(targets)
-                next_target += len(targets)
-    aux_tensors = None
-    if aux is not None and all(chip.aux is not None for chip in chips):
-        targets = [chip.aux for chip in chips if chip.aux is not None]
-        aux_tensors = {
-            "aux_token_semantic": torch.from_numpy(np.stack([t.token_semantic for t in targets])).half(),
-            "aux_token_box": torch.from_numpy(np.stack([t.token_box for t in targets])).half(),
-            "aux_token_box_valid": torch.from_numpy(np.stack([t.token_box_valid for t in targets])),
-            "aux_token_centres": torch.from_numpy(np.stack([t.token_centres for t in targets])).half(),
-            "aux_pixel_labels": torch.from_numpy(np.stack([t.pixel_labels for t in targets])),
-            "aux_centre_map": torch.from_numpy(np.stack([t.centre_map for t in targets])),
-            "aux_region": stack_region_targets(
-                [r if r is not None else np.zeros((0, 0), dtype=np.int64) for r in region_rows],
-                processor.max_prompts,
-            ),
-        }
-    prompt_bank = torch.from_numpy(np.concatenate(prompt_parts))
-    target_bank = torch.from_numpy(
+    samples = ((chip_index, sample) for chip_index, chip in enumerate(chips) for sample in chip.samples)
+    for i, (chip_index, sample) in zip(order, samples, strict=True):
+        region_rows[i] = sample["region"]
+        _place_sample(tensors, i, chip_index, sample, banks, next_row)
+    prompt_parts, target_parts = banks["prompt"], banks["target"]
+    tensors["prompt_bank"] = torch.from_numpy(np.concatenate(prompt_parts))
+    tensors["target_bank"] = torch.from_numpy(
         np.concatenate(target_parts) if target_parts else np.zeros((0, size, size), dtype=np.uint8)
     )
-    dataset = EncodedDataset(
-        list(records),
-        images=images,
-        image_index=image_index,
-        modality_ids=modality_ids,
-        input_ids=input_ids,
-        labels=labels,
-        lengths=lengths,
-        prompt_bank=prompt_bank,
-        prompt_offsets=prompt_offsets,
-        prompt_counts=prompt_counts,
-        target_bank=target_bank,
-        target_offsets=target_offsets,
-        target_counts=target_counts,
-        aux=aux_tensors,
-    )
+    aux_tensors = None
+    if aux is not None and all(chip.aux is not None for chip in chips):
+        aux_tensors = _aux_tensors(chips, region_rows, processor.max_prompts)
+    dataset = EncodedDataset(list(records), **tensors, aux=aux_tensors)
     logger.info(
         "encoded %d records on %d chips (max length %d tokens, %.0f MB)",
         n, len(chips), max_length, dataset.nbytes() / 1e6,
     )  # fmt: skip
     return dataset
+
+
+def _place_sample(
+    tensors: dict[str, torch.Tensor],
+    i: int,
+    chip_index: int,
+    sample: dict[str, Any],
+    banks: dict[str, list[np.ndarray]],
+    next_row: dict[str, int],
+) -> None:
+    """Write encoded sample ``i`` into the per-sample tensors; its prompt and target masks go to the end of their
+    banks (``next_row``: each bank's next free row)."""
+    ids = sample["input_ids"]
+    tensors["image_index"][i] = chip_index
+    tensors["modality_ids"][i] = sample["modality_id"]
+    tensors["input_ids"][i, : len(ids)] = torch.from_numpy(ids)
+    tensors["labels"][i, : len(ids)] = torch.from_numpy(sample["labels"])
+    tensors["lengths"][i] = len(ids)
+    for kind in ("prompt", "target"):
+        masks = sample[f"{kind}_masks"]
+        tensors[f"{kind}_offsets"][i], tensors[f"{kind}_counts"][i] = next_row[kind], len(masks)
+        if len(masks):
+            banks[kind].append(masks)
+            next_row[kind] += len(masks)
+
+
+def _aux_tensors(
+    chips: list[_EncodedChip], region_rows: list[np.ndarray | None], max_prompts: int
+) -> dict[str, torch.Tensor]:
+    """The auxiliary targets as tensors: per chip, and ``aux_region`` per sample and prompt slot."""
+    targets = [chip.aux for chip in chips if chip.aux is not None]
+    return {
+        "aux_token_semantic": torch.from_numpy(np.stack([t.token_semantic for t in targets])).half(),
+        "aux_token_box": torch.from_numpy(np.stack([t.token_box for t in targets])).half(),
+        "aux_token_box_valid": torch.from_numpy(np.stack([t.token_box_valid for t in targets])),
+        "aux_token_centres": torch.from_numpy(np.stack([t.token_centres for t in targets])).half(),
+        "aux_pixel_labels": torch.from_numpy(np.stack([t.pixel_labels for t in targets])),
+        "aux_centre_map": torch.from_numpy(np.stack([t.centre_map for t in targets])),
+        "aux_region": stack_region_targets(
+            [r if r is not None else np.zeros((0, 0), dtype=np.int64) for r in region_rows], max_prompts
+        ),
+    }
 
 
 def encode_for_inference(
@@ -493,46 +502,25 @@ def encode_for_inference(
     progress: bool = True,
 ) -> list[EncodedSample]:
     """Encode ``records`` in inference form (the prompt up to ``ASSISTANT:``), keeping their order."""
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, record in enumerate(records):
-        groups[str(record["image"])].append(i)
-    jobs: list[_Job] = [
-        (str(root), name, [records[i] for i in members], False, None) for name, members in groups.items()
-    ]
-    order = [i for members in groups.values() for i in members]
+    jobs, order = _chip_jobs(records, root, False, None)
     results: list[EncodedSample | None] = [None] * len(records)
-    bar = tqdm(total=len(records), disable=not progress, desc="encoding", unit="rec", mininterval=2.0)
-
-    def collect(chip: _EncodedChip, start: int) -> int:
-        pixels = torch.from_numpy(chip.pixels.astype(np.float32))
-        for offset, sample in enumerate(chip.samples):
-            i = order[start + offset]
-            record = records[i]
-            results[i] = EncodedSample(
-                input_ids=sample["input_ids"].tolist(),
-                labels=[IGNORE_INDEX] * len(sample["input_ids"]),
-                pixel_values=pixels,
-                modality_id=int(sample["modality_id"]),
-                prompt_masks=torch.from_numpy(sample["prompt_masks"].astype(np.float32)),
-                target_masks=torch.zeros(0, processor.image_size, processor.image_size),
-                width=float(record.get("width", processor.image_size)),
-                height=float(record.get("height", processor.image_size)),
-                sample_id=str(record.get("id", "")),
-            )
-        bar.update(len(chip.samples))
-        return start + len(chip.samples)
-
-    position = 0
-    if workers <= 1:
-        _init_worker(processor, torch.get_num_threads())
-        for job in jobs:
-            position = collect(_encode_chip(job), position)
-    else:
-        context = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context()
-        with context.Pool(workers, initializer=_init_worker, initargs=(processor, 1)) as pool:
-            for chip in pool.imap(_encode_chip, jobs, chunksize=8):
-                position = collect(chip, position)
-    bar.close()
+    chips = _run_jobs(jobs, processor, workers, progress, len(records))
+    # one float32 tensor per chip, shared by its records
+    shared = ((torch.from_numpy(chip.pixels.astype(np.float32)), chip.samples) for chip in chips)
+    samples = ((pixels, sample) for pixels, chip_samples in shared for sample in chip_samples)
+    for i, (pixels, sample) in zip(order, samples, strict=True):
+        record = records[i]
+        results[i] = EncodedSample(
+            input_ids=sample["input_ids"].tolist(),
+            labels=[IGNORE_INDEX] * len(sample["input_ids"]),
+            pixel_values=pixels,
+            modality_id=int(sample["modality_id"]),
+            prompt_masks=torch.from_numpy(sample["prompt_masks"].astype(np.float32)),
+            target_masks=torch.zeros(0, processor.image_size, processor.image_size),
+            width=float(record.get("width", processor.image_size)),
+            height=float(record.get("height", processor.image_size)),
+            sample_id=str(record.get("id", "")),
+        )
     return [r for r in results if r is not None]
 
 
