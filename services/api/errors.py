@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tipg.errors import DEFAULT_STATUS_CODES as TIPG_STATUS_CODES
+from tipg.errors import MissingDatetimeColumn, MissingGeometryColumn
 from titiler.core.errors import DEFAULT_STATUS_CODES as TITILER_STATUS_CODES
 
 from earthgptx.bus import DependencyUnavailable
@@ -123,6 +124,10 @@ def install(app: FastAPI) -> None:
         for exc_type, status in codes.items():
             if status < 500:  # unexpected errors stay logged 500s, not quiet ones
                 app.add_exception_handler(exc_type, _library(status))
+    # Every published collection has a geometry and a time column: tipg raises these only for a column the
+    # client named (``geom-column``, ``datetime-column``) that the collection does not have.
+    for exc_type in (MissingGeometryColumn, MissingDatetimeColumn):
+        app.add_exception_handler(exc_type, _library(404))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidRecord, _invalid_record)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
-from fastapi import Depends, FastAPI, Query
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -26,8 +26,6 @@ from prometheus_client import make_asgi_app
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tipg.collections import register_collection_catalog
 from tipg.database import close_db_connection, connect_to_db
-from tipg.dependencies import bbox_query as tipg_bbox_query
-from tipg.factory import Endpoints
 from tipg.settings import DatabaseSettings as TipgDatabaseSettings
 from tipg.settings import PostgresSettings
 
@@ -37,7 +35,7 @@ from earthgptx.runtime import run_http_service
 from earthgptx.store.db import make_engine
 from earthgptx.store.objects import ObjectStore
 from earthgptx.store.repository import Repository
-from services.api import errors
+from services.api import errors, ogc
 from services.api.deps import reader
 from services.api.routers import aois, health, imagery, queries, uploads, vector_tiles
 from services.api.security import KeyStore, RateLimiter
@@ -139,14 +137,6 @@ class BodyLimit:
         await JSONResponse(errors.body("too_large", reason), status_code=413)(scope, receive, send)
 
 
-def _bbox_query(bbox: Annotated[str | None, Query(description="west,south,east,north (lon/lat)")] = None) -> Any:
-    """tipg's bbox parameter, with a non-numeric value refused as 422 (tipg lets its ValueError become a 500)."""
-    try:
-        return tipg_bbox_query(bbox)
-    except ValueError:
-        raise errors.Invalid(f"bbox must be four (or six) comma-separated numbers, got {bbox!r}") from None
-
-
 def _landing() -> dict[str, Any]:
     return {
         "title": "EarthGPT-X query API",
@@ -189,9 +179,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(imagery.router)
     app.include_router(vector_tiles.router)
     app.include_router(imagery.tiler().router, prefix="/imagery", tags=["imagery"], dependencies=[Depends(reader)])
-    ogc = Endpoints(title="EarthGPT-X OGC API", router_prefix="/ogc", with_tiles_viewer=False)
-    app.include_router(ogc.router, prefix="/ogc", dependencies=[Depends(reader)])
-    app.dependency_overrides[tipg_bbox_query] = _bbox_query
+    ogc.mount(app, "/ogc", dependencies=[Depends(reader)])
     app.mount("/metrics", make_asgi_app())
     if (settings.web_dir / "index.html").is_file():
         app.mount("/", StaticFiles(directory=settings.web_dir, html=True), name="web")

@@ -55,6 +55,7 @@ const vector = (layer) => ({ type: "vector", tiles: [`${origin}/tiles/${layer}/{
 map.on("load", async () => {
   map.addSource("scenes", vector("scenes"));
   map.addSource("results", vector("results"));
+  map.addSource("result_points", vector("result_points"));
   map.addSource("aois", vector("aois"));
   map.addSource("drawn", { type: "geojson", data: EMPTY });
   map.addSource("answers", { type: "geojson", data: EMPTY });
@@ -63,7 +64,8 @@ map.on("load", async () => {
   map.addLayer({ id: "aoi-outline", type: "line", source: "aois", "source-layer": "aois", paint: { "line-color": "#c9a600", "line-dasharray": [2, 2] } });
   map.addLayer({ id: "result-fill", type: "fill", source: "results", "source-layer": "results", filter: ["==", ["geometry-type"], "Polygon"], paint: { "fill-color": LEVEL_COLOURS, "fill-opacity": 0.35 } });
   map.addLayer({ id: "result-outline", type: "line", source: "results", "source-layer": "results", paint: { "line-color": LABEL_COLOURS, "line-width": 2 } });
-  map.addLayer({ id: "result-points", type: "circle", source: "results", "source-layer": "results", filter: ["==", ["geometry-type"], "Point"], paint: { "circle-color": LEVEL_COLOURS, "circle-radius": 5, "circle-stroke-color": LABEL_COLOURS, "circle-stroke-width": 2 } });
+  // Below zoom 13 small objects are points (a tile drops polygons smaller than one of its units).
+  map.addLayer({ id: "result-points", type: "circle", source: "result_points", "source-layer": "result_points", maxzoom: 13, paint: { "circle-color": LEVEL_COLOURS, "circle-radius": 4, "circle-stroke-color": LABEL_COLOURS, "circle-stroke-width": 1.5 } });
   map.addLayer({ id: "answer-outline", type: "line", source: "answers", paint: { "line-color": "#00a0a0", "line-width": 3 } });
   map.addLayer({ id: "drawn-fill", type: "fill", source: "drawn", filter: ["==", ["geometry-type"], "Polygon"], paint: { "fill-color": "#00a0a0", "fill-opacity": 0.15 } });
   map.addLayer({ id: "drawn-line", type: "line", source: "drawn", paint: { "line-color": "#00a0a0", "line-width": 2 } });

@@ -68,7 +68,10 @@ def _scene(resources: Any, scene_id: str) -> Any:
     return row
 
 
-async def scene_url(request: Request, scene: Annotated[str, Query(description="scene id", max_length=128)]) -> str:
+SCENE_ID = r"^[A-Za-z0-9._-]{1,128}$"
+
+
+async def scene_url(request: Request, scene: Annotated[str, Query(description="scene id", pattern=SCENE_ID)]) -> str:
     """titiler's dataset: the scene's COG as GDAL reads it (``s3://bucket/key``)."""
     row = await run_in_threadpool(_scene, request.app.state.resources, scene)
     return f"s3://{row.object_bucket}/{row.object_key}"
@@ -106,7 +109,7 @@ def tiler() -> TilerFactory:
 
 @router.get("/v1/scenes/{scene_id}/tiles/{z}/{x}/{y}.png", status_code=307, response_class=RedirectResponse)
 async def scene_tile(
-    scene_id: Annotated[str, Path(max_length=128)],
+    scene_id: Annotated[str, Path(pattern=SCENE_ID)],
     z: Annotated[int, Path(ge=0, le=24)],
     x: Annotated[int, Path(ge=0)],
     y: Annotated[int, Path(ge=0)],

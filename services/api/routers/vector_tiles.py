@@ -19,7 +19,7 @@ MVT = "application/vnd.mapbox-vector-tile"
 
 @router.get("/tiles/{layer}/{z}/{x}/{y}", response_class=Response, responses={200: {"content": {MVT: {}}}})
 async def vector_tile(
-    layer: Literal["scenes", "results", "aois"],
+    layer: Literal["scenes", "results", "result_points", "aois"],
     z: Annotated[int, Path(ge=0, le=22)],
     x: Annotated[int, Path(ge=0, lt=2**22)],
     y: Annotated[int, Path(ge=0, lt=2**22)],

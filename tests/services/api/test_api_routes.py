@@ -41,7 +41,8 @@ def test_health_ready_and_metrics(api: RunningApi) -> None:
         assert client.get("/readyz").json() == {"status": "ready"}
         metrics = client.get("/metrics/")
         assert metrics.status_code == 200 and "python_info" in metrics.text
-        assert "/ogc" in client.get("/").text
+        landing = client.get("/")
+        assert landing.status_code == 200 and ("id=\"map\"" in landing.text or "/ogc" in landing.text)
 
 
 def test_cors_is_closed_by_default(api: RunningApi) -> None:
@@ -63,7 +64,7 @@ def test_ogc_landing_conformance_and_collections(api: RunningApi) -> None:
         conformance = client.get("/ogc/conformance").json()["conformsTo"]
         assert any("ogcapi-features-1/1.0/conf/core" in c for c in conformance)
         ids = {c["id"] for c in client.get("/ogc/collections").json()["collections"]}
-        assert {"ogc.scenes", "ogc.results", "ogc.aois"} <= ids
+        assert {"ogc.scenes", "ogc.results", "ogc.aois", "ogc.queries"} <= ids
         # Nothing outside the ogc schema is published (the api_keys table least of all).
         assert not {i for i in ids if not i.startswith("ogc.")}
         assert client.get("/ogc/collections/public.api_keys/items").status_code == 404
