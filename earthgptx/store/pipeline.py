@@ -161,6 +161,14 @@ class PipelineStore:
         """Insert the tasks that are new (a re-delivery inserts none); returns how many were."""
         return self.repository.upsert_tasks(tasks)
 
+    def done_tasks(self, task_ids: Sequence[str]) -> set[str]:
+        """Which of these tasks are ``done`` already (their answers stored)."""
+        if not task_ids:
+            return set()
+        statement = select(Task.id).where(Task.id.in_(list(task_ids)), Task.status == "done")
+        with self.repository._session("done tasks") as session:
+            return set(session.scalars(statement))
+
     def task(self, task_id: str) -> TileTask | None:
         found = self.repository.get_task(task_id)
         return _tile_task(found) if found is not None else None

@@ -75,6 +75,7 @@ class Store(Protocol):
     def upsert_aoi(self, aoi: AoiRecord) -> None: ...
     def set_aoi_active(self, aoi_id: str, active: bool) -> bool: ...
     def add_tasks(self, tasks: Sequence[TaskRecord]) -> int: ...
+    def done_tasks(self, task_ids: Sequence[str]) -> set[str]: ...
     def task(self, task_id: str) -> TileTask | None: ...
     def tile_tasks(self, scene_id: str, window: tuple[int, int, int, int]) -> list[TileTask]: ...
     def answers(self, task_ids: Sequence[str]) -> list[StoredAnswer]: ...
@@ -442,12 +443,14 @@ class PromptgenHandler:
         return task
 
     def _emit(self, tasks: Sequence[PromptTask], trace_id: str) -> int:
-        """Insert the new tasks, then publish them all (a re-delivery publishes the same events again)."""
+        """Insert the new tasks, then publish those not answered yet (a re-delivery publishes the same events
+        again, with the same ids, but never asks the model twice for a stored answer)."""
         if not tasks:
             return 0
         created = self.store.add_tasks([_task_record(t) for t in tasks])
+        done = self.store.done_tasks([t.task_id for t in tasks])
         futures = []
-        for task in tasks:
+        for task in (t for t in tasks if t.task_id not in done):
             task.header.event_id = task.task_id
             futures.append(self.publisher.publish(self.output_topic, task.scene_id, task, trace_id=trace_id))
         for outcome in self.publisher.wait(futures, timeout_s=self.publish_timeout_s):

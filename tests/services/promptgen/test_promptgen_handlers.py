@@ -146,6 +146,10 @@ def test_a_scene_is_tiled_into_georeferenced_chips_with_l1_tasks(world: World) -
     again = world.publisher.take()
     assert [t.task_id for t in again] == [t.task_id for t in tasks]
     assert world.store.add_tasks([]) == 0
+    # ... except those already answered: the model is not asked twice for a stored answer.
+    world.answer(tasks[0], Answer(text="water", label="water"))
+    world.handler.on_scene_ingested(_ingested(scene))
+    assert [t.task_id for t in world.publisher.take()] == [t.task_id for t in tasks[1:]]
 
 
 def test_the_cascade_runs_l1_to_l4_on_a_tile(world: World) -> None:
