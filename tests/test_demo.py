@@ -47,6 +47,7 @@ def rows_of(scene_ids: list[str]) -> list[tuple[Any, ...]]:
 @pytest.mark.minio
 @pytest.mark.triton
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a fresh stack asks the tiny model ~100 questions on the CPU (minutes)
 def test_demo_answers_every_scene_the_aoi_and_the_query_and_can_run_twice(tmp_path: Path) -> None:
     first, summary = run_demo(tmp_path, "first")
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
