@@ -78,6 +78,12 @@ map.on("load", async () => {
 // --- scenes: footprints come from the tiles; imagery as one raster layer per scene in view ---------------------
 const imagery = new Set();
 
+function bounds(geometry) {
+  const flat = JSON.stringify(geometry.coordinates).match(/-?[\d.e+-]+/g).map(Number);
+  const xs = flat.filter((_, i) => i % 2 === 0), ys = flat.filter((_, i) => i % 2 === 1);
+  return [Math.min(...xs), Math.min(...ys), Math.max(...xs), Math.max(...ys)];
+}
+
 async function scenesInView() {
   const b = map.getBounds();
   const bbox = [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()].map((v) => Math.max(-180, Math.min(180, v)).toFixed(6));
@@ -88,10 +94,10 @@ async function scenesInView() {
 
 function showImagery(scenes) {
   for (const scene of scenes) {
-    if (imagery.has(scene.id) || !scene.bbox) continue;
+    if (imagery.has(scene.id) || !scene.geometry) continue;
     imagery.add(scene.id);
     const id = `imagery-${scene.id}`;
-    map.addSource(id, { type: "raster", tiles: [`${origin}/v1/scenes/${scene.id}/tiles/{z}/{x}/{y}.png`], tileSize: 256, bounds: scene.bbox });
+    map.addSource(id, { type: "raster", tiles: [`${origin}/v1/scenes/${scene.id}/tiles/{z}/{x}/{y}.png`], tileSize: 256, bounds: bounds(scene.geometry) });
     map.addLayer({ id, type: "raster", source: id, paint: { "raster-opacity": 0.9 } }, "scene-footprints");
   }
 }
@@ -99,7 +105,7 @@ function showImagery(scenes) {
 async function fitToScenes() {
   try {
     const page = await api("/ogc/collections/ogc.scenes/items?limit=50");
-    const boxes = page.features.map((f) => f.bbox).filter(Boolean);
+    const boxes = page.features.filter((f) => f.geometry).map((f) => bounds(f.geometry));
     if (boxes.length) {
       const west = Math.min(...boxes.map((b) => b[0])), south = Math.min(...boxes.map((b) => b[1]));
       const east = Math.max(...boxes.map((b) => b[2])), north = Math.max(...boxes.map((b) => b[3]));

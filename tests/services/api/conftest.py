@@ -9,18 +9,25 @@ object-store helpers from ``tests/kits/``.
 
 from __future__ import annotations
 
+import io
+import os
 import socket
+import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
+import rasterio
 import sqlalchemy as sa
 import uvicorn
 from kits.broker import delete_leftovers
+from rasterio.transform import from_bounds
 from shapely.geometry import box
 
 from earthgptx.settings import DatabaseSettings, KafkaSettings
@@ -33,6 +40,8 @@ from services.api.security import KeyStore
 from services.api.settings import Settings
 
 RATE_LIMIT = "1000/minute"
+REPO = Path(__file__).resolve().parents[3]
+MARTIN = Path(os.environ.get("EGX_CACHE", Path.home() / ".cache" / "earthgptx")) / "martin" / "bin" / "martin"
 
 
 def free_port() -> int:
@@ -139,3 +148,52 @@ def seed_results(
     repository.upsert_task(task)
     repository.record_results([TaskResults(task, results)])
     return task_id
+
+
+@pytest.fixture(scope="module")
+def martin(migrated_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if not MARTIN.is_file():
+        pytest.fail(f"Martin is not built: run deploy/local/martin.sh install (expected {MARTIN.name} in the cache)")
+    port = free_port()
+    env = {
+        **os.environ,
+        "EGX_MARTIN_DATABASE_URL": migrated_db_url.replace("+psycopg2", ""),
+        "EGX_MARTIN_LISTEN": f"127.0.0.1:{port}",
+    }
+    log = tmp_path_factory.mktemp("martin") / "martin.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [str(MARTIN), "--config", str(REPO / "deploy" / "local" / "martin.yaml")], env=env, stdout=out, stderr=out
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"Martin did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def put_cog(store: ObjectStore, key: str, bounds: tuple[float, float, float, float]) -> None:
+    """A small tiled RGB GeoTIFF (left half red) in the scenes bucket, as ingest leaves a scene's COG."""
+    data = np.full((3, 256, 256), 40, dtype=np.uint8)
+    data[0, :, :128] = 200
+    profile = {
+        "driver": "GTiff", "width": 256, "height": 256, "count": 3, "dtype": "uint8", "crs": "EPSG:4326",
+        "transform": from_bounds(*bounds, 256, 256), "tiled": True, "blockxsize": 256, "blockysize": 256,
+    }  # fmt: skip
+    buffer = io.BytesIO()
+    with rasterio.MemoryFile() as memory:
+        with memory.open(**profile) as dataset:
+            dataset.write(data)
+        buffer.write(memory.read())
+    store.put_bytes(store.settings.scenes_bucket, key, buffer.getvalue())

@@ -4,17 +4,13 @@ answers read back from the tables), health, metrics, and the JSON body of each r
 
 from __future__ import annotations
 
-import io
 import uuid
 from typing import Any
 
-import numpy as np
 import pytest
-import rasterio
 import sqlalchemy as sa
-from conftest import RunningApi, seed_results, seed_scene
+from conftest import RunningApi, put_cog, seed_results, seed_scene
 from kits.broker import read_topic, record_count
-from rasterio.transform import from_bounds
 
 from earthgptx.events import decode_event
 from earthgptx.store.objects import ObjectStore
@@ -268,24 +264,9 @@ def test_query_in_scene_pixels(api: RunningApi) -> None:
 # -- imagery --------------------------------------------------------------------------------------------
 
 
-def _cog(store: ObjectStore, key: str) -> None:
-    data = np.zeros((3, 256, 256), dtype=np.uint8)
-    data[0, :, :128] = 200  # red half
-    buffer = io.BytesIO()
-    profile = {
-        "driver": "GTiff", "width": 256, "height": 256, "count": 3, "dtype": "uint8", "crs": "EPSG:4326",
-        "transform": from_bounds(10.0, 50.0, 10.1, 50.1, 256, 256), "tiled": True, "blockxsize": 256, "blockysize": 256,
-    }  # fmt: skip
-    with rasterio.MemoryFile() as memory:
-        with memory.open(**profile) as dataset:
-            dataset.write(data)
-        buffer.write(memory.read())
-    store.put_bytes(store.settings.scenes_bucket, key, buffer.getvalue())
-
-
 def test_scene_imagery_tiles_from_minio(api: RunningApi, object_store: ObjectStore) -> None:
     key = f"cogs/{uuid.uuid4().hex}.tif"
-    _cog(object_store, key)
+    put_cog(object_store, key, (10.0, 50.0, 10.1, 50.1))
     scene = seed_scene(api.repository, (10.0, 50.0, 10.1, 50.1), object_key=key, bucket=object_store.settings.scenes_bucket)
     with api.client() as client:
         # z12 tile over (10.05, 50.05)

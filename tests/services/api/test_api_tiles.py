@@ -5,13 +5,9 @@ that holds it, at several zoom levels: a feature is in a tile when its id (a pro
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import morecantile
@@ -25,42 +21,7 @@ from earthgptx.store.repository import Repository
 
 pytestmark = [pytest.mark.postgis, pytest.mark.kafka, pytest.mark.minio]
 
-REPO = Path(__file__).resolve().parents[3]
-MARTIN = Path(os.environ.get("EGX_CACHE", Path.home() / ".cache" / "earthgptx")) / "martin" / "bin" / "martin"
 WEB_MERCATOR = morecantile.tms.get("WebMercatorQuad")
-
-
-@pytest.fixture(scope="module")
-def martin(migrated_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not MARTIN.is_file():
-        pytest.fail(f"Martin is not built: run deploy/local/martin.sh install (expected {MARTIN.name} in the cache)")
-    port = free_port()
-    env = {
-        **os.environ,
-        "EGX_MARTIN_DATABASE_URL": migrated_db_url.replace("+psycopg2", ""),
-        "EGX_MARTIN_LISTEN": f"127.0.0.1:{port}",
-    }
-    log = tmp_path_factory.mktemp("martin") / "martin.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [str(MARTIN), "--config", str(REPO / "deploy" / "local" / "martin.yaml")], env=env, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"Martin did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 @pytest.fixture(scope="module")
