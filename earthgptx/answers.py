@@ -2,7 +2,7 @@
 
 An answer the model wrote badly must be stored as an *unparsed* answer with its reason, never as a wrong
 geometry. :func:`parse_answer_strict` therefore checks everything written in brackets: a box is exactly four
-integers on the ``[0, 1000)`` grid with ``x1 < x2`` and ``y1 < y2`` (DESIGN §2); anything else in brackets
+integers on the ``[0, 1000)`` grid with ``x1 < x2`` and ``y1 < y2`` (docs/architecture.md); anything else in brackets
 but ``[SEG]`` (``[12, 40, 55]``, ``[-3, 4, 10, 20]``, ``[1.5, ...]``, an unclosed ``[``, ``y2 < y1``) makes
 the answer unparsed. With a ``task`` (``earthgptx.data.vocabulary.TASKS``) the answer must also have that task's
 form: a box for grounding, ``[SEG]`` for pixel grounding, a count for counting, yes/no for relations, a word of

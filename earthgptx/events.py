@@ -119,7 +119,7 @@ def task_id(
     prompts: Iterable[VisualPrompt],
     model_version: str,
 ) -> str:
-    """The id of a prompt task (DESIGN §3): hash of scene, tile, level, task, prompts and model version."""
+    """The id of a prompt task (docs/architecture.md, "Ids"): hash of scene, tile, level, task, prompts and model version."""
     return deterministic_id(
         "task", scene_id, tile, Level.Name(level), task, [p for p in prompts], model_version
     )

@@ -1,4 +1,4 @@
-"""The text and coordinate formats that the dataset, the model and the services share (DESIGN §2).
+"""The text and coordinate formats that the dataset, the model and the services share (docs/architecture.md).
 
 Defined once here and imported by ``earthgptx.data`` (records, generator), ``earthgptx.model`` (tokenizer,
 processor) and the platform; changing one is a change of the dataset format and needs a version bump.

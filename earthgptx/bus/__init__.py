@@ -1,4 +1,4 @@
-"""The Kafka bus: topics, an idempotent event producer and the consumer loop (DESIGN §3, "Delivery").
+"""The Kafka bus: topics, an idempotent event producer and the consumer loop (docs/architecture.md, "Delivery").
 
     from earthgptx.bus import ConsumerLoop, EventProducer, route, topics
     from earthgptx.v1.events_pb2 import SceneIngested

@@ -1,4 +1,4 @@
-"""Datasets in the EarthGPT-X record format (DESIGN §2).
+"""Datasets in the EarthGPT-X record format (docs/architecture.md).
 
 - :func:`generate_dataset` writes the synthetic multi-source (optical, multispectral, SAR, thermal infrared),
   multi-level (scene, region, attribute, relation) visual-prompting dataset;

@@ -1,4 +1,4 @@
-"""Dataset records (JSON Lines, DESIGN §2): schema validation, reading and writing.
+"""Dataset records (JSON Lines, docs/architecture.md): schema validation, reading and writing.
 
 A record is one instruction/answer sample on one image chip. Paths inside a record (``image``, ``mask``) are
 relative to the JSON Lines file. Coordinates of ``prompts`` are chip pixels; boxes written in answer text

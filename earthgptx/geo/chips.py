@@ -1,4 +1,4 @@
-"""Chip pixels -> scene pixels and -> EPSG:4326, through each chip's own affine transform (DESIGN §3).
+"""Chip pixels -> scene pixels and -> EPSG:4326, through each chip's own affine transform (docs/architecture.md).
 
 Events carry geometry in *chip* pixels (``VisualPrompt``, ``DetectedBox``: x right, y down, origin at the chip's
 top-left corner) together with the ``TileWindow`` the chip was cut from. Two mappings follow from the tile:

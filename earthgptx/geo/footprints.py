@@ -1,4 +1,4 @@
-"""Scene footprints: a raster's outline, with densified edges, as a lon/lat polygon (DESIGN §3)."""
+"""Scene footprints: a raster's outline, with densified edges, as a lon/lat polygon (docs/architecture.md)."""
 
 from __future__ import annotations
 

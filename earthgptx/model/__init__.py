@@ -1,4 +1,4 @@
-"""The EarthGPT-X model (DESIGN §2): configuration, tokenizer, processor, network and ONNX export.
+"""The EarthGPT-X model (docs/architecture.md): configuration, tokenizer, processor, network and ONNX export.
 
 Laid out like transformers' LLaVA — one job per file::
 

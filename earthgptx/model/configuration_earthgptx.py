@@ -1,4 +1,4 @@
-"""Configuration of the EarthGPT-X model (DESIGN §2).
+"""Configuration of the EarthGPT-X model (docs/architecture.md).
 
 A composite configuration in the transformers style: ``EarthGPTXConfig`` holds four named sub-configurations —
 ``vision_config`` (the hybrid ConvNeXt + DINOv2 tower, which itself nests a ``ConvNextConfig`` and a

@@ -1,4 +1,4 @@
-"""The EarthGPT-X network (DESIGN §2), laid out like transformers' LLaVA.
+"""The EarthGPT-X network (docs/architecture.md), laid out like transformers' LLaVA.
 
 Parts, named for their role:
 

@@ -3,7 +3,7 @@
 - **Bands**: ``EarthGPTXImageProcessor`` (``image_processing_earthgptx.py``), the per-modality band preprocessing
   into 13 normalised band slots; the processor holds one as ``image_processor``.
 - **Prompts** (point, box, polygon, scribble; chip pixels) are validated, normalised to the integer ``[0, 1000)``
-  grid (DESIGN §2) and rasterised with rasterio into one mask per prompt at the model's chip size.
+  grid (docs/architecture.md) and rasterised with rasterio into one mask per prompt at the model's chip size.
 - **Text**: a chat template (``USER: … ASSISTANT: …``), ``<image>`` expanded to the image tokens and
   ``<regionI>`` in human turns to the K tokens of prompt I (in answers ``<regionI>`` stays one ordinary token),
   followed by the prompt's centroid ``[x, y]`` on the grid when ``prompt_coordinates`` is on, labels ``-100``
@@ -66,7 +66,7 @@ PROCESSOR_CONFIG_NAME = "processor_config.json"
 
 # --------------------------------------------------------------------------------------------------- prompts
 def prompt_to_grid(prompt: dict[str, Any], width: float, height: float, index: int = 0) -> dict[str, Any]:
-    """The prompt in the integer ``[0, 1000)`` grid of DESIGN §2 (validated first)."""
+    """The prompt in the integer ``[0, 1000)`` grid (docs/architecture.md; validated first)."""
     dict_to_geometry(prompt, width, height, index)
     kind = prompt["type"]
     if kind == "point":

@@ -1,4 +1,4 @@
-"""Serving the trained EarthGPT-X on NVIDIA Triton (DESIGN §3, "Triton model repository").
+"""Serving the trained EarthGPT-X on NVIDIA Triton (docs/architecture.md, "Serving").
 
     build.py          python -m earthgptx.serving.build: the model repository of a checkpoint (make model)
     triton_models.py  the three python models (vision_encoder, llm, entry model earthgptx); model.py files subclass

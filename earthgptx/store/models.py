@@ -1,4 +1,4 @@
-"""The PostGIS schema as SQLAlchemy 2 declarative models (DESIGN §3, "PostGIS data model").
+"""The PostGIS schema as SQLAlchemy 2 declarative models (docs/architecture.md, "Storage").
 
 The Alembic migrations in ``earthgptx/store/migrations`` create exactly this schema (a test compares them);
 a change here needs a new revision there. Geometries are stored in EPSG:4326 (lon/lat, x first); the source

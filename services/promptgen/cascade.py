@@ -1,4 +1,4 @@
-"""The cascade's rules (DESIGN §3), pure: which questions to ask of a tile, given what is already known. No I/O.
+"""The cascade's rules (docs/architecture.md), pure: which questions to ask of a tile, given what is already known. No I/O.
 
 - L1, per tile: scene classification, caption, and one count per object class;
 - L2, per class that L1 counted (count > 0): grounding (a box), and ``[SEG]`` pixel grounding when the policy

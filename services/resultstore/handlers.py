@@ -71,7 +71,7 @@ log = logging.getLogger(__name__)
 
 PRODUCER_NAME = "resultstore"
 COUNT_TASKS = frozenset({"count", "counting"})
-# A ResultStored larger than this carries its objects by claim check: events stay kilobytes (DESIGN: claim check).
+# A ResultStored larger than this carries its objects by claim check: events stay kilobytes (docs/architecture.md, "Topics").
 INLINE_EVENT_BYTES = 64 * 1024
 CLAIM_CONTENT_TYPE = "application/x-protobuf; messageType=earthgptx.v1.DetectedBoxList"
 

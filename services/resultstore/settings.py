@@ -28,8 +28,8 @@ class Settings(ServiceSettings):
     group_id: str = "resultstore"
     input_topic: str = topics.INFERENCE_RESULTS
     output_topic: str = topics.RESULTS_STORED
-    # DESIGN §3: a result of a tile without a usable georeference is rejected unless the deployment allows
-    # pixel-only results; it is never placed at (0, 0).
+    # A result of a tile without a usable georeference is rejected unless the deployment allows pixel-only
+    # results; it is never placed at (0, 0) (docs/architecture.md, "Georeferencing").
     allow_ungeoreferenced: bool = False
     # Transient failures of a record are retried this often before dead-lettering; outages (PostGIS, MinIO or
     # the broker down) are waited out without limit and never dead-letter a valid result.
