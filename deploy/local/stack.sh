@@ -3,7 +3,7 @@
 # what is not running, and returns only when every service answers for real.
 source "$(dirname "$0")/common.sh"
 HERE="$(cd "$(dirname "$0")" && pwd)"
-SERVICES=(postgres kafka minio triton ingest promptgen inference resultstore)
+SERVICES=(postgres kafka minio triton ingest promptgen inference resultstore martin api)
 
 up() {
   reserve_ports

@@ -99,3 +99,16 @@ def test_ingest_service_and_the_drop_buckets_notification_target(compose: dict) 
     assert minio["MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY"] == "scenes.dropped"  # earthgptx.scenes.drops.DROP_TOPIC
     queue = minio["MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY"]
     assert any(str(v).endswith(":" + queue) for v in services["minio"]["volumes"])
+
+
+def test_api_service_and_its_tile_server(compose: dict) -> None:
+    services = compose["services"]
+    api = services["api"]
+    assert api["command"] == ["python", "-m", "services.api"]
+    assert api["build"]["target"] == "services" and api["environment"]["EGX_ENVIRONMENT"] == "production"
+    assert api["environment"]["EGX_API_MARTIN_URL"] == "http://martin:3000"
+    assert api["environment"]["EGX_API_INGEST_URL"] == "http://ingest:8081"
+    assert "/healthz" in " ".join(api["healthcheck"]["test"])
+    martin = services["martin"]
+    assert any(str(v).startswith("./deploy/local/martin.yaml:") for v in martin["volumes"])
+    assert (REPO / "deploy" / "local" / "martin.yaml").is_file()

@@ -53,5 +53,5 @@ def test_status_reports_every_service_up() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
     names = {line.split()[0]: line.split()[1] for line in lines}
     assert names == {"postgres": "up", "kafka": "up", "minio": "up", "triton": "up", "ingest": "up", "promptgen": "up",
-                     "inference": "up", "resultstore": "up"}
+                     "inference": "up", "resultstore": "up", "martin": "up", "api": "up"}
     assert all("127.0.0.1:" in line for line in lines)
