@@ -1,4 +1,4 @@
-"""A scene cut into model-size chips with overlap (DESIGN §3, large scenes).
+"""A scene cut into model-size chips with overlap (docs/architecture.md, "Georeferencing").
 
 ``tile_windows`` lays square windows of ``tile_size`` scene pixels over the raster, stepping by
 ``tile_size - overlap``; the last row and column are moved back inside the raster so that every window is whole
