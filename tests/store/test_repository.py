@@ -265,6 +265,31 @@ def test_record_results_writes_a_batch_of_tasks_in_one_go_and_counts_per_task(re
     assert _count(repository, "SELECT count(*) FROM results WHERE scene_id = :s", s=scene.id) == 6
 
 
+def test_record_results_sends_a_few_statements_per_batch_not_one_per_task(repository: Repository) -> None:
+    # The task upsert once went row by row (an ON CONFLICT with a bound parameter in SET): 200 round trips here.
+    scene = _scene(_uid("scene"), 500_000, 4_600_000)
+    repository.upsert_scene(scene)
+    tasks = [_task(_uid("task"), scene.id) for _ in range(200)]
+    batch = [TaskResults(t, tuple(_results(t.id, scene.id, 2)), {"infer_ms": 1.0}) for t in tasks]
+    statements: list[str] = []
+
+    def count(connection: object, cursor: object, statement: str, parameters: object, context: object,
+              executemany: bool) -> None:
+        # A plain executemany (a list of rows) is one round trip per row with psycopg2; a multi-row VALUES
+        # batch comes as one statement with one dict of parameters.
+        rows = len(parameters) if executemany and isinstance(parameters, list | tuple) else 1
+        statements.extend([statement] * rows)
+
+    sa.event.listen(repository.engine, "before_cursor_execute", count)
+    try:
+        assert repository.record_results(batch) == [2] * 200
+    finally:
+        sa.event.remove(repository.engine, "before_cursor_execute", count)
+    assert len(statements) <= 4, statements[:5]
+    stored = repository.get_task(tasks[-1].id)
+    assert stored is not None and stored.status == "done" and stored.error is None
+
+
 def test_aois_intersecting_a_footprint(repository: Repository) -> None:
     scene = _scene(_uid("scene"), 500_000, 4_600_000)
     assert scene.footprint is not None
