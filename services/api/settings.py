@@ -2,7 +2,7 @@
 
     EGX_API_HOST=127.0.0.1 / EGX_API_PORT=8080       where the HTTP API listens
     EGX_API_READS_NEED_KEY=false                     reads (OGC, tiles, queries, AOIs) open, or keyed
-    EGX_API_RATE_LIMIT="120/minute"                  per API key (per client address for open reads)
+    EGX_API_RATE_LIMIT="1200/minute"                 per API key (per client address for open reads)
     EGX_API_MAX_BODY_BYTES=1048576                   larger JSON bodies are refused (413); uploads excepted
     EGX_API_CORS_ORIGINS=[]                          CORS is closed unless origins are listed
     EGX_API_INGEST_URL=http://127.0.0.1:8081         uploads are proxied there under the API's authentication
@@ -34,7 +34,8 @@ class Settings(HttpServiceSettings):
 
     port: int = 8080
     reads_need_key: bool = False
-    rate_limit: str = "120/minute"
+    # A map view loads tens of tiles at once: the limit is sized for a person panning a map.
+    rate_limit: str = "1200/minute"
     max_body_bytes: int = 1024 * 1024
     cors_origins: list[str] = Field(default_factory=list)
     ingest_url: str = "http://127.0.0.1:8081"
