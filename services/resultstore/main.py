@@ -28,7 +28,8 @@ class ResultStoreService(ConsumerService):
         self.repository = Repository.from_settings(settings.database)
         self.objects = ObjectStore(settings.objects)
         self.objects.ensure_buckets(settings.claims_bucket)
-        producer = EventProducer(settings.kafka, client_id=f"egx-{settings.group_id}", producer_name=PRODUCER_NAME)
+        producer = EventProducer(settings.kafka, client_id=f"egx-{settings.group_id}", producer_name=PRODUCER_NAME,
+                                 batch_size=settings.producer_batch_bytes)
         self.handler = ResultStoreHandler(
             self.repository,
             producer,
