@@ -85,7 +85,10 @@ class ServiceProcess:
     log_offset: int = field(default=0, init=False)  # where the current process's log begins
 
     def start(self) -> ServiceProcess:
-        environment = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        # A metrics port inherited from the shell (the stack's own worker of the same service holds it) would make
+        # the child fail to bind; the test's service opens one only where its own env asks for it.
+        inherited = {k: v for k, v in os.environ.items() if not k.endswith("_METRICS_PORT")}
+        environment = {**inherited, **self.env, "PYTHONUNBUFFERED": "1"}
         self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
