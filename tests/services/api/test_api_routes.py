@@ -91,6 +91,9 @@ def test_ogc_items_bbox_datetime_limit_and_paging(api: RunningApi) -> None:
         assert dated["numberReturned"] == 0
         assert client.get("/ogc/collections/ogc.results/items", params={"bbox": "1,2,3"}).status_code == 422
         assert client.get("/ogc/collections/ogc.results/items", params={"limit": -1}).status_code == 422
+        _refusal(client.get("/ogc/collections/ogc.scenes/items", params={"datetime": "null"}), 422, "invalid")
+        _refusal(client.get("/ogc/collections/ogc.results/items", params={"filter": "label =="}), 422, "invalid")
+        _refusal(client.get("/ogc/collections/ogc.results/tiles/WebMercatorQuad/99/0/0"), 422, "invalid")
         _refusal(client.get("/ogc/collections/ogc.nothing/items"), 404, "not_found")
 
 
