@@ -9,7 +9,7 @@ See ``docs/dataset.md`` for classes, physics, tasks and phrasings.
 """
 
 from earthgptx.data.generate import generate_dataset
-from earthgptx.data.records import RecordValidationError, load_records, record_schema, validate_record
+from earthgptx.data.record_format import RecordValidationError, load_records, record_schema, validate_record
 from earthgptx.formats import box_from_grid, box_to_grid, format_box
 
 __all__ = [

@@ -35,7 +35,7 @@ from rasterio.errors import NotGeoreferencedWarning
 from tqdm import tqdm
 
 from earthgptx.data.raster_io import write_geotiff
-from earthgptx.data.records import Record, dump_record
+from earthgptx.data.record_format import Record, dump_record
 from earthgptx.data.vocabulary import TASK_LEVELS
 from earthgptx.formats import IMAGE_TOKEN, box_to_grid, format_box
 

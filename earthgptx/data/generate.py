@@ -6,7 +6,7 @@ Library: :func:`generate_dataset`. Command line::
 
 Output layout (paths in records are relative to ``records.jsonl``)::
 
-    out_dir/records.jsonl       one instruction record per line (format: records.py / record_schema.json)
+    out_dir/records.jsonl       one instruction record per line (format: record_format.py / record_schema.json)
     out_dir/scenes.jsonl        per-scene ground truth (cover, objects, polygons, attributes, georeference)
     out_dir/dataset.json        generator settings, vocabulary and record counts
     out_dir/images/<scene>_<modality>.tif
@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from earthgptx.data.raster_io import write_geotiff, write_mask_png
-from earthgptx.data.records import dump_record
+from earthgptx.data.record_format import dump_record
 from earthgptx.data.render import render
 from earthgptx.data.scene import Scene, SceneObject, make_scene
 from earthgptx.data.tasks import ChipContext, build_records

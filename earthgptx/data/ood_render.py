@@ -42,7 +42,7 @@ from shapely.ops import unary_union
 from tqdm import tqdm
 
 from earthgptx.data.raster_io import write_geotiff, write_mask_png
-from earthgptx.data.records import dump_record
+from earthgptx.data.record_format import dump_record
 from earthgptx.data.scene import Scene, SceneConditions, SceneObject
 from earthgptx.data.tasks import ChipContext, build_records
 from earthgptx.data.vocabulary import (

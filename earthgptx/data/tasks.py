@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from earthgptx.data.prompts import Prompt, object_prompt, region_prompt
-from earthgptx.data.records import Record
+from earthgptx.data.record_format import Record
 from earthgptx.data.scene import REFERENCE_CHIP, Scene, SceneObject
 from earthgptx.data.vocabulary import (
     OBJECT_CLASSES,

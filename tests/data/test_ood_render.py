@@ -23,7 +23,7 @@ from earthgptx.data.ood_render import (
     render_ood,
 )
 from earthgptx.data.raster_io import read_mask_png
-from earthgptx.data.records import load_records, validate_record
+from earthgptx.data.record_format import load_records, validate_record
 from earthgptx.data.scene import object_outline
 from earthgptx.data.vocabulary import ALLOWED_COVERS, BANDS, LAND_COVERS, SIZE_RANGES_PX
 from earthgptx.formats import MODALITIES
