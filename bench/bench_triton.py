@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +35,7 @@ from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcesso
 from earthgptx.serving.client import AsyncTritonClient  # noqa: E402
 from earthgptx.serving.requests import ServingRequest  # noqa: E402
 from earthgptx.settings import load_stack_env  # noqa: E402
+from earthgptx.training.datasets import collate_records, read_image  # noqa: E402
 
 CHECKPOINT = REPO_ROOT / "models" / "earthgptx-tiny"
 RESULTS = REPO_ROOT / "bench" / "results"
@@ -51,8 +51,7 @@ def held_out_records(folder: Path, count: int) -> list[dict[str, Any]]:
 
 
 def request_of(folder: Path, record: dict[str, Any]) -> ServingRequest:
-    with rasterio.open(folder / record["image"]) as source:
-        bands = source.read().astype(np.float32)
+    bands = read_image(folder / record["image"]).astype(np.float32)
     return ServingRequest(
         bands=bands,
         modality=record["modality"],
@@ -120,12 +119,12 @@ def in_process_level(
     texts: list[str] = []
     chunk = records[:batch_size]
     model.generate(
-        **processor.collate_records(chunk, folder, train=False), max_new_tokens=MAX_NEW_TOKENS
+        **collate_records(chunk, folder, processor, train=False), max_new_tokens=MAX_NEW_TOKENS
     )  # warm-up
     started = time.perf_counter()
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
-        batch = processor.collate_records(chunk, folder, train=False)
+        batch = collate_records(chunk, folder, processor, train=False)
         generated = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS)
         answers = processor.post_process_generation(
             generated.sequences, generated.mask_logits, generated.seg_batch_index

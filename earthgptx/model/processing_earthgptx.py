@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +23,9 @@ from typing import Any
 
 import numpy as np
 import rasterio
-import rasterio.errors
 import rasterio.features
 import torch
 import torch.nn.functional as F
-from rasterio.enums import Resampling
 from rasterio.transform import Affine
 from shapely.geometry import LineString, Point
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -161,6 +158,132 @@ def parse_answer(text: str, width: float | None = None, height: float | None = N
     label = re.sub(r"\s+", " ", label).strip(" .,;:")
     boxes_px = [box_from_grid(b, width, height) for b in boxes] if width and height else []
     return ParsedAnswer(text=text.strip(), label=label, boxes=boxes, boxes_px=boxes_px, has_seg=has_seg)
+
+
+# --------------------------------------------------------------------------------------------------- batching
+IGNORE_INDEX = -100
+
+
+@dataclass
+class SampleBanks:
+    """Encoded samples as a few tensors, the form both collate paths batch from (:func:`collate_banks`).
+
+    ``images (n_images, 13, S, S)`` (any float dtype) addressed by ``image_index``; per sample ``modality_ids``,
+    ``input_ids``/``labels`` ``(n, L)`` (left-aligned, ``lengths`` long), prompt masks in ``prompt_bank
+    (1 + P, S, S)`` (row 0 is an empty mask for padded prompt slots) at ``prompt_offsets``/``prompt_counts``, target
+    masks likewise in ``target_bank``. ``lengths``, ``prompt_counts``, ``target_counts`` and ``target_offsets`` are
+    also kept on the CPU (``*_cpu``), so a batch sizes itself without a device→host sync.
+    """
+
+    images: torch.Tensor
+    image_index: torch.Tensor
+    modality_ids: torch.Tensor
+    input_ids: torch.Tensor
+    labels: torch.Tensor
+    lengths: torch.Tensor
+    prompt_bank: torch.Tensor
+    prompt_offsets: torch.Tensor
+    prompt_counts: torch.Tensor
+    target_bank: torch.Tensor
+    target_offsets: torch.Tensor
+    target_counts: torch.Tensor
+
+    def __post_init__(self) -> None:
+        self.lengths_cpu = self.lengths.cpu()
+        self.prompt_counts_cpu = self.prompt_counts.cpu()
+        self.target_counts_cpu = self.target_counts.cpu()
+        self.target_offsets_cpu = self.target_offsets.cpu()
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[EncodedSample], size: int) -> SampleBanks:
+        """The banks of ``samples`` as they are (float32 pixels and masks, one image per sample)."""
+        n = len(samples)
+        lengths = torch.tensor([len(s.input_ids) for s in samples], dtype=torch.long)
+        length = int(lengths.max()) if n else 0
+        input_ids = torch.zeros((n, length), dtype=torch.long)
+        labels = torch.full((n, length), IGNORE_INDEX, dtype=torch.long)
+        for i, sample in enumerate(samples):
+            input_ids[i, : len(sample.input_ids)] = torch.tensor(sample.input_ids, dtype=torch.long)
+            labels[i, : len(sample.labels)] = torch.tensor(sample.labels, dtype=torch.long)
+        prompt_counts = torch.tensor([s.prompt_masks.shape[0] for s in samples], dtype=torch.long)
+        target_counts = torch.tensor([s.target_masks.shape[0] for s in samples], dtype=torch.long)
+        empty = torch.zeros(1, size, size)
+        return cls(
+            images=torch.stack([s.pixel_values for s in samples]),
+            image_index=torch.arange(n),
+            modality_ids=torch.tensor([s.modality_id for s in samples], dtype=torch.long),
+            input_ids=input_ids,
+            labels=labels,
+            lengths=lengths,
+            prompt_bank=torch.cat([empty] + [s.prompt_masks.float() for s in samples]),
+            prompt_offsets=1 + torch.cumsum(prompt_counts, 0) - prompt_counts,
+            prompt_counts=prompt_counts,
+            target_bank=torch.cat([empty[:0]] + [s.target_masks.float() for s in samples]),
+            target_offsets=torch.cumsum(target_counts, 0) - target_counts,
+            target_counts=target_counts,
+        )
+
+
+def collate_banks(
+    banks: SampleBanks, indices: torch.Tensor, pad_token_id: int = 0, train: bool = True
+) -> dict[str, torch.Tensor]:
+    """The batch of samples ``indices`` of ``banks``, on the banks' device: ``input_ids``, ``attention_mask``,
+    ``pixel_values`` (float32), ``modality_ids``, ``prompt_masks`` (float32, as many slots as the batch's largest
+    prompt count, at least 1) and ``prompt_valid``; for training (right-padded) also ``labels`` and
+    ``target_masks`` (every target mask of the batch, in sample order); for inference left-padded.
+
+    The one collate implementation: ``EarthGPTXProcessor.collate`` calls it on banks packed from its samples,
+    training on the pre-encoded dataset's banks (float16 images, uint8 masks) already on the device.
+    """
+    cpu_index = indices.cpu().long()
+    device = banks.images.device
+    index = cpu_index.to(device)
+    batch = index.shape[0]
+    length = int(banks.lengths_cpu[cpu_index].max())
+    lengths = banks.lengths[index]
+    positions = torch.arange(length, device=device)
+    if train:
+        attention_mask = (positions[None, :] < lengths[:, None]).long()
+        input_ids = banks.input_ids[index, :length].long()
+        labels = banks.labels[index, :length].long()
+    else:
+        start = length - lengths
+        attention_mask = (positions[None, :] >= start[:, None]).long()
+        source = (positions[None, :] - start[:, None]).clamp(min=0)
+        input_ids = torch.gather(banks.input_ids[index, :length].long(), 1, source)
+        labels = torch.gather(banks.labels[index, :length].long(), 1, source)
+    input_ids = input_ids.masked_fill(attention_mask == 0, pad_token_id)
+    labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
+
+    counts = banks.prompt_counts[index]
+    slots = max(1, int(banks.prompt_counts_cpu[cpu_index].max()))
+    slot = torch.arange(slots, device=device)
+    prompt_valid = slot[None, :] < counts[:, None]
+    bank_rows = torch.where(prompt_valid, banks.prompt_offsets[index, None] + slot[None, :], 0)
+    out = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "pixel_values": banks.images[banks.image_index[index]].float(),
+        "modality_ids": banks.modality_ids[index],
+        "prompt_masks": banks.prompt_bank[bank_rows].float(),
+        "prompt_valid": prompt_valid,
+    }
+    if not train:
+        return out
+    target_counts = banks.target_counts_cpu[cpu_index]
+    total = int(target_counts.sum())
+    if total:
+        owner = torch.repeat_interleave(torch.arange(batch), target_counts)
+        first = torch.cumsum(target_counts, 0) - target_counts
+        within = torch.arange(total) - first[owner]
+        rows = (banks.target_offsets_cpu[cpu_index][owner] + within).to(device)
+        target_masks = banks.target_bank[rows].float()
+    else:
+        size = banks.images.shape[-1]
+        target_masks = torch.zeros(0, size, size, device=device)
+    out["labels"] = labels
+    out["target_masks"] = target_masks
+    return out
 
 
 # --------------------------------------------------------------------------------------------------- processor
@@ -448,25 +571,6 @@ class EarthGPTXProcessor:
             )[0, 0]
         return tensor
 
-    def encode_record(self, record: dict[str, Any], root: str | Path, train: bool = True) -> EncodedSample:
-        """One dataset record (JSON Lines format of the design) → ``EncodedSample``; ``root`` is the jsonl's folder."""
-        root = Path(root)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-            with rasterio.open(root / record["image"]) as src:
-                image = src.read()
-            masks: list[np.ndarray] = []
-            if train and record.get("mask"):
-                mask_paths = record["mask"] if isinstance(record["mask"], list) else [record["mask"]]
-                for mask_path in mask_paths:
-                    with rasterio.open(root / mask_path) as src:
-                        masks.append(
-                            src.read(
-                                1, out_shape=(self.image_size, self.image_size), resampling=Resampling.nearest
-                            )
-                        )
-        return self.encode_loaded_record(record, image, masks, train=train)
-
     def encode_loaded_record(
         self,
         record: dict[str, Any],
@@ -474,8 +578,9 @@ class EarthGPTXProcessor:
         target_masks: list[np.ndarray],
         train: bool = True,
     ) -> EncodedSample:
-        """Like :meth:`encode_record`, with the image ``(bands, H, W)`` and target masks already read (callers
-        that encode many records of one image read it once)."""
+        """One dataset record (JSON Lines format of the design) → ``EncodedSample``, from its image ``(bands, H, W)``
+        and target masks already read: the processor reads no files (``earthgptx.training.datasets.encode_record``
+        reads a record's GeoTIFFs and calls this; callers that encode many records of one image read it once)."""
         sample_id = str(record.get("id", ""))
         width = float(record.get("width", int(image.shape[-1])))
         height = float(record.get("height", int(image.shape[-2])))
@@ -504,47 +609,15 @@ class EarthGPTXProcessor:
 
         Training batches are right-padded and carry ``labels`` and ``target_masks``; inference batches are
         left-padded (as ``generate`` needs). Prompt slots are padded to the largest prompt count in the batch
-        (at least 1) with ``prompt_valid=False``.
+        (at least 1) with ``prompt_valid=False``. The samples are packed into :class:`SampleBanks` and batched by
+        :func:`collate_banks`, the one implementation that training's pre-encoded data (``EncodedDataset.batch``)
+        uses too.
         """
         if not samples:
             raise ValueError("cannot collate an empty list of samples")
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        length = max(len(s.input_ids) for s in samples)
-        size = self.image_size
-        num_prompts = max(1, max(s.prompt_masks.shape[0] for s in samples))
-        batch = len(samples)
-        input_ids = torch.full((batch, length), pad, dtype=torch.long)
-        labels = torch.full((batch, length), -100, dtype=torch.long)
-        attention_mask = torch.zeros((batch, length), dtype=torch.long)
-        prompt_masks = torch.zeros((batch, num_prompts, size, size))
-        prompt_valid = torch.zeros((batch, num_prompts), dtype=torch.bool)
-        for i, sample in enumerate(samples):
-            n = len(sample.input_ids)
-            span = slice(0, n) if train else slice(length - n, length)
-            input_ids[i, span] = torch.tensor(sample.input_ids)
-            labels[i, span] = torch.tensor(sample.labels)
-            attention_mask[i, span] = 1
-            count = sample.prompt_masks.shape[0]
-            prompt_masks[i, :count] = sample.prompt_masks
-            prompt_valid[i, :count] = True
-        out = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "pixel_values": torch.stack([s.pixel_values for s in samples]),
-            "modality_ids": torch.tensor([s.modality_id for s in samples], dtype=torch.long),
-            "prompt_masks": prompt_masks,
-            "prompt_valid": prompt_valid,
-        }
-        if train:
-            out["labels"] = labels
-            out["target_masks"] = torch.cat([s.target_masks for s in samples]) if samples else torch.zeros(0)
-        return out
-
-    def collate_records(
-        self, records: Sequence[dict[str, Any]], root: str | Path, train: bool = True
-    ) -> dict[str, torch.Tensor]:
-        """Records (+ the jsonl's folder) → a training (``train=True``) or inference batch."""
-        return self.collate([self.encode_record(r, root, train) for r in records], train=train)
+        banks = SampleBanks.from_samples(samples, self.image_size)
+        return collate_banks(banks, torch.arange(len(samples)), pad, train=train)
 
     # ------------------------------------------------------------------ outputs
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
@@ -588,7 +661,10 @@ __all__ = [
     "EarthGPTXImageProcessor",
     "EarthGPTXProcessor",
     "EncodedSample",
+    "IGNORE_INDEX",
     "ParsedAnswer",
+    "SampleBanks",
+    "collate_banks",
     "band_slots",
     "modality_id",
     "INFRARED_ABSOLUTE_SLOT",

@@ -4,8 +4,12 @@ GeoTIFF reading, band normalisation and prompt rasterisation are far slower than
 model, so every record is encoded exactly once, in parallel, into an :class:`EncodedDataset`: a few large
 tensors that can live on the GPU. Each (scene, modality) chip is stored once (``float16``, 13 band slots) and
 shared by its ~9 records; prompt and target masks are stored as ``uint8`` banks. A batch is then a gather on
-the device (:meth:`EncodedDataset.batch`) that yields exactly what ``EarthGPTXProcessor.collate(train=True)``
-would.
+the device (:meth:`EncodedDataset.batch`) by ``collate_banks``, the same function ``EarthGPTXProcessor.collate``
+batches with, so it yields exactly the processor's training batch.
+
+Files are read here, not in the processor: :func:`read_image` and :func:`read_target_masks` read a record's
+GeoTIFF and masks, :func:`encode_record` / :func:`collate_records` encode and batch records from their files
+(the processor works on arrays: ``EarthGPTXProcessor.encode_loaded_record``).
 
 :class:`WeightedStepSampler` draws each step's indices from per-task weights with a generator seeded by the step
 number, so a resumed run sees the same batches as an uninterrupted one, and each DDP rank takes its own slice.
@@ -35,7 +39,7 @@ from transformers import PreTrainedTokenizerFast
 from earthgptx.data import generate_dataset, load_records
 from earthgptx.data.vocabulary import DATASET_VERSION, TASKS
 from earthgptx.model import EarthGPTXProcessor, build_tokenizer
-from earthgptx.model.processing_earthgptx import EncodedSample
+from earthgptx.model.processing_earthgptx import IGNORE_INDEX, EncodedSample, SampleBanks, collate_banks
 from earthgptx.training.auxiliary import (
     ChipTargets,
     chip_targets,
@@ -46,8 +50,6 @@ from earthgptx.training.auxiliary import (
 from earthgptx.training.recipe import DataSettings
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
 
 
 def cpu_workers(requested: int) -> int:
@@ -136,9 +138,46 @@ def _init_worker(processor: EarthGPTXProcessor, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _read_mask(path: Path, size: int) -> np.ndarray:
-    with rasterio.open(path) as src:
-        return src.read(1, out_shape=(size, size), resampling=Resampling.nearest)
+def read_image(path: str | Path) -> np.ndarray:
+    """Every band of a chip GeoTIFF, ``(bands, H, W)`` as stored (a chip need not be georeferenced)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return src.read()
+
+
+def read_target_masks(record: Mapping[str, Any], root: str | Path, size: int) -> list[np.ndarray]:
+    """The record's target masks (``mask``: one path or a list, relative to ``root``), each read at ``size × size``
+    with nearest-neighbour resampling; none when the record has none."""
+    if not record.get("mask"):
+        return []
+    paths = record["mask"] if isinstance(record["mask"], list) else [record["mask"]]
+    return [read_mask(Path(root) / path, size) for path in paths]
+
+
+def read_mask(path: str | Path, size: int) -> np.ndarray:
+    """Band 1 of a mask file at ``size × size`` (nearest-neighbour resampling; masks are plain PNGs)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as src:
+            return src.read(1, out_shape=(size, size), resampling=Resampling.nearest)
+
+
+def encode_record(
+    record: dict[str, Any], root: str | Path, processor: EarthGPTXProcessor, train: bool = True
+) -> EncodedSample:
+    """One dataset record → ``EncodedSample``: its GeoTIFFs are read here (``root`` is the jsonl's folder; target
+    masks only for training) and the arrays go to ``processor.encode_loaded_record``."""
+    image = read_image(Path(root) / record["image"])
+    masks = read_target_masks(record, root, processor.image_size) if train else []
+    return processor.encode_loaded_record(record, image, masks, train=train)
+
+
+def collate_records(
+    records: Sequence[dict[str, Any]], root: str | Path, processor: EarthGPTXProcessor, train: bool = True
+) -> dict[str, torch.Tensor]:
+    """Records (+ the jsonl's folder) → a training (``train=True``) or inference batch (``processor.collate``)."""
+    return processor.collate([encode_record(r, root, processor, train) for r in records], train=train)
 
 
 @dataclass(frozen=True)
@@ -172,30 +211,24 @@ def _encode_chip(job: _Job) -> _EncodedChip:
     assert processor is not None, "worker not initialised"
     root = Path(root_text)
     size = processor.image_size
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(root / image_name) as src:
-            image = src.read()
-        pixels: np.ndarray | None = None
-        samples = []
-        for record in records:
-            masks: list[np.ndarray] = []
-            if train and record.get("mask"):
-                paths = record["mask"] if isinstance(record["mask"], list) else [record["mask"]]
-                masks = [_read_mask(root / p, size) for p in paths]
-            sample: EncodedSample = processor.encode_loaded_record(record, image, masks, train=train)
-            if pixels is None:
-                pixels = sample.pixel_values.numpy().astype(np.float16)
-            samples.append(
-                {
-                    "input_ids": np.asarray(sample.input_ids, dtype=np.int32),
-                    "labels": np.asarray(sample.labels, dtype=np.int32),
-                    "modality_id": sample.modality_id,
-                    "prompt_masks": (sample.prompt_masks.numpy() > 0.5).astype(np.uint8),
-                    "target_masks": (sample.target_masks.numpy() > 0.5).astype(np.uint8),
-                    "region": region_targets(record, scene) if scene is not None else None,
-                }
-            )
+    image = read_image(root / image_name)
+    pixels: np.ndarray | None = None
+    samples = []
+    for record in records:
+        masks = read_target_masks(record, root, size) if train else []
+        sample: EncodedSample = processor.encode_loaded_record(record, image, masks, train=train)
+        if pixels is None:
+            pixels = sample.pixel_values.numpy().astype(np.float16)
+        samples.append(
+            {
+                "input_ids": np.asarray(sample.input_ids, dtype=np.int32),
+                "labels": np.asarray(sample.labels, dtype=np.int32),
+                "modality_id": sample.modality_id,
+                "prompt_masks": (sample.prompt_masks.numpy() > 0.5).astype(np.uint8),
+                "target_masks": (sample.target_masks.numpy() > 0.5).astype(np.uint8),
+                "region": region_targets(record, scene) if scene is not None else None,
+            }
+        )
     assert pixels is not None
     aux = None
     if scene is not None and aux_spec is not None:
@@ -244,11 +277,9 @@ class EncodedDataset:
         self.target_bank = target_bank
         self.target_offsets = target_offsets
         self.target_counts = target_counts
-        # Small per-sample facts kept on the CPU so a batch needs no device→host sync to size itself.
-        self._lengths_cpu = lengths.cpu()
-        self._prompt_counts_cpu = prompt_counts.cpu()
-        self._target_counts_cpu = target_counts.cpu()
-        self._target_offsets_cpu = target_offsets.cpu()
+        # The batching view (with the small per-sample facts kept on the CPU, so a batch needs no device→host sync
+        # to size itself).
+        self.banks = SampleBanks(**{name: getattr(self, name) for name in _TENSORS})
         self.tasks = [str(r["task"]) for r in records]
 
     def __len__(self) -> int:
@@ -292,48 +323,10 @@ class EncodedDataset:
         )  # fmt: skip
 
     def batch(self, indices: torch.Tensor, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
-        """The model inputs of samples ``indices`` (right-padded, as ``processor.collate(train=True)``); their
-        auxiliary targets come apart, from :meth:`aux_targets`."""
-        cpu_index = indices.cpu().long()
-        index = cpu_index.to(self.device)
-        batch = index.shape[0]
-        length = int(self._lengths_cpu[cpu_index].max())
-        input_ids = self.input_ids[index, :length].long()
-        labels = self.labels[index, :length].long()
-        positions = torch.arange(length, device=self.device)
-        attention_mask = (positions[None, :] < self.lengths[index, None]).long()
-        input_ids = input_ids.masked_fill(attention_mask == 0, pad_token_id)
-        labels = labels.masked_fill(attention_mask == 0, IGNORE_INDEX)
-
-        counts = self.prompt_counts[index]
-        slots = max(1, int(self._prompt_counts_cpu[cpu_index].max()))
-        slot = torch.arange(slots, device=self.device)
-        prompt_valid = slot[None, :] < counts[:, None]
-        bank_rows = torch.where(prompt_valid, self.prompt_offsets[index, None] + slot[None, :], 0)
-        prompt_masks = self.prompt_bank[bank_rows].float()
-
-        target_counts = self._target_counts_cpu[cpu_index]
-        total = int(target_counts.sum())
-        if total:
-            owner = torch.repeat_interleave(torch.arange(batch), target_counts)
-            first = torch.cumsum(target_counts, 0) - target_counts
-            within = torch.arange(total) - first[owner]
-            rows = (self._target_offsets_cpu[cpu_index][owner] + within).to(self.device)
-            target_masks = self.target_bank[rows].float()
-        else:
-            size = self.images.shape[-1]
-            target_masks = torch.zeros(0, size, size, device=self.device)
-        out = {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
-            "pixel_values": self.images[self.image_index[index]].float(),
-            "modality_ids": self.modality_ids[index],
-            "prompt_masks": prompt_masks,
-            "prompt_valid": prompt_valid,
-            "target_masks": target_masks,
-        }
-        return out
+        """The model inputs of samples ``indices`` (right-padded): ``processor.collate(train=True)``'s batching
+        (:func:`collate_banks`) on the pre-encoded banks, a gather on their device. Their auxiliary targets come
+        apart, from :meth:`aux_targets`."""
+        return collate_banks(self.banks, indices, pad_token_id, train=True)
 
     def aux_targets(self, indices: torch.Tensor) -> dict[str, torch.Tensor] | None:
         """The auxiliary targets of samples ``indices`` (per chip, and ``aux_region`` per prompt slot of the batch,
@@ -342,7 +335,7 @@ class EncodedDataset:
             return None
         cpu_index = indices.cpu().long()
         index = cpu_index.to(self.device)
-        slots = max(1, int(self._prompt_counts_cpu[cpu_index].max()))
+        slots = max(1, int(self.banks.prompt_counts_cpu[cpu_index].max()))
         chip = self.image_index[index]
         return {
             name: values[index, :slots] if name == "aux_region" else values[chip]

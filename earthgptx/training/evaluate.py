@@ -22,24 +22,25 @@ import json
 import logging
 import sys
 import time
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import rasterio
-import rasterio.errors
 import torch
-from rasterio.enums import Resampling
 from tqdm import tqdm
 
 from earthgptx.data.vocabulary import TASKS
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.processing_earthgptx import EncodedSample, prompt_centroid_grid
 from earthgptx.training import scoring
-from earthgptx.training.datasets import cpu_workers, encode_for_inference, ensure_eval_dataset, load_split
+from earthgptx.training.datasets import (
+    cpu_workers,
+    encode_for_inference,
+    ensure_eval_dataset,
+    load_split,
+    read_mask,
+)
 from earthgptx.training.recipe import Recipe, load_recipe
 
 logger = logging.getLogger(__name__)
@@ -61,13 +62,6 @@ MAX_NEW_TOKENS: dict[str, int] = {
     "scene_caption": 40,
     "region_caption": 24,
 }
-
-
-def _read_mask(path: Path, size: int) -> np.ndarray:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # masks are plain PNGs
-        with rasterio.open(path) as src:
-            return src.read(1, out_shape=(size, size), resampling=Resampling.nearest) > 0
 
 
 def _relation_gap(record: dict[str, Any]) -> float | None:
@@ -146,7 +140,7 @@ def predict(
                 record = records[i]
                 row = scoring.row_from_record(record, answer.text, gap=_relation_gap(record))
                 if task == "pixel_grounding":
-                    gt = _read_mask(root / record["answer"].get("mask", record.get("mask")), size)
+                    gt = read_mask(root / record["answer"].get("mask", record.get("mask")), size) > 0
                     pred = answer.masks[0] if answer.masks else None
                     row["mask_iou"] = 0.0 if pred is None else scoring.mask_iou(pred, gt)
                     row.pop("pred_mask", None)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
+from earthgptx.training.datasets import collate_records
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def train_batch(
     processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
 ) -> dict[str, torch.Tensor]:
     root, records = records_dir
-    return processor.collate_records(records, root, train=True)
+    return collate_records(records, root, processor, train=True)
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,7 @@ def infer_batch(
     processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
 ) -> dict[str, torch.Tensor]:
     root, records = records_dir
-    return processor.collate_records(records, root, train=False)
+    return collate_records(records, root, processor, train=False)
 
 
 def test_forward_shapes(
@@ -681,7 +682,7 @@ def test_count_copy_answers_with_the_detected_counts(
         {**config.to_dict(), "count_classes": n_classes, "count_number_ids": numbers}
     )
     processor = EarthGPTXProcessor(tokenizer, with_path)
-    batch = processor.collate_records(records, root, train=False)
+    batch = collate_records(records, root, processor, train=False)
     torch.manual_seed(0)
     model = EarthGPTXForConditionalGeneration(with_path).eval()
     assert model.count_copy is not None

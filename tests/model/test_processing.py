@@ -21,6 +21,7 @@ from earthgptx.model.processing_earthgptx import (
     prompt_to_grid,
     rasterize_prompt,
 )
+from earthgptx.training.datasets import collate_records, encode_record
 
 CONV = [{"from": "human", "value": "<image>\nWhat is <region1>?"}, {"from": "gpt", "value": "a ship"}]
 
@@ -270,7 +271,7 @@ def test_training_batch_from_records(
     processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
 ) -> None:
     root, records = records_dir
-    batch = processor.collate_records(records, root, train=True)
+    batch = collate_records(records, root, processor, train=True)
     b, length = batch["input_ids"].shape
     assert b == 4
     assert batch["pixel_values"].shape == (4, 13, 128, 128)
@@ -295,12 +296,32 @@ def test_inference_batch_is_left_padded(
     processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
 ) -> None:
     root, records = records_dir
-    batch = processor.collate_records(records, root, train=False)
+    batch = collate_records(records, root, processor, train=False)
     assert "labels" not in batch
     assert (batch["attention_mask"][:, -1] == 1).all()
     assert (batch["attention_mask"][:, 0] == 0).any()
     seg = processor.seg_token_id
     assert not (batch["input_ids"] == seg).any()  # the answer is not in the prompt
+
+
+def test_inference_collate_left_pads_each_sample(
+    processor: EarthGPTXProcessor, records_dir: tuple[Path, list[dict[str, Any]]]
+) -> None:
+    """``collate`` (through ``collate_banks``) puts each sample's ids at the right end, pads on the left."""
+    root, records = records_dir
+    samples = [encode_record(r, root, processor, train=False) for r in records]
+    batch = processor.collate(samples, train=False)
+    length = batch["input_ids"].shape[1]
+    pad = processor.tokenizer.pad_token_id
+    for i, sample in enumerate(samples):
+        n = len(sample.input_ids)
+        assert batch["input_ids"][i, length - n :].tolist() == sample.input_ids
+        assert (batch["input_ids"][i, : length - n] == pad).all()
+        assert batch["attention_mask"][i].tolist() == [0] * (length - n) + [1] * n
+        count = sample.prompt_masks.shape[0]
+        assert torch.equal(batch["prompt_masks"][i, :count], sample.prompt_masks)
+        assert not batch["prompt_masks"][i, count:].any()
+        assert torch.equal(batch["pixel_values"][i], sample.pixel_values)
 
 
 def test_record_errors_name_the_record(
@@ -309,10 +330,10 @@ def test_record_errors_name_the_record(
     root, records = records_dir
     bad = dict(records[0], bands=["red", "green"])
     with pytest.raises(ValueError, match=r"record opt-2: .*3 bands but 2 band names"):
-        processor.encode_record(bad, root)
+        encode_record(bad, root, processor)
     missing_mask = {k: v for k, v in records[2].items() if k != "mask"}
     with pytest.raises(ValueError, match=r"1 \[SEG\] but 0 mask"):
-        processor.encode_record(missing_mask, root)
+        encode_record(missing_mask, root, processor)
 
 
 def test_encode_in_memory_request(processor: EarthGPTXProcessor) -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import numpy as np
 import pytest
-import rasterio
 import torch
 
 from earthgptx.data.generate import generate_dataset
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor, ParsedAnswer
 from earthgptx.serving.requests import ServingRequest
+from earthgptx.training.datasets import collate_records, read_image
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHECKPOINT = REPO_ROOT / "models" / "earthgptx-tiny"
@@ -59,8 +59,7 @@ def tiny_processor() -> EarthGPTXProcessor:
 
 
 def read_chip(folder: Path, record: dict[str, Any]) -> np.ndarray:
-    with rasterio.open(folder / record["image"]) as source:
-        return source.read()
+    return read_image(folder / record["image"])
 
 
 def serving_request(folder: Path, record: dict[str, Any], **changes: Any) -> ServingRequest:
@@ -89,7 +88,7 @@ def in_process_answers(
     answers: list[ParsedAnswer] = []
     for start in range(0, len(records), batch_size):
         chunk = records[start : start + batch_size]
-        batch = processor.collate_records(chunk, folder, train=False)
+        batch = collate_records(chunk, folder, processor, train=False)
         generated = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS)
         answers += processor.post_process_generation(
             generated.sequences,

@@ -24,7 +24,9 @@ from earthgptx.training.datasets import (
     WeightedStepSampler,
     answer_balance_factors,
     build_run_tokenizer,
+    collate_records,
     encode_dataset,
+    encode_record,
     ensure_dataset,
 )
 from earthgptx.training.loop import coordinate_loss
@@ -272,7 +274,8 @@ def test_ensure_dataset_reuses_matching_data(train_dir: Path) -> None:
 
 
 def test_encoded_batches_equal_processor_collate(train_dir: Path) -> None:
-    """The device-side gather gives exactly the processor's training batch (prompts, masks, padding)."""
+    """The fast path (pre-encoded banks: float16 chips shared by their records, uint8 masks) gives exactly the
+    general one (``processor.collate`` packing each sample's float32 tensors); both batch with ``collate_banks``."""
     records = [r for r in load_records(train_dir / "records.jsonl") if r["split"] == "train"]
     tokenizer = build_run_tokenizer(records)
     config = build_model_config(ModelSettings(overrides=SMALL_MODEL), tokenizer)
@@ -286,7 +289,7 @@ def test_encoded_batches_equal_processor_collate(train_dir: Path) -> None:
     data = encode_dataset(chosen, train_dir, processor, workers=1, progress=False)
     order = torch.tensor([len(chosen) - 1, 3, 0, 6, 2, 5, 1, 4, 7, 8])
     ours = data.batch(order, tokenizer.pad_token_id)
-    reference = processor.collate_records([chosen[i] for i in order.tolist()], train_dir, train=True)
+    reference = collate_records([chosen[i] for i in order.tolist()], train_dir, processor, train=True)
     assert set(ours) == set(reference)
     for key, expected in reference.items():
         assert ours[key].shape == expected.shape, key
@@ -407,7 +410,7 @@ def test_frozen_encoders_lora_trains_only_adapters_and_new_parts(train_dir: Path
     assert any(n.startswith("prompt_encoder") for n in trainable)
 
     processor = EarthGPTXProcessor(tokenizer, config)
-    batch = processor.collate_records(records[:4], train_dir, train=True)
+    batch = collate_records(records[:4], train_dir, processor, train=True)
     frozen_before = model.vision_tower.dinov2.embeddings.patch_embeddings.projection.weight.clone()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     model(**batch).loss.backward()
@@ -472,7 +475,7 @@ def test_init_from_override_turns_prompt_coordinates_on(tmp_path: Path, train_di
     assert processor.prompt_coordinates is True
     assert EarthGPTXForConditionalGeneration.from_pretrained(str(out)).config.prompt_coordinates is True
     record = next(r for r in load_records(train_dir / "records.jsonl") if r["task"] == "relation")
-    text = processor.tokenizer.decode(processor.encode_record(record, train_dir, train=False).input_ids)
+    text = processor.tokenizer.decode(encode_record(record, train_dir, processor, train=False).input_ids)
     assert text.count("<region1>") == processor.tokens_per_prompt
     assert re.search(r"<region1> \[ \d+ , \d+ \]", text), text
 
