@@ -123,6 +123,15 @@ def start_service(name: str, argv: Sequence[str] | None, settings_type: type[S])
     return settings
 
 
+def _start_or_report(name: str, argv: Sequence[str] | None, settings_type: type[S]) -> S | None:
+    """``start_service``, or ``None`` after writing why it could not start (the caller exits 2)."""
+    try:
+        return start_service(name, argv, settings_type)
+    except ServiceStartError as exc:
+        sys.stderr.write(f"{exc}\n")
+        return None
+
+
 def run_consumer_service(
     name: str,
     argv: Sequence[str] | None,
@@ -130,10 +139,8 @@ def run_consumer_service(
     build: Callable[[S], ConsumerService],
 ) -> int:
     """``main`` of a consumer service: start, build, consume until SIGTERM, close. Returns the exit code."""
-    try:
-        settings = start_service(name, argv, settings_type)
-    except ServiceStartError as exc:
-        sys.stderr.write(f"{exc}\n")
+    settings = _start_or_report(name, argv, settings_type)
+    if settings is None:
         return 2
     service = build(settings)
     log.info(
@@ -158,10 +165,8 @@ def run_http_service(
     """``main`` of an HTTP service: start, then serve ``create_app(settings)`` with uvicorn until SIGTERM."""
     import uvicorn  # only HTTP services need it
 
-    try:
-        settings = start_service(name, argv, settings_type)
-    except ServiceStartError as exc:
-        sys.stderr.write(f"{exc}\n")
+    settings = _start_or_report(name, argv, settings_type)
+    if settings is None:
         return 2
     app = create_app(settings)
     log.info("%s starting (%s): http://%s:%d", name, settings.environment, settings.host, settings.port)
