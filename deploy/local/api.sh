@@ -20,14 +20,14 @@ start() {
     set +a
     cd "$REPO_ROOT"
     "$(venv_python)" -m earthgptx.store.migrate upgrade head >> "$LOG_DIR/api.log" 2>&1 \
-      || die "database migrations failed; see $LOG_DIR/api.log"
+      || die_log "$LOG_DIR/api.log" "database migrations failed"
     say "starting api on 127.0.0.1:$EGX_API_PORT (web map at /)"
     EGX_API_PORT="$EGX_API_PORT" EGX_API_HOST=127.0.0.1 \
     EGX_API_INGEST_URL="http://127.0.0.1:$EGX_INGEST_PORT" EGX_API_MARTIN_URL="http://127.0.0.1:$EGX_MARTIN_PORT" \
       setsid nohup "$(venv_python)" -m services.api >> "$LOG_DIR/api.log" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"
   )
-  wait_until 120 api ready || die "api not ready; see $LOG_DIR/api.log"
+  WAIT_PIDFILE="$PIDFILE" wait_until 120 api ready || die_log "$LOG_DIR/api.log" "api not ready"
 }
 
 stop() { stop_pidfile "$PIDFILE" api; }

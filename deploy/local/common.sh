@@ -24,6 +24,13 @@ EGX_KAFKA_VERSION="${EGX_KAFKA_VERSION:-4.1.1}"
 EGX_MINIO_VERSION="${EGX_MINIO_VERSION:-v0.0.0-20260212201848-7aac2a2c5b7c}"
 EGX_PYTRITON_VERSION="${EGX_PYTRITON_VERSION:-0.7.0}"
 EGX_PG_BIN="${EGX_PG_BIN:-/usr/lib/postgresql/15/bin}"
+# The platform's own services (their scripts read these; defined here so reserve_ports covers them too).
+EGX_INGEST_PORT="${EGX_INGEST_PORT:-58081}"
+EGX_API_PORT="${EGX_API_PORT:-58080}"
+EGX_MARTIN_PORT="${EGX_MARTIN_PORT:-58300}"
+EGX_PROMPTGEN_METRICS_PORT="${EGX_PROMPTGEN_METRICS_PORT:-58093}"
+EGX_RESULTSTORE_METRICS_PORT="${EGX_RESULTSTORE_METRICS_PORT:-58094}"
+EGX_INFERENCE_METRICS_PORT="${EGX_INFERENCE_METRICS_PORT:-58095}"
 
 LOG_DIR="$EGX_STATE_DIR/logs"
 RUN_DIR="$EGX_STATE_DIR/run"
@@ -42,6 +49,8 @@ reserve_ports() {
   local reserved=/proc/sys/net/ipv4/ip_local_reserved_ports current ports
   ports="$EGX_PG_PORT,$EGX_KAFKA_PORT,$EGX_KAFKA_CONTROLLER_PORT,$EGX_MINIO_PORT,$EGX_MINIO_CONSOLE_PORT"
   ports+=",$EGX_TRITON_HTTP_PORT,$EGX_TRITON_GRPC_PORT,$EGX_TRITON_METRICS_PORT"
+  ports+=",$EGX_INGEST_PORT,$EGX_API_PORT,$EGX_MARTIN_PORT"
+  ports+=",$EGX_PROMPTGEN_METRICS_PORT,$EGX_RESULTSTORE_METRICS_PORT,$EGX_INFERENCE_METRICS_PORT"
   [[ -w $reserved ]] || { say "cannot reserve the stack's ports against ephemeral use (continuing)"; return 0; }
   current=$(cat "$reserved")
   if echo "${current:+$current,}$ports" > "$reserved" 2>/dev/null; then
@@ -51,6 +60,18 @@ reserve_ports() {
   fi
 }
 die() { printf '[stack] ERROR: %s\n' "$*" >&2; exit 1; }
+# die_log LOGFILE MESSAGE: fail with the log's last lines shown, so a failure on a machine nobody can log in to
+# (CI) says why without the log file itself.
+die_log() {
+  local log=$1; shift
+  printf '[stack] ERROR: %s; last lines of %s:\n' "$*" "$log" >&2
+  if [[ -f $log ]]; then
+    tail -n "${EGX_LOG_TAIL_LINES:-40}" "$log" | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^/[stack]   | /' >&2
+  else
+    printf '[stack]   | (no log file)\n' >&2
+  fi
+  exit 1
+}
 
 # Random secrets are made once per state folder and never printed.
 ensure_secrets() {
@@ -92,6 +113,11 @@ wait_until() {
   local limit=$1 what=$2; shift 2
   local start=$SECONDS
   until "$@" >/dev/null 2>&1; do
+    # With WAIT_PIDFILE set, a process that exits during start-up fails at once instead of after the limit.
+    if [[ -n ${WAIT_PIDFILE:-} ]] && ! pid_alive "$WAIT_PIDFILE"; then
+      say "$what exited during start-up"
+      return 1
+    fi
     if (( SECONDS - start > limit )); then
       return 1
     fi

@@ -19,14 +19,14 @@ start() {
     set +a
     cd "$REPO_ROOT"
     "$(venv_python)" -m earthgptx.store.migrate upgrade head >> "$LOG_DIR/ingest.log" 2>&1 \
-      || die "database migrations failed; see $LOG_DIR/ingest.log"
+      || die_log "$LOG_DIR/ingest.log" "database migrations failed"
     say "starting ingest on 127.0.0.1:$EGX_INGEST_PORT (drop bucket: incoming)"
     EGX_INGEST_PORT="$EGX_INGEST_PORT" EGX_INGEST_HOST=127.0.0.1 EGX_INGEST_WORKDIR="$EGX_STATE_DIR/ingest" \
       setsid nohup "$(venv_python)" -m services.ingest >> "$LOG_DIR/ingest.log" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"
   )
   mkdir -p "$EGX_STATE_DIR/ingest"
-  wait_until 120 ingest ready || die "ingest not ready; see $LOG_DIR/ingest.log"
+  WAIT_PIDFILE="$PIDFILE" wait_until 120 ingest ready || die_log "$LOG_DIR/ingest.log" "ingest not ready"
 }
 
 stop() { stop_pidfile "$PIDFILE" ingest; }

@@ -60,7 +60,7 @@ PROPS
     say "formatting KRaft storage (cluster $cluster_id)"
     java_cmd kafka.tools.StorageTool format --ignore-formatted --cluster-id="$cluster_id" \
       -c "$KAFKA_STATE/server.properties" >> "$LOG_DIR/kafka-format.log" 2>&1 \
-      || die "storage format failed, see $LOG_DIR/kafka-format.log"
+      || die_log "$LOG_DIR/kafka-format.log" "storage format failed"
   fi
 }
 
@@ -80,7 +80,7 @@ start() {
     -cp "$KAFKA_HOME/libs/*" kafka.Kafka "$KAFKA_STATE/server.properties" \
     >> "$LOG_DIR/kafka.out" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
-  wait_until 120 kafka ready || die "kafka did not become ready; see $LOG_DIR/kafka.out and $LOG_DIR/kafka/server.log"
+  wait_until 120 kafka ready || die_log "$LOG_DIR/kafka.out" "kafka did not become ready (also see $LOG_DIR/kafka/server.log)"
 }
 
 stop() { stop_pidfile "$PIDFILE" kafka; }

@@ -14,7 +14,7 @@ install() {
   say "building MinIO server ($EGX_MINIO_VERSION) with $(go version | cut -d' ' -f3); this takes several minutes once"
   mkdir -p "$EGX_CACHE/bin"
   GOBIN="$EGX_CACHE/bin" GOFLAGS=-trimpath go install "github.com/minio/minio@$EGX_MINIO_VERSION" \
-    > "$LOG_DIR/minio-build.log" 2>&1 || die "MinIO build failed; see $LOG_DIR/minio-build.log"
+    > "$LOG_DIR/minio-build.log" 2>&1 || die_log "$LOG_DIR/minio-build.log" "MinIO build failed"
 }
 
 # The broker does not auto-create topics: make the one MinIO publishes the drop bucket's notifications to.
@@ -45,7 +45,7 @@ start() {
       --address "127.0.0.1:$EGX_MINIO_PORT" --console-address "127.0.0.1:$EGX_MINIO_CONSOLE_PORT" \
       "$MINIO_STATE/data" >> "$LOG_DIR/minio.log" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
-  wait_until 60 minio ready || die "minio not ready; see $LOG_DIR/minio.log"
+  WAIT_PIDFILE="$PIDFILE" wait_until 60 minio ready || die_log "$LOG_DIR/minio.log" "minio not ready"
 }
 
 stop() { stop_pidfile "$PIDFILE" minio; }

@@ -83,9 +83,9 @@ start() {
   if ! as_pg "$EGX_PG_BIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
     say "starting postgres on 127.0.0.1:$EGX_PG_PORT"
     as_pg "$EGX_PG_BIN/pg_ctl" -D "$PGDATA" -l "$PG_LOG" -w -t 60 start >/dev/null \
-      || die "postgres did not start; see $LOG_DIR/postgres.log"
+      || die_log "$LOG_DIR/postgres.log" "postgres did not start"
   fi
-  wait_until 60 postgres ready || die "postgres not ready; see $LOG_DIR/postgres.log"
+  wait_until 60 postgres ready || die_log "$LOG_DIR/postgres.log" "postgres not ready"
   bootstrap_db
 }
 

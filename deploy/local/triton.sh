@@ -52,7 +52,7 @@ ready() { curl -fsS -o /dev/null "http://127.0.0.1:$EGX_TRITON_HTTP_PORT/v2/heal
 # current checkpoint (the build compares the checkpoint's digest with the one it stamped; a no-op otherwise).
 build_models() {
   (cd "$REPO_ROOT" && "$(venv_python)" -m earthgptx.serving.build --model "$EGX_MODEL_DIR" --out "$MODEL_REPOSITORY" --if-stale) \
-    >> "$LOG_DIR/model-build.log" 2>&1 || die "building the model repository failed; see $LOG_DIR/model-build.log"
+    >> "$LOG_DIR/model-build.log" 2>&1 || die_log "$LOG_DIR/model-build.log" "building the model repository failed"
 }
 
 start() {
@@ -73,7 +73,7 @@ start() {
       --strict-readiness=true --exit-on-error=true --log-verbose=0 \
       >> "$LOG_DIR/triton.log" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
-  wait_until "${EGX_TRITON_START_TIMEOUT:-240}" triton ready || die "triton not ready; see $LOG_DIR/triton.log"
+  WAIT_PIDFILE="$PIDFILE" wait_until "${EGX_TRITON_START_TIMEOUT:-240}" triton ready || die_log "$LOG_DIR/triton.log" "triton not ready"
 }
 
 stop() { stop_pidfile "$PIDFILE" triton; }

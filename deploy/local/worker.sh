@@ -29,13 +29,13 @@ start() {
     set +a
     cd "$REPO_ROOT"
     "$(venv_python)" -m earthgptx.store.migrate upgrade head >> "$LOG_DIR/$NAME.log" 2>&1 \
-      || die "database migrations failed; see $LOG_DIR/$NAME.log"
+      || die_log "$LOG_DIR/$NAME.log" "database migrations failed"
     say "starting $NAME (metrics on 127.0.0.1:$PORT)"
     export "$PORT_VAR=$PORT"
     setsid nohup "$(venv_python)" -m "services.$NAME" >> "$LOG_DIR/$NAME.log" 2>&1 < /dev/null &
     echo $! > "$PIDFILE"
   )
-  wait_until 120 "$NAME" ready || die "$NAME not ready; see $LOG_DIR/$NAME.log"
+  WAIT_PIDFILE="$PIDFILE" wait_until 120 "$NAME" ready || die_log "$LOG_DIR/$NAME.log" "$NAME not ready"
 }
 
 stop() { stop_pidfile "$PIDFILE" "$NAME"; }
