@@ -253,7 +253,8 @@ class Query(Base):
 
 
 class ApiKey(Base):
-    """An API key, stored as the SHA-256 of its secret part; the full token is shown once, at creation."""
+    """An API key, stored as the argon2id hash of its secret part (``services.api.security.KeyStore`` issues,
+    verifies and revokes them); the full token is shown once, at creation."""
 
     __tablename__ = "api_keys"
 

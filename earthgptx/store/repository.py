@@ -20,14 +20,10 @@ A task and its results are written in one transaction (``record_results``): a fa
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import math
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar, cast
@@ -44,12 +40,11 @@ from sqlalchemy.orm import Session
 from earthgptx.settings import DatabaseSettings
 from earthgptx.store.db import make_engine
 from earthgptx.store.errors import IntegrityViolation, InvalidRecord, StoreError, StoreUnavailable
-from earthgptx.store.models import SRID_WGS84, Aoi, ApiKey, Result, Scene, Task
+from earthgptx.store.models import SRID_WGS84, Aoi, Result, Scene, Task
 from earthgptx.store.records import AoiRecord, ResultRecord, SceneRecord, TaskRecord, TaskResults
 
 log = logging.getLogger(__name__)
 
-API_KEY_PREFIX = "egx"
 DEFAULT_CHUNK_SIZE = 2000
 
 _T = TypeVar("_T")
@@ -58,20 +53,11 @@ _scenes = cast(sa.Table, Scene.__table__)
 _tasks = cast(sa.Table, Task.__table__)
 _results = cast(sa.Table, Result.__table__)
 _aois = cast(sa.Table, Aoi.__table__)
-_api_keys = cast(sa.Table, ApiKey.__table__)
 
 _RESULT_COLUMNS = (
     "task_id", "ordinal", "scene_id", "answer_text", "label", "attributes", "geom", "pixel_geom", "score",
     "model_version",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class IssuedApiKey:
-    """A new API key. ``token`` is shown to its owner once and stored nowhere; only its hash is kept."""
-
-    key_id: str
-    token: str
 
 
 def ewkb_hex(geometry: BaseGeometry | None, srid: int = SRID_WGS84) -> str | None:
@@ -507,52 +493,6 @@ class Repository:
             query = query.where(Aoi.active.is_(True))
         with self._session("AOIs intersecting a footprint") as session:
             return list(session.scalars(query.order_by(Aoi.id)))
-
-    # -- API keys ------------------------------------------------------------------------------------------
-
-    def create_api_key(self, owner: str, scopes: Sequence[str] = ()) -> IssuedApiKey:
-        """Issue a key ``egx_<id>_<secret>``; only the SHA-256 of the secret is stored.
-
-        A plain hash is enough here (unlike for passwords): the secret is 256 random bits, so there is
-        nothing to brute-force, and verification stays cheap on every request.
-        """
-        key_id = secrets.token_hex(6)
-        secret = secrets.token_urlsafe(32)
-        statement = sa.insert(_api_keys).values(
-            id=key_id, key_hash=_hash_secret(secret), owner=owner, scopes=list(scopes)
-        )
-        with self._transaction(f"create API key for {owner}") as connection:
-            connection.execute(statement)
-        return IssuedApiKey(key_id, f"{API_KEY_PREFIX}_{key_id}_{secret}")
-
-    def verify_api_key(self, token: str) -> ApiKey | None:
-        """The key a token belongs to, if it is valid and not revoked (and record its use); else None."""
-        prefix, _, rest = token.partition("_")
-        key_id, _, secret = rest.partition("_")
-        if prefix != API_KEY_PREFIX or not key_id or not secret:
-            return None
-        with self._session("verify API key") as session:
-            key = session.get(ApiKey, key_id)
-            if key is None or key.revoked_at is not None:
-                return None
-            if not hmac.compare_digest(key.key_hash, _hash_secret(secret)):
-                return None
-            key.last_used_at = session.scalar(select(func.now()))
-            session.commit()
-            return key
-
-    def revoke_api_key(self, key_id: str) -> bool:
-        statement = (
-            sa.update(_api_keys)
-            .where(_api_keys.c.id == key_id, _api_keys.c.revoked_at.is_(None))
-            .values(revoked_at=func.now())
-        )
-        with self._transaction(f"revoke API key {key_id}") as connection:
-            return connection.execute(statement).rowcount == 1
-
-
-def _hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 @contextmanager
