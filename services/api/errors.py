@@ -7,6 +7,7 @@ failed); only real 5xx errors are logged as errors, and never with a request's h
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -71,14 +72,23 @@ def body(kind: str, reason: str, **extra: Any) -> dict[str, Any]:
     return {"error": kind, "reason": reason, **extra}
 
 
+def _answer(
+    request: Request, status: int, kind: str, reason: str, headers: Mapping[str, str] | None = None, *,
+    cause: object = None, **extra: Any,
+) -> JSONResponse:  # fmt: skip
+    """The one refusal shape: ``body(kind, reason, **extra)`` with ``status``; 5xx are logged (with ``cause``
+    when the client is told less), 401 names the scheme."""
+    if status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, cause or reason)
+    headers = dict(headers or {})
+    if status == 401:
+        headers.setdefault("WWW-Authenticate", "Bearer")
+    return JSONResponse(body(kind, reason, **extra), status_code=status, headers=headers)
+
+
 def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)
-    if exc.status >= 500:
-        log.error("%s %s: %s", request.method, request.url.path, exc.reason)
-    headers = dict(exc.headers)
-    if exc.status == 401:
-        headers.setdefault("WWW-Authenticate", "Bearer")
-    return JSONResponse(body(exc.kind, exc.reason), status_code=exc.status, headers=headers)
+    return _answer(request, exc.status, exc.kind, exc.reason, exc.headers)
 
 
 def _validation(request: Request, exc: Exception) -> JSONResponse:
@@ -88,32 +98,22 @@ def _validation(request: Request, exc: Exception) -> JSONResponse:
         for e in exc.errors()
     ]
     where = ", ".join(".".join(map(str, d["loc"])) for d in detail[:5])
-    return JSONResponse(body("invalid", f"the request is not valid ({where})", detail=detail), status_code=422)
-
-
-def _invalid_record(request: Request, exc: Exception) -> JSONResponse:
-    return JSONResponse(body("invalid", str(exc)), status_code=422)
-
-
-def _unavailable(request: Request, exc: Exception) -> JSONResponse:
-    log.error("%s %s: %s", request.method, request.url.path, exc)
-    return JSONResponse(body("unavailable", "a store is unavailable; retry later"), status_code=503)
+    return _answer(request, 422, "invalid", f"the request is not valid ({where})", detail=detail)
 
 
 def _http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     kinds = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
     kind = kinds.get(exc.status_code, "error" if exc.status_code >= 500 else "bad_request")
-    return JSONResponse(
-        body(kind, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
-    )
+    return _answer(request, exc.status_code, kind, str(exc.detail), getattr(exc, "headers", None))
 
 
-def _library(status: int) -> Any:
-    kind = {404: "not_found", 422: "invalid"}.get(status, "bad_request")
+def _refusal(status: int, kind: str | None = None, reason: str | None = None) -> Any:
+    """A handler of an exception type: ``status`` with ``kind`` and ``reason`` (default: the exception's text)."""
+    kind = kind or {404: "not_found", 422: "invalid", 503: "unavailable"}.get(status, "bad_request")
 
     def handler(request: Request, exc: Exception) -> JSONResponse:
-        return JSONResponse(body(kind, str(exc)), status_code=status)
+        return _answer(request, status, kind, reason or str(exc), cause=exc)
 
     return handler
 
@@ -123,13 +123,15 @@ def install(app: FastAPI) -> None:
     for codes in (TIPG_STATUS_CODES, TITILER_STATUS_CODES):
         for exc_type, status in codes.items():
             if status < 500:  # unexpected errors stay logged 500s, not quiet ones
-                app.add_exception_handler(exc_type, _library(status))
+                app.add_exception_handler(exc_type, _refusal(status))
     # Every published collection has a geometry and a time column: tipg raises these only for a column the
     # client named (``geom-column``, ``datetime-column``) that the collection does not have.
     for exc_type in (MissingGeometryColumn, MissingDatetimeColumn):
-        app.add_exception_handler(exc_type, _library(404))
+        app.add_exception_handler(exc_type, _refusal(404))
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
-    app.add_exception_handler(InvalidRecord, _invalid_record)
-    app.add_exception_handler(DependencyUnavailable, _unavailable)
+    app.add_exception_handler(InvalidRecord, _refusal(422))
+    app.add_exception_handler(
+        DependencyUnavailable, _refusal(503, reason="a store is unavailable; retry later")
+    )
     app.add_exception_handler(StarletteHTTPException, _http)
