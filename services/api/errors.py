@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tipg.errors import DEFAULT_STATUS_CODES as TIPG_STATUS_CODES
 from tipg.errors import MissingDatetimeColumn, MissingGeometryColumn
@@ -66,6 +67,36 @@ class RateLimited(ApiError):
 
 class Unavailable(ApiError):
     status, kind = 503, "unavailable"
+
+
+class BadGateway(ApiError):
+    status, kind = 502, "bad_gateway"
+
+
+class ErrorBody(BaseModel):
+    """What every refusal (4xx, and 503) carries; ``detail`` only with 422 (the fields that failed)."""
+
+    error: str = Field(description="the kind: unauthorized, forbidden, not_found, invalid, rate_limited, ...")
+    reason: str = Field(description="a sentence saying what is wrong")
+    detail: list[dict[str, Any]] | None = None
+
+
+ERROR_STATUSES = {
+    400: "the request is malformed",
+    401: "no API key, or an unknown, malformed or revoked one",
+    403: "the API key lacks the scope",
+    404: "not found",
+    413: "the request body is too large",
+    415: "the body's type is not accepted",
+    422: "a parameter or the body is not valid",
+    429: "past the rate limit (see Retry-After)",
+    502: "a service behind this API failed",
+    503: "a dependency does not answer; retry later",
+}
+# Documented on every operation (``FastAPI(responses=...)``), so a client, and the schema test, knows the shape.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": text} for status, text in ERROR_STATUSES.items()
+}
 
 
 def body(kind: str, reason: str, **extra: Any) -> dict[str, Any]:

@@ -170,6 +170,7 @@ def create_app(settings: Settings) -> FastAPI:
         title="EarthGPT-X query API",
         description="OGC API Features, imagery tiles, ad-hoc and standing queries over the platform's results.",
         lifespan=lifespan,
+        responses=errors.ERROR_RESPONSES,
     )
     errors.install(app)
     app.include_router(health.router)

@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from services.api.deps import ResourcesDep
@@ -13,12 +14,17 @@ from services.api.deps import ResourcesDep
 router = APIRouter(tags=["health"])
 
 
+class NotReady(BaseModel):
+    status: str
+    problems: list[str]
+
+
 @router.get("/healthz")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "a dependency does not answer"}})
+@router.get("/readyz", responses={503: {"model": NotReady, "description": "a dependency does not answer"}})
 async def readyz(resources: ResourcesDep) -> Any:
     problems = await run_in_threadpool(resources.problems)
     if problems:

@@ -127,7 +127,7 @@ class _Recent:
 recent = _Recent()
 
 
-@router.post("", status_code=202, response_model=QueryAccepted, responses={401: {}, 403: {}, 422: {}, 429: {}})
+@router.post("", status_code=202, response_model=QueryAccepted)
 async def create_query(
     body: QueryIn, who: Writer, resources: ResourcesDep, request: Request, response: Response
 ) -> QueryAccepted:
@@ -193,7 +193,7 @@ def _read(resources: Any, query_id: str) -> dict[str, Any] | None:
     }
 
 
-@router.get("/{query_id}", name="get_query", responses={404: {}})
+@router.get("/{query_id}", name="get_query")
 async def get_query(
     query_id: Annotated[str, Path(pattern=_ID_PATTERN)],
     who: Reader,

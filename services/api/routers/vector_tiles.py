@@ -15,14 +15,22 @@ from services.api.errors import Unavailable
 router = APIRouter(tags=["tiles"])
 
 MVT = "application/vnd.mapbox-vector-tile"
+MAX_ZOOM = 22
 
 
-@router.get("/tiles/{layer}/{z}/{x}/{y}", response_class=Response, responses={200: {"content": {MVT: {}}}})
+@router.get(
+    "/tiles/{layer}/{z}/{x}/{y}",
+    response_class=Response,
+    responses={
+        200: {"content": {MVT: {"schema": {"type": "string", "format": "binary"}}}, "description": "the tile"},
+        204: {"description": "no feature in this tile, or x/y outside the zoom level's 2^z x 2^z tiles"},
+    },
+)
 async def vector_tile(
     layer: Literal["scenes", "results", "result_points", "aois"],
-    z: Annotated[int, Path(ge=0, le=22)],
-    x: Annotated[int, Path(ge=0, lt=2**22)],
-    y: Annotated[int, Path(ge=0, lt=2**22)],
+    z: Annotated[int, Path(ge=0, le=MAX_ZOOM, description="zoom level", examples=[0, 8])],
+    x: Annotated[int, Path(ge=0, lt=2**MAX_ZOOM, description="column, below 2^z", examples=[0, 136])],
+    y: Annotated[int, Path(ge=0, lt=2**MAX_ZOOM, description="row, below 2^z", examples=[0, 86])],
     who: Reader,
     resources: ResourcesDep,
 ) -> Response:

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -38,8 +39,11 @@ from earthgptx.store.repository import Repository
 from services.api.main import create_app
 from services.api.security import KeyStore
 from services.api.settings import Settings
+from services.ingest.main import create_app as create_ingest_app
+from services.ingest.settings import Settings as IngestSettings
 
 RATE_LIMIT = "1000/minute"
+INGEST_MAX_UPLOAD_BYTES = 2_000_000
 REPO = Path(__file__).resolve().parents[3]
 MARTIN = Path(os.environ.get("EGX_CACHE", Path.home() / ".cache" / "earthgptx")) / "martin" / "bin" / "martin"
 
@@ -65,14 +69,14 @@ class RunningApi:
         return httpx.Client(base_url=self.url, timeout=60, headers=headers)
 
 
-def serve(settings: Settings) -> tuple[uvicorn.Server, threading.Thread]:
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=settings.port, log_config=None))
-    thread = threading.Thread(target=server.run, name="api-under-test", daemon=True)
+def serve(settings: Settings, app_factory: Any = create_app) -> tuple[uvicorn.Server, threading.Thread]:
+    server = uvicorn.Server(uvicorn.Config(app_factory(settings), host="127.0.0.1", port=settings.port, log_config=None))
+    thread = threading.Thread(target=server.run, name=f"{app_factory.__module__}-under-test", daemon=True)
     thread.start()
     deadline = time.monotonic() + 60
     while not server.started:
         if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("the api service did not start (its log is above)")
+            pytest.fail(f"{app_factory.__module__} did not start (its log is above)")
         time.sleep(0.05)
     return server, thread
 
@@ -181,6 +185,38 @@ def martin(migrated_db_url: str, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def ingest(
+    migrated_db_url: str, object_store: ObjectStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The real ingest service (uvicorn serving its ``create_app``) on the test's database and buckets, with a
+    drop bucket, topic and consumer group of its own; its URL. The upload size limit is small, to test 413."""
+    unique = uuid.uuid4().hex[:10]
+    settings = IngestSettings(  # type: ignore[call-arg]
+        port=free_port(),
+        database=DatabaseSettings(url=migrated_db_url),  # type: ignore[arg-type]
+        objects=object_store.settings,
+        kafka=KafkaSettings(),
+        output_topic=f"scenes.ingested.{unique}",
+        drop_bucket=f"egx-drop-{unique}",
+        group_id=f"ingest-{unique}",
+        max_upload_bytes=INGEST_MAX_UPLOAD_BYTES,
+        workdir=tmp_path_factory.mktemp("ingest-work"),
+        log_format="text",
+    )
+    server, thread = serve(settings, create_ingest_app)  # type: ignore[arg-type]
+    try:
+        yield f"http://127.0.0.1:{settings.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        for found in object_store.client.list_objects(settings.drop_bucket, recursive=True):
+            object_store.client.remove_object(settings.drop_bucket, found.object_name)
+        if object_store.client.bucket_exists(settings.drop_bucket):
+            object_store.client.remove_bucket(settings.drop_bucket)
+        delete_leftovers(settings.kafka, unique)
 
 
 def put_cog(store: ObjectStore, key: str, bounds: tuple[float, float, float, float]) -> None:
