@@ -14,6 +14,18 @@ Output layout (paths in records are relative to ``records.jsonl``)::
 
 Every scene draws its randomness from ``(seed, scene index)`` alone, so a scene is the same whatever
 ``n_scenes``, the worker count or the chosen tasks, and a scene's split never changes when more are added.
+
+Two settings, both off by default (and then the output is bit for bit what it always was):
+
+- ``negatives``: a share (``EMPTY_SCENE_FRACTION``) of scenes hold no object (their captions name none, their
+  counts are 0, and no object-level question is asked of them), and every chip gains a prompt over background
+  answered ``no object`` (region classification) and a count of a class it does not hold (answer 0). Each such
+  record carries ``answer["negative"]`` (``tasks.NEGATIVE_KINDS``).
+- ``randomise``: the share of scenes drawn with domain randomisation (``scene.SceneStyle``: object shape variants,
+  texture, sensor gains and offsets, display stretch, SAR calibration and looks, thermal offset).
+
+Which scenes are empty or randomised is drawn from each scene's own stream, so ``build_scene`` with the same
+settings rebuilds any scene exactly (the auxiliary targets rely on it).
 """
 
 from __future__ import annotations
@@ -36,8 +48,8 @@ from tqdm import tqdm
 from earthgptx.data.raster_io import write_geotiff, write_mask_png
 from earthgptx.data.record_format import dump_record
 from earthgptx.data.render import render
-from earthgptx.data.scene import Scene, SceneObject, make_scene
-from earthgptx.data.tasks import ChipContext, build_records
+from earthgptx.data.scene import Scene, SceneObject, draw_style, make_scene
+from earthgptx.data.tasks import ChipContext, build_negatives, build_records
 from earthgptx.data.vocabulary import (
     ATTRIBUTE_VALUES,
     DATASET_VERSION,
@@ -53,6 +65,28 @@ logger = logging.getLogger(__name__)
 
 # Salts that separate the random streams of one scene.
 _LAYOUT, _SPLIT, _RENDER, _RECORDS = 0, 1, 100, 200
+_OPTIONS, _NEGATIVES = 2, 300
+# With negatives on, this share of scenes holds no object.
+EMPTY_SCENE_FRACTION = 0.1
+
+
+@dataclass(frozen=True)
+class SceneOptions:
+    """The generator's optional settings (both off: the plain generator). ``randomise`` is a share of scenes."""
+
+    negatives: bool = False
+    randomise: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.randomise <= 1.0:
+            raise ValueError(f"randomise is a share of scenes in [0, 1], got {self.randomise}")
+
+    @property
+    def plain(self) -> bool:
+        return not self.negatives and self.randomise == 0.0
+
+
+PLAIN = SceneOptions()
 
 
 @dataclass(frozen=True)
@@ -66,6 +100,7 @@ class _Job:
     records_per_task: int
     val_fraction: float
     test_fraction: float
+    options: SceneOptions = PLAIN
 
 
 def scene_split(seed: int, index: int, val_fraction: float, test_fraction: float) -> str:
@@ -82,13 +117,21 @@ def scene_name(index: int) -> str:
     return f"scene{index:06d}"
 
 
-def build_scene(seed: int, index: int, chip_size: int) -> Scene:
-    """The scene ``index`` of the dataset with ``seed`` (layout only, nothing written)."""
-    return make_scene(np.random.default_rng([seed, index, _LAYOUT]), scene_name(index), chip_size)
+def build_scene(seed: int, index: int, chip_size: int, options: SceneOptions = PLAIN) -> Scene:
+    """The scene ``index`` of the dataset with ``seed`` and ``options`` (layout only, nothing written)."""
+    layout = np.random.default_rng([seed, index, _LAYOUT])
+    if options.plain:
+        return make_scene(layout, scene_name(index), chip_size)
+    # Both draws are made whatever the settings, so turning one setting on never changes the other's scenes.
+    draws = np.random.default_rng([seed, index, _OPTIONS])
+    empty_draw, style_draw = draws.random(2)
+    style = draw_style(draws) if style_draw < options.randomise else None
+    n_objects = 0 if options.negatives and empty_draw < EMPTY_SCENE_FRACTION else None
+    return make_scene(layout, scene_name(index), chip_size, n_objects=n_objects, style=style)
 
 
 def _generate_one(job: _Job) -> tuple[list[str], dict[str, Any]]:
-    scene = build_scene(job.seed, job.index, job.chip_size)
+    scene = build_scene(job.seed, job.index, job.chip_size, job.options)
     split = scene_split(job.seed, job.index, job.val_fraction, job.test_fraction)
     written_masks: dict[int, str] = {}
 
@@ -115,6 +158,9 @@ def _generate_one(job: _Job) -> tuple[list[str], dict[str, Any]]:
         )
         rng = np.random.default_rng([job.seed, job.index, _RECORDS + m])
         lines.extend(dump_record(r) for r in build_records(ctx, job.tasks, rng, job.records_per_task))
+        if job.options.negatives:
+            negatives_rng = np.random.default_rng([job.seed, job.index, _NEGATIVES + m])
+            lines.extend(dump_record(r) for r in build_negatives(ctx, negatives_rng, job.tasks))
     truth = scene.to_json()
     truth["split"] = split
     return lines, truth
@@ -142,6 +188,7 @@ def generate_dataset(
     val_fraction: float = 0.1,
     test_fraction: float = 0.1,
     workers: int = 1,
+    options: SceneOptions = PLAIN,
 ) -> Path:
     """Write ``n_scenes`` scenes, each rendered in every chosen modality, and their records.
 
@@ -177,6 +224,7 @@ def generate_dataset(
             records_per_task,
             val_fraction,
             test_fraction,
+            options,
         )
         for i in range(n_scenes)
     ]
@@ -211,6 +259,8 @@ def generate_dataset(
         "modalities": list(chosen_modalities),
         "records_per_task": records_per_task,
         "split_fractions": {"val": val_fraction, "test": test_fraction},
+        "negatives": options.negatives,
+        "randomise": options.randomise,
         "counts": dict(sorted(counts.items())),
         "vocabulary": {
             "land_covers": list(LAND_COVERS),
@@ -249,6 +299,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="processes (output is identical for any value)"
     )
+    parser.add_argument("--negatives", action="store_true", help="add negatives (empty scenes, background prompts)")
+    parser.add_argument("--randomise", type=float, default=0.0, help="share of domain-randomised scenes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -264,6 +316,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         workers=args.workers,
+        options=SceneOptions(args.negatives, args.randomise),
     )
     logger.info("records: %s", path)
 

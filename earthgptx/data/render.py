@@ -10,6 +10,11 @@
 
 Objects are painted on exactly the pixels of their rasterised footprint, so the masks of ``scene.py`` are
 the rendered pixels in every modality.
+
+A randomised scene (``scene.style``, a :class:`~earthgptx.data.scene.SceneStyle`) is rendered with its own sensor:
+texture strength, noise, per-band gains and a haze offset, the optical display stretch (square root, a gamma or a
+clipped linear stretch), a multispectral DN offset, a SAR calibration offset and number of looks, a thermal offset
+and contrast gain. A plain scene (``style`` ``None``) renders exactly as it always has.
 """
 
 from __future__ import annotations
@@ -108,7 +113,13 @@ def _per_cover(scene: Scene, values: Mapping[str, tuple[float, ...]], channels: 
 
 def _texture_strength(scene: Scene, strengths: dict[str, float]) -> np.ndarray:
     table = np.array([strengths[name] for name in LAND_COVERS], dtype=np.float32)
+    if scene.style is not None:
+        table = table * np.float32(scene.style.texture_gain)
     return table[scene.cover_map]
+
+
+def _noise_gain(scene: Scene) -> float:
+    return 1.0 if scene.style is None else scene.style.noise_gain
 
 
 def _object_pattern(obj: SceneObject) -> np.ndarray:
@@ -149,7 +160,17 @@ def reflectance(scene: Scene) -> np.ndarray:
 def render_optical(scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator) -> np.ndarray:
     """(3, H, W) uint8 red, green, blue."""
     refl = reflectance(scene)[[2, 1, 0]] * scene.conditions.optical_gain
-    dn = 255.0 * np.sqrt(np.clip(refl, 0.0, 1.0)) + 1.5 * rng.standard_normal(refl.shape, dtype=np.float32)
+    style = scene.style
+    if style is None:
+        dn = 255.0 * np.sqrt(np.clip(refl, 0.0, 1.0)) + 1.5 * rng.standard_normal(refl.shape, dtype=np.float32)
+        return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
+    gains = np.array(style.band_gains, dtype=np.float32)[[2, 1, 0], None, None]
+    refl = np.clip(refl * gains + np.float32(style.reflectance_offset), 0.0, 1.0)
+    if style.stretch == "linear":
+        shown = np.clip(refl * np.float32(style.stretch_param), 0.0, 1.0)
+    else:  # "sqrt" (exponent 0.5) or "gamma"
+        shown = refl ** np.float32(style.stretch_param)
+    dn = 255.0 * shown + 1.5 * style.noise_gain * rng.standard_normal(refl.shape, dtype=np.float32)
     return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
 
 
@@ -158,7 +179,16 @@ def render_multispectral(
 ) -> np.ndarray:
     """(4, H, W) uint16 blue, green, red, NIR reflectance × 10 000."""
     refl = reflectance(scene) * scene.conditions.optical_gain
-    dn = 10_000.0 * refl + 30.0 * rng.standard_normal(refl.shape, dtype=np.float32)
+    style = scene.style
+    if style is None:
+        dn = 10_000.0 * refl + 30.0 * rng.standard_normal(refl.shape, dtype=np.float32)
+        return np.clip(np.rint(dn), 0, 65_535).astype(np.uint16)
+    refl = refl * np.array(style.band_gains, dtype=np.float32)[:, None, None] + np.float32(style.reflectance_offset)
+    dn = (
+        10_000.0 * refl
+        + np.float32(style.ms_offset_dn)
+        + 30.0 * style.noise_gain * rng.standard_normal(refl.shape, dtype=np.float32)
+    )
     return np.clip(np.rint(dn), 0, 65_535).astype(np.uint16)
 
 
@@ -171,11 +201,15 @@ def render_sar(scene: Scene, rng: np.random.Generator, object_rng: np.random.Gen
         target = np.array(OBJECT_SIGMA0_DB[obj.cls], dtype=np.float32) + object_rng.normal(0.0, 1.0)
         # Floating roof: the rim's double bounce is stronger than the roof.
         sigma_db[:, obj.mask] = target[:, None] + 10.0 * np.log10(_object_pattern(obj))[None, :]
-    intensity = (
-        10.0 ** (sigma_db / 10.0)
-        + (10.0 ** (np.array(NOISE_FLOOR_DB, dtype=np.float32) / 10.0))[:, None, None]
-    )
+    noise_floor = np.array(NOISE_FLOOR_DB, dtype=np.float32)
     looks = scene.conditions.sar_looks
+    if scene.style is not None:
+        # A miscalibrated product: every sigma0 and the noise floor shift by the same constant; the noise floor
+        # also moves with the noise gain.
+        sigma_db += np.float32(scene.style.sar_calibration_db)
+        noise_floor = noise_floor + np.float32(scene.style.sar_calibration_db + 10.0 * np.log10(_noise_gain(scene)))
+        looks = scene.style.sar_looks
+    intensity = 10.0 ** (sigma_db / 10.0) + (10.0 ** (noise_floor / 10.0))[:, None, None]
     intensity *= rng.standard_gamma(looks, size=intensity.shape, dtype=np.float32) / looks
     amplitude = np.sqrt(intensity).astype(np.float32)
     return amplitude[: len(scene.conditions.sar_polarisations)]
@@ -192,6 +226,10 @@ def render_infrared(scene: Scene, rng: np.random.Generator, object_rng: np.rando
         surroundings = float(kelvin[obj.mask].mean())
         sign = 1.0 if obj.temperature == "warm" else -1.0
         contrast = OBJECT_THERMAL_CONTRAST_K[obj.cls] * object_rng.uniform(0.9, 1.1)
+        if scene.style is not None:
+            contrast *= scene.style.thermal_contrast_gain
         kelvin[obj.mask] = surroundings + sign * contrast
-    kelvin = kelvin + NETD_K * rng.standard_normal(kelvin.shape, dtype=np.float32)
+    if scene.style is not None:
+        kelvin = kelvin + np.float32(scene.style.thermal_offset_k)
+    kelvin = kelvin + NETD_K * _noise_gain(scene) * rng.standard_normal(kelvin.shape, dtype=np.float32)
     return np.clip(np.rint(kelvin * 100.0), 0, 65_535).astype(np.uint16)[None]

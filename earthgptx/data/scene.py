@@ -10,6 +10,7 @@ Conventions: chip pixel coordinates, x to the right, y down, origin at the chip'
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,53 @@ class SceneConditions:
     optical_gain: float
 
 
+@dataclass(frozen=True)
+class SceneStyle:
+    """Domain randomisation of one scene (``generate``'s ``randomise`` setting; ``None`` on a plain scene).
+
+    Drawn from the scene's own stream (:func:`draw_style`), so a randomised scene is rebuilt exactly from its seed.
+    ``shape_seed`` drives the per-object shape variants (``object_outline``'s ``variant``); the rest are sensor
+    and product settings that ``render.py`` applies: gains and offsets, texture strength, noise, the optical
+    display stretch, the SAR calibration and number of looks, a thermal offset and contrast scale.
+    """
+
+    shape_seed: int
+    texture_gain: float  # multiplies every cover's texture strength
+    noise_gain: float  # multiplies every sensor's noise
+    band_gains: tuple[float, float, float, float]  # blue, green, red, nir: a colour balance / calibration error
+    reflectance_offset: float  # additive path radiance (haze) in reflectance units
+    stretch: str  # optical display: "sqrt" (the plain generator's), "gamma" or "linear"
+    stretch_param: float  # gamma exponent, or the linear stretch's gain
+    ms_offset_dn: float  # multispectral DN offset
+    sar_calibration_db: float  # constant added to every sigma0 (a miscalibrated product)
+    sar_looks: int
+    thermal_offset_k: float
+    thermal_contrast_gain: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def draw_style(rng: np.random.Generator) -> SceneStyle:
+    """A random :class:`SceneStyle` (ranges chosen to stay inside what real products of each sensor show)."""
+    stretch = str(rng.choice(["sqrt", "gamma", "linear"]))
+    param = {"sqrt": 0.5, "gamma": float(rng.uniform(0.35, 0.8)), "linear": float(rng.uniform(1.5, 4.0))}[stretch]
+    return SceneStyle(
+        shape_seed=int(rng.integers(2**31)),
+        texture_gain=float(np.exp(rng.uniform(np.log(0.4), np.log(2.5)))),
+        noise_gain=float(np.exp(rng.uniform(np.log(0.5), np.log(3.0)))),
+        band_gains=tuple(float(g) for g in rng.uniform(0.85, 1.15, 4) * rng.uniform(0.75, 1.3)),  # type: ignore[arg-type]
+        reflectance_offset=float(rng.uniform(-0.01, 0.04)),
+        stretch=stretch,
+        stretch_param=param,
+        ms_offset_dn=float(rng.uniform(0.0, 300.0)),
+        sar_calibration_db=float(rng.uniform(-5.0, 5.0)),
+        sar_looks=int(rng.integers(1, 10)),
+        thermal_offset_k=float(rng.uniform(-5.0, 5.0)),
+        thermal_contrast_gain=float(rng.uniform(0.6, 1.4)),
+    )
+
+
 @dataclass(frozen=True, eq=False)  # identity semantics: renderers cache per-scene intermediates
 class Scene:
     """Everything needed to render the four modalities and to write the ground truth."""
@@ -98,6 +146,7 @@ class Scene:
     objects: tuple[SceneObject, ...]
     georef: GeoReference
     conditions: SceneConditions
+    style: SceneStyle | None = None  # domain randomisation; None: the plain generator
 
     @property
     def instance_map(self) -> np.ndarray:
@@ -138,7 +187,7 @@ class Scene:
                 }
                 for obj in self.objects
             ],
-        }
+        } | ({"style": self.style.to_json()} if self.style is not None else {})
 
 
 def measure_mask(mask: np.ndarray) -> tuple[tuple[int, int, int, int], tuple[float, float], int]:
@@ -188,13 +237,42 @@ def count_components(mask: np.ndarray) -> int:
     return sum(1 for _ in shapes)
 
 
-def object_outline(cls: str, length: float, angle_deg: float, centre: tuple[float, float]) -> Polygon:
+def draw_variant(cls: str, rng: np.random.Generator) -> dict[str, float]:
+    """Shape parameters of one object of a randomised scene (``object_outline``'s ``variant``)."""
+    if cls == "ship":
+        return {"beam": float(rng.uniform(0.2, 0.36)), "bow": float(rng.uniform(0.5, 1.3))}
+    if cls == "airplane":
+        return {
+            "body": float(rng.uniform(0.12, 0.2)),
+            "chord": float(rng.uniform(0.14, 0.26)),
+            "sweep": float(rng.uniform(-0.05, 0.35)),  # 0.22: the plain generator's swept wings
+            "tail": float(rng.uniform(0.1, 0.16)),
+        }
+    if cls == "vehicle":
+        return {"width": float(rng.uniform(0.3, 0.6)), "cut": float(rng.uniform(0.0, 0.35))}
+    if cls == "building":
+        # 0: L-shaped roof with arms of a random thickness; 1: a rectangle, axis-aligned
+        return {"kind": float(rng.integers(2)), "arm": float(rng.uniform(0.35, 0.65)),
+                "aspect": float(rng.uniform(0.45, 1.0))}  # fmt: skip
+    return {}
+
+
+def object_outline(
+    cls: str,
+    length: float,
+    angle_deg: float,
+    centre: tuple[float, float],
+    variant: dict[str, float] | None = None,
+) -> Polygon:
     """Footprint of an object of class ``cls`` whose major extent is ``length`` px along ``angle_deg``.
 
     Shapes are chosen to stay distinct at 12 px: a pointed hull, a swept-wing cross, a disk, a short
     rectangle and an L-shaped roof. Thin parts keep at least ~3 px so the rasterised footprint stays one
-    connected region.
+    connected region. ``variant`` (:func:`draw_variant`, randomised scenes only) changes the proportions: hull
+    beam and bow, wing sweep and chord, vehicle width (car to truck), L-shaped or rectangular roofs.
     """
+    if variant:
+        return _variant_outline(cls, length, angle_deg, centre, variant)
     half = length / 2.0
     if cls == "ship":
         beam = max(0.28 * length, 3.6)
@@ -250,6 +328,51 @@ def object_outline(cls: str, length: float, angle_deg: float, centre: tuple[floa
     raise ValueError(f"unknown object class {cls!r}; expected one of {OBJECT_CLASSES}")
 
 
+def _variant_outline(
+    cls: str, length: float, angle_deg: float, centre: tuple[float, float], v: dict[str, float]
+) -> Polygon:
+    half = length / 2.0
+    if cls == "ship":
+        beam = max(v["beam"] * length, 3.6)
+        bow = min(beam * v["bow"], half)
+        local = [(-half, -beam / 2), (half - bow, -beam / 2), (half, 0.0), (half - bow, beam / 2), (-half, beam / 2)]
+        return _place(local, angle_deg, centre)
+    if cls == "airplane":
+        body = max(v["body"] * length, 3.0)
+        chord = max(v["chord"] * length, 3.0)
+        tail = max(v["tail"] * length, 2.6)
+        root = 0.12 * length
+        tip = root - v["sweep"] * length  # the wing tip's along-axis position: swept back when sweep > 0
+        fuselage = [(-half, -body / 2), (half - body / 2, -body / 2), (half, 0.0), (half - body / 2, body / 2),
+                    (-half, body / 2)]  # fmt: skip
+        wings = [
+            (root, -body / 2), (tip, -half), (tip - chord, -half), (root - chord, -body / 2),
+            (root - chord, body / 2), (tip - chord, half), (tip, half), (root, body / 2),
+        ]  # fmt: skip
+        tailplane = [(-half, -0.2 * length), (-half + tail, -0.2 * length), (-half + tail, 0.2 * length),
+                     (-half, 0.2 * length)]  # fmt: skip
+        merged = unary_union([_place(p, angle_deg, centre) for p in (fuselage, wings, tailplane)])
+        return merged if isinstance(merged, Polygon) else merged.convex_hull
+    if cls == "vehicle":
+        width = max(v["width"] * length, 3.6)
+        cut = v["cut"] * width / 2
+        local = [
+            (-half + cut, -width / 2), (half - cut, -width / 2), (half, -width / 2 + cut), (half, width / 2 - cut),
+            (half - cut, width / 2), (-half + cut, width / 2), (-half, width / 2 - cut), (-half, -width / 2 + cut),
+        ]  # fmt: skip
+        return _place(local, angle_deg, centre)
+    if cls == "building":
+        if v["kind"] >= 1:  # an axis-aligned rectangle
+            across = max(v["aspect"] * length, 4.0) / 2
+            cx, cy = centre
+            return box(cx - half, cy - across, cx + half, cy + across)
+        arm = max(v["arm"] * length, 3.5)
+        local = [(-half, -half), (half, -half), (half, -half + arm), (-half + arm, -half + arm),
+                 (-half + arm, half), (-half, half)]  # fmt: skip
+        return _place(local, angle_deg, centre)
+    return object_outline(cls, length, angle_deg, centre)
+
+
 def _place(local: list[tuple[float, float]], angle_deg: float, centre: tuple[float, float]) -> Polygon:
     # Local u runs along the major axis, v across it. With y pointing down, the axis at compass angle θ
     # (counter-clockwise from east, north up) is (cos θ, -sin θ) in image coordinates.
@@ -291,12 +414,17 @@ def make_scene(
     scene_id: str,
     chip_size: int = REFERENCE_CHIP,
     n_objects: int | None = None,
+    style: SceneStyle | None = None,
 ) -> Scene:
-    """Draw a scene: land cover, 1–6 objects placed without overlap on allowed cover, georeference."""
+    """Draw a scene: land cover, 1–6 objects placed without overlap on allowed cover, georeference.
+
+    ``n_objects=0`` draws an empty scene (the negatives of ``generate``); ``style`` randomises the objects'
+    shapes here and the sensors in ``render.py``. Without them the draws are exactly those of the plain generator.
+    """
     if chip_size < 64:
         raise ValueError(f"chip_size must be at least 64 px, got {chip_size}")
-    if n_objects is not None and not 1 <= n_objects <= MAX_OBJECTS:
-        raise ValueError(f"n_objects must be in 1..{MAX_OBJECTS}, got {n_objects}")
+    if n_objects is not None and not 0 <= n_objects <= MAX_OBJECTS:
+        raise ValueError(f"n_objects must be in 0..{MAX_OBJECTS}, got {n_objects}")
     size = chip_size
     scale = size / REFERENCE_CHIP
     cover_map, cover, secondary = _land_cover(rng, size)
@@ -305,9 +433,10 @@ def make_scene(
     urban = cover_map == LAND_COVERS.index("urban")
     streets = _streets(rng, size, scale) & urban if urban.any() else np.zeros_like(urban)
     target = int(rng.integers(1, MAX_OBJECTS + 1)) if n_objects is None else n_objects
-    objects = _place_objects(rng, cover_map, target, scale)
-    while not objects:  # every scene has at least one object; an empty draw is vanishingly rare
-        objects = _place_objects(rng, cover_map, target, scale)
+    shapes = np.random.default_rng(style.shape_seed) if style is not None else None
+    objects = _place_objects(rng, cover_map, target, scale, shapes) if target else []
+    while target and not objects:  # a scene asked to hold objects has one; an empty draw is vanishingly rare
+        objects = _place_objects(rng, cover_map, target, scale, shapes)
     conditions = SceneConditions(
         daytime=bool(rng.random() < 0.6),
         sar_looks=int(rng.integers(3, 7)),
@@ -326,11 +455,16 @@ def make_scene(
         objects=tuple(objects),
         georef=random_georeference(rng),
         conditions=conditions,
+        style=style,
     )
 
 
 def _place_objects(
-    rng: np.random.Generator, cover_map: np.ndarray, target: int, scale: float
+    rng: np.random.Generator,
+    cover_map: np.ndarray,
+    target: int,
+    scale: float,
+    shapes: np.random.Generator | None = None,
 ) -> list[SceneObject]:
     size = cover_map.shape[0]
     gap = max(3.0, 4.0 * scale)
@@ -364,7 +498,10 @@ def _place_objects(
         # Centres are drawn on the allowed cover so ships rarely need many tries to find water.
         flat = int(allowed_pixels[cls][int(rng.integers(allowed_pixels[cls].size))])
         centre = (flat % size + float(rng.uniform(0, 1)), flat // size + float(rng.uniform(0, 1)))
-        polygon = object_outline(cls, length, angle, centre)
+        variant = draw_variant(cls, shapes) if shapes is not None else None
+        if variant and cls == "building" and variant["kind"] >= 1:
+            angle = 90.0 * (angle // 90.0)  # rectangular roofs are axis-aligned
+        polygon = object_outline(cls, length, angle, centre, variant)
         if not chip_inner.contains(polygon):
             continue
         if any(polygon.distance(other.polygon) < gap for other in placed):

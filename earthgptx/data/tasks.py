@@ -15,15 +15,20 @@ from typing import Any
 
 import numpy as np
 
+from shapely import affinity as shapely_affinity
+from shapely.geometry import box as shapely_box
+
 from earthgptx.data.prompts import Prompt, object_prompt, region_prompt
 from earthgptx.data.record_format import Record
-from earthgptx.data.scene import REFERENCE_CHIP, Scene, SceneObject
+from earthgptx.data.scene import REFERENCE_CHIP, Scene, SceneObject, measure_mask, rasterize_polygon
 from earthgptx.data.vocabulary import (
+    COLOURS,
     OBJECT_CLASSES,
     PLURALS,
     RELATIONS,
     TASK_LEVELS,
     TASK_PROMPT_TYPES,
+    TEMPERATURES,
     VISIBLE_ATTRIBUTES,
 )
 from earthgptx.formats import IMAGE_TOKEN, SEG_TOKEN, box_to_grid, format_box
@@ -165,6 +170,16 @@ SECONDARY_PHRASES = {
     "bare soil": "beside bare soil",
     "urban": "beside a built-up area",
 }
+
+# Negatives (generate's ``negatives`` setting): the abstention answer (``earthgptx.answers`` parses it as an
+# abstention), and the tag each negative record carries in ``answer["negative"]`` (evaluation scores them apart).
+NO_OBJECT = "no object"
+NEGATIVE_BACKGROUND = "background"
+NEGATIVE_ABSENT_CLASS = "absent class"
+NEGATIVE_EMPTY_SCENE = "empty scene"
+NEGATIVE_KINDS = (NEGATIVE_BACKGROUND, NEGATIVE_ABSENT_CLASS, NEGATIVE_EMPTY_SCENE)
+# A background prompt keeps this far (px at 128 px) from every object, beyond a prompt's ~1.5 px jitter.
+BACKGROUND_CLEARANCE_PX = 4.0
 
 # Relations are only asked when the geometry answers them with a clear margin (pixels at 128 px,
 # area ratio), so the label never hinges on a pixel.
@@ -350,6 +365,11 @@ class _Builder:
     def any_object(self) -> SceneObject:
         return _pick(self.rng, self.ctx.scene.objects)  # type: ignore[no-any-return]
 
+    @property
+    def empty(self) -> bool:
+        """An object-free scene (a negative of ``generate``): only scene-level questions apply."""
+        return not self.ctx.scene.objects
+
     # L1 -------------------------------------------------------------------------------------------
 
     def scene_classification(self, key: str) -> Record:
@@ -363,6 +383,8 @@ class _Builder:
         place = COVER_PHRASES[scene.cover]
         if scene.secondary_cover is not None:
             place += " " + SECONDARY_PHRASES[scene.secondary_cover]
+        if not counts:
+            return self._empty_caption(key, place)
         things = _join(counts)
         caption = f"{place[0].upper()}{place[1:]} with {things}."
         references = [
@@ -375,8 +397,18 @@ class _Builder:
             "scene_caption", key, question, caption, {"caption": caption, "references": references}
         )
 
+    def _empty_caption(self, key: str, place: str) -> Record:
+        """The caption of an object-free scene: the place, and that it holds no object (names no class)."""
+        caption = f"{place[0].upper()}{place[1:]} with {NO_OBJECT}."
+        references = [caption, f"{place[0].upper()}{place[1:]}.", f"An image of {place} with {NO_OBJECT}."]
+        question = _pick(self.rng, SCENE_CAPTION).format(mod=self.mod)
+        answer = {"caption": caption, "references": references, "negative": NEGATIVE_EMPTY_SCENE}
+        return self.record("scene_caption", key, question, caption, answer)
+
     def counting(self, key: str) -> Record:
         scene = self.ctx.scene
+        if self.empty:
+            return self.absent_count(key)
         kind = self.prompt_type("counting", (0.6, 0.2, 0.2))
         prompts: list[Prompt] = []
         pool = scene.objects
@@ -397,14 +429,18 @@ class _Builder:
 
     # L2 -------------------------------------------------------------------------------------------
 
-    def region_classification(self, key: str) -> Record:
+    def region_classification(self, key: str) -> Record | None:
+        if self.empty:
+            return None
         obj = self.any_object()
         prompt = object_prompt(self.prompt_type("region_classification"), obj, self.rng, self.size)
         question = _pick(self.rng, REGION_CLASSIFICATION)
         answer = {"label": obj.cls, "object": obj.index}
         return self.record("region_classification", key, question, obj.cls, answer, [prompt])
 
-    def region_caption(self, key: str) -> Record:
+    def region_caption(self, key: str) -> Record | None:
+        if self.empty:
+            return None
         obj = self.any_object()
         prompt = object_prompt(self.prompt_type("region_caption"), obj, self.rng, self.size)
         caption = describe_object(obj, self.ctx.modality)
@@ -423,6 +459,8 @@ class _Builder:
         return None
 
     def grounding(self, key: str) -> Record | None:
+        if self.empty:
+            return None
         kind = self.prompt_type("grounding", (0.6, 0.4 / 3, 0.4 / 3, 0.4 / 3))
         if kind == "none":
             found = self._referable()
@@ -440,6 +478,8 @@ class _Builder:
         return self.record("grounding", key, question, format_box(grid), answer, prompts)
 
     def pixel_grounding(self, key: str) -> Record | None:
+        if self.empty:
+            return None
         kind = self.prompt_type("pixel_grounding", (0.4, 0.15, 0.15, 0.15, 0.15))
         if kind == "none":
             found = self._referable()
@@ -459,7 +499,9 @@ class _Builder:
 
     # L3 -------------------------------------------------------------------------------------------
 
-    def attributes(self, key: str) -> Record:
+    def attributes(self, key: str) -> Record | None:
+        if self.empty:
+            return None
         obj = self.any_object()
         attribute = str(_pick(self.rng, visible_attributes(obj, self.ctx.modality)))
         value = obj.attributes()[attribute]
@@ -494,6 +536,81 @@ class _Builder:
         question = _pick(self.rng, RELATION_QUESTIONS[relation])
         answer = {"relation": relation, "value": value, "objects": [first.index, second.index]}
         return self.record("relation", key, question, value, answer, prompts)
+
+
+    # Negatives -------------------------------------------------------------------------------------
+
+    def absent_count(self, key: str) -> Record | None:
+        """Counting a class the whole chip does not hold: the answer is 0."""
+        absent = [c for c in OBJECT_CLASSES if not self.ctx.scene.count(c)]
+        if not absent:
+            return None
+        cls = _pick(self.rng, absent)
+        question = _pick(self.rng, COUNTING).format(plural=PLURALS[cls], mod=self.mod)
+        answer = {"count": 0, "class": cls, "negative": NEGATIVE_ABSENT_CLASS}
+        return self.record("counting", key, question, "0", answer)
+
+    def background_region(self, key: str) -> Record | None:
+        """A visual prompt over background (no object pixel under or near it), answered ``no object``."""
+        phantom = background_patch(self.ctx.scene, self.rng)
+        if phantom is None:
+            return None
+        prompt = object_prompt(self.prompt_type("region_classification"), phantom, self.rng, self.size)
+        question = _pick(self.rng, REGION_CLASSIFICATION)
+        answer = {"label": NO_OBJECT, "negative": NEGATIVE_BACKGROUND}
+        return self.record("region_classification", key, question, NO_OBJECT, answer, [prompt])
+
+
+def background_patch(scene: Scene, rng: np.random.Generator, tries: int = 40) -> SceneObject | None:
+    """A made-up object-shaped patch of background (a rotated rectangle 8–24 px long at 128 px) at least
+    ``BACKGROUND_CLEARANCE_PX`` from every object, to prompt over; ``None`` if none fits in ``tries`` draws.
+    It is not one of the scene's objects: its mask and polygon only serve the prompt makers."""
+    size = scene.chip_size
+    scale = size / REFERENCE_CHIP
+    clearance = BACKGROUND_CLEARANCE_PX * scale
+    inner = shapely_box(2 * scale, 2 * scale, size - 2 * scale, size - 2 * scale)
+    for _ in range(tries):
+        length = float(rng.uniform(8.0, 24.0) * scale)
+        width = float(rng.uniform(0.4, 1.0) * length)
+        angle = float(rng.uniform(0.0, 180.0))
+        centre = (float(rng.uniform(0, size)), float(rng.uniform(0, size)))
+        polygon = shapely_affinity.rotate(
+            shapely_box(centre[0] - length / 2, centre[1] - width / 2, centre[0] + length / 2, centre[1] + width / 2),
+            -angle,
+            origin=centre,
+        )
+        if not inner.contains(polygon):
+            continue
+        if any(polygon.distance(o.polygon) < clearance for o in scene.objects):
+            continue
+        mask = rasterize_polygon(polygon, size)
+        if mask.sum() < 4:
+            continue
+        bbox, centroid, area = measure_mask(mask)
+        return SceneObject(
+            index=-1, cls="building", size="small", length_px=round(length, 3), angle_deg=angle,
+            colour=COLOURS[0], temperature=TEMPERATURES[0], paint_gain=1.0, polygon=polygon, mask=mask,
+            bbox_px=bbox, centroid_px=centroid, area_px=area,
+        )  # fmt: skip
+    return None
+
+
+def build_negatives(ctx: ChipContext, rng: np.random.Generator, tasks: Sequence[str]) -> list[Record]:
+    """The negatives of one chip (``generate``'s ``negatives`` setting): a prompt over background answered
+    ``no object`` (region classification) and a count of a class the chip does not hold (answer 0). Drawn from
+    their own stream, so the chip's other records are the same with or without them; an object-free scene's
+    caption (naming no object) comes from ``scene_caption`` itself."""
+    builder = _Builder(ctx, rng)
+    records: list[Record] = []
+    if "region_classification" in tasks:
+        record = builder.background_region("neg")
+        if record is not None:
+            records.append(record)
+    if "counting" in tasks and not builder.empty:  # an empty scene's counting record is an absent count already
+        record = builder.absent_count("neg")
+        if record is not None:
+            records.append(record)
+    return records
 
 
 def build_records(

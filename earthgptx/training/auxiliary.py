@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from earthgptx.data.generate import build_scene
+from earthgptx.data.generate import PLAIN, SceneOptions, build_scene
 from earthgptx.data.scene import Scene
 from earthgptx.data.vocabulary import (
     COLOURS,
@@ -151,8 +151,11 @@ def region_targets(record: Mapping[str, Any], scene: Scene) -> np.ndarray:
     return out
 
 
-def synthetic_scene(record: Mapping[str, Any], seed: int | None, chip_size: int) -> Scene | None:
-    """The layout behind a synthetic record (rebuilt from the dataset seed), or ``None`` for other sources."""
+def synthetic_scene(
+    record: Mapping[str, Any], seed: int | None, chip_size: int, options: SceneOptions = PLAIN
+) -> Scene | None:
+    """The layout behind a synthetic record (rebuilt from the dataset seed and the generator's ``options``, those
+    in its ``dataset.json``), or ``None`` for other sources."""
     scene_id = str(record.get("scene_id", ""))
     if seed is None or record.get("source") != "synthetic" or not scene_id.startswith("scene"):
         return None
@@ -160,7 +163,7 @@ def synthetic_scene(record: Mapping[str, Any], seed: int | None, chip_size: int)
         index = int(scene_id[len("scene") :])
     except ValueError:
         return None
-    scene = build_scene(seed, index, chip_size)
+    scene = build_scene(seed, index, chip_size, options)
     return scene if scene.scene_id == scene_id else None
 
 

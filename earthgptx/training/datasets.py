@@ -37,6 +37,7 @@ from tqdm import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from earthgptx.data import generate_dataset, load_records
+from earthgptx.data.generate import PLAIN, SceneOptions
 from earthgptx.data.vocabulary import DATASET_VERSION, TASKS
 from earthgptx.model import EarthGPTXProcessor, build_tokenizer
 from earthgptx.model.processing_earthgptx import IGNORE_INDEX, EncodedSample, SampleBanks, collate_banks
@@ -70,6 +71,7 @@ def ensure_dataset(
     records_per_task: int = 1,
     workers: int = 1,
     progress: bool = True,
+    options: SceneOptions = PLAIN,
 ) -> Path:
     """``records.jsonl`` of the dataset with these settings: reused when ``out_dir`` already holds it, else
     generated (the generator is deterministic, so reuse is exact)."""
@@ -85,7 +87,16 @@ def ensure_dataset(
             "records_per_task": records_per_task,
             "version": DATASET_VERSION,
         }
-        if all(meta.get(k) == v for k, v in wanted.items()) and len(meta.get("tasks", [])) == len(TASKS):
+        # A dataset written before the options existed was made with both off.
+        same_options = (
+            bool(meta.get("negatives", False)) == options.negatives
+            and float(meta.get("randomise", 0.0)) == options.randomise
+        )
+        if (
+            all(meta.get(k) == v for k, v in wanted.items())
+            and same_options
+            and len(meta.get("tasks", [])) == len(TASKS)
+        ):
             logger.info("reusing the dataset in %s (seed %d, %d scenes)", out, seed, n_scenes)
             return records
         logger.info("dataset in %s has other settings; regenerating", out)
@@ -98,7 +109,13 @@ def ensure_dataset(
         progress=progress,
         records_per_task=records_per_task,
         workers=workers,
+        options=options,
     )
+
+
+def dataset_options(meta: Mapping[str, Any]) -> SceneOptions:
+    """The generator options a dataset was written with (its ``dataset.json``; both off when not named)."""
+    return SceneOptions(bool(meta.get("negatives", False)), float(meta.get("randomise", 0.0)))
 
 
 def ensure_eval_dataset(data: DataSettings, workers: int = 1, progress: bool = True) -> Path:
@@ -189,6 +206,7 @@ class AuxSpec:
     chip_size: int
     grid: int
     pixel_side: int
+    options: SceneOptions = PLAIN  # the generator's negatives/randomise settings (dataset.json)
 
 
 @dataclass
@@ -206,7 +224,7 @@ def _encode_chip(job: _Job) -> _EncodedChip:
     root_text, image_name, records, train, aux_spec = job
     scene = None
     if aux_spec is not None and records:
-        scene = synthetic_scene(records[0], aux_spec.seed, aux_spec.chip_size)
+        scene = synthetic_scene(records[0], aux_spec.seed, aux_spec.chip_size, aux_spec.options)
     processor = _WORKER_PROCESSOR
     assert processor is not None, "worker not initialised"
     root = Path(root_text)

@@ -30,10 +30,12 @@ from earthgptx.model.surgery_earthgptx import (
     reinit_parts,
     saved_count_tokens,
 )
+from earthgptx.data.generate import SceneOptions
 from earthgptx.training.datasets import (
     AuxSpec,
     EncodedDataset,
     build_run_tokenizer,
+    dataset_options,
     encode_dataset,
     ensure_dataset,
 )
@@ -116,6 +118,7 @@ def prepare_records(run: Recipe, info: DistInfo, workers: int, progress: bool) -
             data.records_per_task,
             workers,
             show,
+            SceneOptions(data.negatives, data.randomise),
         )
 
     records_path = ensure(progress) if info.is_main else None
@@ -285,4 +288,5 @@ def auxiliary_spec(run: Recipe, records_path: Path, config: EarthGPTXConfig) -> 
         chip_size=int(meta.get("chip_size", config.image_size)),
         grid=vision.grid_size // config.projector_downsample,
         pixel_side=config.image_size // 2,
+        options=dataset_options(meta),
     )

@@ -42,10 +42,29 @@ class DataSettings:
     chip_size: int = 128
     # Processes for generation and pre-encoding (0: all cores).
     workers: int = 0
+    # The generator's options for the training data (``earthgptx.data.generate``; both off: the plain generator):
+    # negatives (empty scenes, prompts over background, counts of absent classes) and the share of scenes drawn
+    # with domain randomisation.
+    negatives: bool = False
+    randomise: float = 0.0
+    # The out-of-distribution split (``earthgptx.data.ood_render``, the second renderer) and the abstention split
+    # (the generator with negatives on, randomisation off), evaluated with ``evaluate --ood --abstention``.
+    ood_dir: str = "data/generated/tiny-ood"
+    ood_seed: int = 4242
+    n_ood_scenes: int = 300
+    abstention_dir: str = "data/generated/tiny-abstention"
+    abstention_seed: int = 90211
+    n_abstention_scenes: int = 100
 
     def __post_init__(self) -> None:
-        if self.train_seed == self.eval_seed:
-            raise ValueError(f"data.eval_seed must differ from data.train_seed (both {self.train_seed})")
+        held_out = {"eval_seed": self.eval_seed, "ood_seed": self.ood_seed, "abstention_seed": self.abstention_seed}
+        for name, seed in held_out.items():
+            if self.train_seed == seed:
+                raise ValueError(f"data.{name} must differ from data.train_seed (both {self.train_seed})")
+        if not 0.0 <= self.randomise <= 1.0:
+            raise ValueError(f"data.randomise is a share of scenes in [0, 1], got {self.randomise}")
+        if self.n_ood_scenes < 1 or self.n_abstention_scenes < 1:
+            raise ValueError("data.n_ood_scenes and data.n_abstention_scenes must be >= 1")
         if self.n_scenes < 1 or self.n_eval_scenes < 1:
             raise ValueError(
                 f"data.n_scenes and data.n_eval_scenes must be >= 1, got {self.n_scenes}, {self.n_eval_scenes}"
