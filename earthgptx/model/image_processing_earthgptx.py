@@ -9,6 +9,14 @@ goes to dB, is clipped to the chip's 1st–99th percentile per band (speckle-rob
 infrared (1 band) is scaled per chip between its 2nd and 98th percentiles (slot 0), and its absolute brightness
 temperature, when the unit is recognised, fills slot 1.
 
+Real products (``EarthGPTXImageProcessor.process``): given the bands' metadata (``earthgptx.radiometry.BandMeta``:
+unit, scale, offset, no-data, tags, and the product level), the chip is first converted to the units the model was
+trained on (``earthgptx.radiometry.to_model_units``; per-chip robust normalisation, with a warning, where the units
+are unknown). Every chip passes ``earthgptx.radiometry.check_chip`` first: entirely no-data or NaN, complex-valued,
+too small, too large or strip-shaped chips are refused with a ``RefusedInput`` saying why; the no-data pixels of a
+partly empty chip are masked (normalised from the valid pixels alone, then zero) and their share is reported. Without
+metadata (the training data) the values are read as before, by dtype and range, and the model input is unchanged.
+
 ``EarthGPTXImageProcessor`` is the image half of ``EarthGPTXProcessor`` (as transformers separates image processing
 from text processing); it reads no files: callers hand it arrays.
 """
@@ -16,6 +24,7 @@ from text processing); it reads no files: callers hand it arrays.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,6 +32,7 @@ import torch.nn.functional as F
 
 from earthgptx.formats import MODALITIES
 from earthgptx.model.configuration_earthgptx import NUM_BAND_SLOTS
+from earthgptx.radiometry import BandMeta, check_chip, to_model_units
 
 # Canonical names per modality, in slot order. Multispectral follows Sentinel-2 (B01..B12 with B8A after B08).
 BAND_SLOTS: dict[str, tuple[str, ...]] = {
@@ -159,11 +169,17 @@ def brightness_temperature_kelvin(values: np.ndarray) -> np.ndarray | None:
 
 
 def normalize_bands(
-    array: np.ndarray, modality: str, bands: Sequence[str], sar_scale: str = "amplitude"
+    array: np.ndarray,
+    modality: str,
+    bands: Sequence[str],
+    sar_scale: str = "amplitude",
+    valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Raw ``(C, H, W)`` band values (native dtype) → ``(13, H, W)`` float32 band slots, per-modality normalised.
 
-    ``sar_scale`` says what SAR values are: ``amplitude`` (|s|), ``intensity`` (|s|²) or already ``db``.
+    ``sar_scale`` says what SAR values are: ``amplitude`` (|s|), ``intensity`` (|s|²) or already ``db``. ``valid``
+    (``(H, W)`` bool) masks no-data pixels: the statistics ignore them and their slots are zero; the dtype rules
+    still follow the array's own dtype.
     """
     if array.ndim == 2:
         array = array[None]
@@ -175,6 +191,8 @@ def normalize_bands(
         )
     slots = band_slots(modality, bands)
     data = array.astype(np.float32)
+    if valid is not None and not valid.all():
+        data[:, ~valid] = np.nan  # NaN is ignored by the percentiles and set to zero at the end
     out = np.zeros((NUM_BAND_SLOTS,) + data.shape[1:], dtype=np.float32)
 
     if modality in ("optical", "multispectral"):
@@ -231,6 +249,26 @@ def resize_chip(slots: np.ndarray, size: int) -> torch.Tensor:
     )[0]
 
 
+UNITS_FROM_VALUES_WARNING = (
+    "no band metadata: units taken from the dtype and value range (uint8 display, uint16 reflectance × 10000)"
+)
+
+
+@dataclass(frozen=True)
+class ProcessedImage:
+    """One chip ready for the model, with what to record next to its answer.
+
+    ``pixel_values`` ``(13, S, S)`` float32; ``nodata_fraction`` the share of the chip's pixels that are no-data or
+    NaN (masked); ``warnings`` the assumptions made about its units; ``unit`` the model unit the values were
+    converted to (``None`` when there was no band metadata and the values were read as they came).
+    """
+
+    pixel_values: torch.Tensor
+    nodata_fraction: float
+    warnings: tuple[str, ...]
+    unit: str | None
+
+
 class EarthGPTXImageProcessor:
     """Raw ``(C, H, W)`` bands of one chip → ``(13, S, S)`` normalised float32 band slots at chip size ``S``."""
 
@@ -238,15 +276,96 @@ class EarthGPTXImageProcessor:
         self.image_size = int(image_size)
 
     def __call__(
-        self, array: np.ndarray, modality: str, bands: Sequence[str], sar_scale: str = "amplitude"
+        self,
+        array: np.ndarray,
+        modality: str,
+        bands: Sequence[str],
+        sar_scale: str = "amplitude",
+        *,
+        band_metas: Sequence[BandMeta] | None = None,
+        nodata: Sequence[float | None] | float | None = None,
+        product_level: str | None = None,
+        sensor: str | None = None,
     ) -> torch.Tensor:
-        return self.preprocess(array, modality, bands, sar_scale)
+        return self.preprocess(
+            array,
+            modality,
+            bands,
+            sar_scale,
+            band_metas=band_metas,
+            nodata=nodata,
+            product_level=product_level,
+            sensor=sensor,
+        )
 
     def preprocess(
-        self, array: np.ndarray, modality: str, bands: Sequence[str], sar_scale: str = "amplitude"
+        self,
+        array: np.ndarray,
+        modality: str,
+        bands: Sequence[str],
+        sar_scale: str = "amplitude",
+        *,
+        band_metas: Sequence[BandMeta] | None = None,
+        nodata: Sequence[float | None] | float | None = None,
+        product_level: str | None = None,
+        sensor: str | None = None,
     ) -> torch.Tensor:
-        """``normalize_bands`` (``sar_scale``: what SAR values are), then an antialiased resize to the chip size."""
-        return resize_chip(normalize_bands(array, modality, bands, sar_scale), self.image_size)
+        """The pixel values of :meth:`process` (which see)."""
+        return self.process(
+            array,
+            modality,
+            bands,
+            sar_scale,
+            band_metas=band_metas,
+            nodata=nodata,
+            product_level=product_level,
+            sensor=sensor,
+        ).pixel_values
+
+    def process(
+        self,
+        array: np.ndarray,
+        modality: str,
+        bands: Sequence[str],
+        sar_scale: str = "amplitude",
+        *,
+        band_metas: Sequence[BandMeta] | None = None,
+        nodata: Sequence[float | None] | float | None = None,
+        product_level: str | None = None,
+        sensor: str | None = None,
+    ) -> ProcessedImage:
+        """Check the chip (``check_chip``: a ``RefusedInput`` says why it is not an image), convert it to model units
+        when ``band_metas`` describe its bands (then ``sar_scale`` follows the conversion and ``nodata`` comes from
+        the metadata), mask its no-data pixels, ``normalize_bands`` and resize antialiased to the chip size.
+
+        ``nodata`` (one value, or one per band) marks no-data pixels of a chip without metadata; NaN always does.
+        """
+        array = np.asarray(array)
+        if array.ndim == 2:
+            array = array[None]
+        if band_metas is None:
+            checked = check_chip(array, nodata, band_count=len(bands))
+            slots = normalize_bands(array, modality, bands, sar_scale, valid=checked.valid)
+            return ProcessedImage(
+                resize_chip(slots, self.image_size),
+                checked.nodata_fraction,
+                (UNITS_FROM_VALUES_WARNING,),
+                None,
+            )
+        if nodata is not None:
+            raise ValueError("give the no-data values in band_metas (BandMeta.nodata), not as well in nodata")
+        if len(band_metas) != len(bands):
+            raise ValueError(f"{len(band_metas)} band descriptions for {len(bands)} band names ({list(bands)})")
+        band_slots(modality, bands)  # an unknown modality or band is refused before any conversion
+        converted = to_model_units(array, modality, band_metas, product_level, sensor, bands=bands)
+        slots = normalize_bands(
+            converted.values, modality, bands, converted.processor_kwargs()["sar_scale"]
+        )
+        if modality == "infrared" and converted.unit != "kelvin":
+            slots[INFRARED_ABSOLUTE_SLOT] = 0.0  # relative temperatures: no absolute temperature is invented
+        return ProcessedImage(
+            resize_chip(slots, self.image_size), converted.nodata_fraction, converted.warnings, converted.unit
+        )
 
 
 __all__ = [
@@ -254,7 +373,9 @@ __all__ = [
     "BAND_SLOTS",
     "INFRARED_ABSOLUTE_SLOT",
     "SAR_SCALES",
+    "UNITS_FROM_VALUES_WARNING",
     "EarthGPTXImageProcessor",
+    "ProcessedImage",
     "band_slots",
     "brightness_temperature_kelvin",
     "modality_id",

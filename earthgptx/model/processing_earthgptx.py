@@ -48,12 +48,14 @@ from earthgptx.model.image_processing_earthgptx import (
     BAND_SLOTS,
     INFRARED_ABSOLUTE_SLOT,
     EarthGPTXImageProcessor,
+    ProcessedImage,
     band_slots,
     brightness_temperature_kelvin,
     modality_id,
     normalize_bands,
 )
 from earthgptx.model.tokenization_earthgptx import detokenize
+from earthgptx.radiometry import BandMeta
 from earthgptx.visual_prompts import dict_to_geometry
 
 logger = logging.getLogger(__name__)
@@ -121,7 +123,8 @@ class EncodedSample:
     """One request or training sample, ready to collate.
 
     ``input_ids``/``labels``: lists of ids (placeholders expanded); ``pixel_values`` ``(13, S, S)``;
-    ``prompt_masks`` ``(n, S, S)``; ``target_masks`` ``(m, S, S)`` for the m ``[SEG]`` ids in ``input_ids``.
+    ``prompt_masks`` ``(n, S, S)``; ``target_masks`` ``(m, S, S)`` for the m ``[SEG]`` ids in ``input_ids``;
+    ``nodata_fraction`` and ``warnings``: the image processor's (``ProcessedImage``), to record with the answer.
     """
 
     input_ids: list[int]
@@ -134,6 +137,8 @@ class EncodedSample:
     height: float
     sample_id: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    nodata_fraction: float = 0.0
+    warnings: tuple[str, ...] = ()
 
 
 @dataclass
@@ -394,8 +399,33 @@ class EarthGPTXProcessor:
         self, array: np.ndarray, modality: str, bands: Sequence[str], sar_scale: str = "amplitude"
     ) -> torch.Tensor:
         """Raw ``(C, H, W)`` bands → ``(13, S, S)`` normalised float32 tensor at the model's chip size (the image
-        processor's work)."""
+        processor's work; :meth:`process_image` also takes band metadata and reports no-data and warnings)."""
         return self.image_processor(array, modality, bands, sar_scale)
+
+    def process_image(
+        self,
+        array: np.ndarray,
+        modality: str,
+        bands: Sequence[str],
+        sar_scale: str = "amplitude",
+        *,
+        band_metas: Sequence[BandMeta] | None = None,
+        nodata: Sequence[float | None] | float | None = None,
+        product_level: str | None = None,
+        sensor: str | None = None,
+    ) -> ProcessedImage:
+        """The image processor's ``process``: checks, radiometric conversion, no-data masking, normalisation and
+        resize, with the chip's no-data share and unit warnings."""
+        return self.image_processor.process(
+            array,
+            modality,
+            bands,
+            sar_scale,
+            band_metas=band_metas,
+            nodata=nodata,
+            product_level=product_level,
+            sensor=sensor,
+        )
 
     def prompt_masks(self, prompts: Sequence[dict[str, Any]], width: float, height: float) -> torch.Tensor:
         """Prompts in chip pixels → ``(n, S, S)`` masks (validated; at most ``max_prompts``)."""
@@ -530,12 +560,28 @@ class EarthGPTXProcessor:
         sar_scale: str = "amplitude",
         target_masks: Sequence[np.ndarray] = (),
         sample_id: str = "",
+        *,
+        band_metas: Sequence[BandMeta] | None = None,
+        nodata: Sequence[float | None] | float | None = None,
+        product_level: str | None = None,
+        sensor: str | None = None,
     ) -> EncodedSample:
-        """One sample from in-memory arrays (``image`` ``(C, H, W)``, prompts in its pixels)."""
+        """One sample from in-memory arrays (``image`` ``(C, H, W)``, prompts in its pixels). ``band_metas`` (and
+        ``product_level``, ``sensor``) describe a real product's bands for the radiometric conversion; ``nodata``
+        marks no-data pixels of a chip without metadata (``EarthGPTXImageProcessor.process``)."""
         if image.ndim == 2:
             image = image[None]
         height, width = float(image.shape[-2]), float(image.shape[-1])
-        pixel_values = self.preprocess_image(image, modality, bands, sar_scale)
+        processed = self.process_image(
+            image,
+            modality,
+            bands,
+            sar_scale,
+            band_metas=band_metas,
+            nodata=nodata,
+            product_level=product_level,
+            sensor=sensor,
+        )
         masks = self.prompt_masks(prompts, width, height)
         points = (
             [prompt_centroid_grid(p, width, height, i) for i, p in enumerate(prompts)]
@@ -554,13 +600,15 @@ class EarthGPTXProcessor:
         return EncodedSample(
             input_ids=input_ids,
             labels=labels if train else [-100] * len(input_ids),
-            pixel_values=pixel_values,
+            pixel_values=processed.pixel_values,
             modality_id=modality_id(modality),
             prompt_masks=masks,
             target_masks=targets,
             width=width,
             height=height,
             sample_id=sample_id,
+            nodata_fraction=processed.nodata_fraction,
+            warnings=processed.warnings,
         )
 
     def _resize_mask(self, mask: np.ndarray) -> torch.Tensor:
@@ -662,6 +710,7 @@ __all__ = [
     "EarthGPTXProcessor",
     "EncodedSample",
     "IGNORE_INDEX",
+    "ProcessedImage",
     "ParsedAnswer",
     "SampleBanks",
     "collate_banks",
