@@ -29,7 +29,11 @@ class ServingRequest:
 @dataclass
 class ServedAnswer:
     """The answer to one request: ``boxes`` ``[x1, y1, x2, y2]`` in chip pixels; ``count`` -1 when the answer is
-    not a number; ``mask`` ``(H, W)`` uint8 at chip size (0/1; ``(0, 0)`` when the answer has no ``[SEG]``)."""
+    not a number; ``mask`` ``(H, W)`` uint8 at chip size (0/1; ``(0, 0)`` when the answer has no ``[SEG]``).
+
+    ``parsed`` is False when the text is malformed (the strict parser, ``earthgptx.answers``: a box with
+    ``y2 < y1``, three coordinates, an unclosed bracket, ...); ``parse_failure`` then says why, and the answer carries
+    no geometry (no boxes, no mask, count -1), only its text."""
 
     text: str
     label: str
@@ -38,6 +42,8 @@ class ServedAnswer:
     mask: np.ndarray
     model_version: str = ""
     masks: list[np.ndarray] = field(default_factory=list)
+    parsed: bool = True
+    parse_failure: str = ""
 
 
 __all__ = ["InvalidRequest", "ServedAnswer", "ServingRequest"]

@@ -5,7 +5,13 @@ visual prompts in chip pixels (the processor's dicts: ``{"type": "box", "box": [
 ``polygon``, ``scribble`` with ``line``) and the instruction. ``prepare_request`` validates and encodes it with the
 project's processor (the one training uses); ``finish_answer`` turns generated ids and mask logits into the answer
 (text, label, boxes in chip pixels, count, a mask at chip size). Every problem with a request raises
-``InvalidRequest`` naming it, so the server answers that request alone with an error.
+``InvalidRequest`` naming it, so the server answers that request alone with an error: besides malformed inputs, the
+radiometry library's refusals (``earthgptx.radiometry.checks``): a chip that is entirely no-data or NaN (NaN marks
+no-data; a partly empty chip is masked), too small, too large, a strip or complex-valued, an empty instruction, a
+visual prompt the instruction never refers to as ``<regionI>``.
+
+Answers are parsed with the strict parser (``earthgptx.answers.parse_answer_strict``): a malformed answer is
+returned as unparsed (``ServedAnswer.parsed`` False, ``parse_failure`` the reason) with its text and no geometry.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from earthgptx.model import EarthGPTXProcessor, parse_answer
+from earthgptx.answers import parse_answer_strict
+from earthgptx.model import EarthGPTXProcessor
 from earthgptx.model.processing_earthgptx import modality_id
+from earthgptx.radiometry import RefusedInput, check_instruction
 from earthgptx.serving.answers import InvalidRequest, ServedAnswer, ServingRequest
 
 MAX_BANDS = 13
@@ -30,7 +38,8 @@ MAX_BANDS = 13
 @dataclass
 class PreparedRequest:
     """A request encoded for the model: ``input_ids`` ``(L,)``, ``pixel_values`` ``(13, S, S)``, ``modality_id``,
-    ``prompt_masks`` ``(N, S, S)`` and ``prompt_valid`` ``(N,)`` with ``N`` >= 1, the chip's size."""
+    ``prompt_masks`` ``(N, S, S)`` and ``prompt_valid`` ``(N,)`` with ``N`` >= 1, the chip's size, and the share of
+    its pixels that are no-data (NaN in ``BANDS``; masked)."""
 
     input_ids: torch.Tensor
     pixel_values: torch.Tensor
@@ -40,6 +49,7 @@ class PreparedRequest:
     width: int
     height: int
     max_new_tokens: int
+    nodata_fraction: float = 0.0
 
 
 def parse_prompts(text: str) -> list[dict[str, Any]]:
@@ -85,10 +95,8 @@ def prepare_request(
         raise InvalidRequest(f"BANDS must be (C, H, W), got shape {tuple(bands.shape)}")
     if bands.shape[0] > MAX_BANDS:
         raise InvalidRequest(f"BANDS has {bands.shape[0]} bands; at most {MAX_BANDS} are supported")
-    if not np.all(np.isfinite(bands)):
-        raise InvalidRequest("BANDS holds non-finite values (NaN or inf)")
     if not request.instruction.strip():
-        raise InvalidRequest("INSTRUCTION is empty")
+        raise InvalidRequest("INSTRUCTION is empty: ask a question or give a command")
     limit = default_max_new_tokens if request.max_new_tokens is None else int(request.max_new_tokens)
     if not 1 <= limit <= max_new_tokens_cap:
         raise InvalidRequest(f"MAX_NEW_TOKENS must be between 1 and {max_new_tokens_cap}, got {limit}")
@@ -103,6 +111,10 @@ def prepare_request(
             train=False,
             sar_scale=request.sar_scale,
         )
+        # After encoding, so that a prompt outside the chip or an unknown band is named first.
+        check_instruction(request.instruction, len(request.prompts))
+    except RefusedInput as exc:  # not an image, or not a question: the reason, never worth a retry
+        raise InvalidRequest(str(exc)) from exc
     except (ValueError, TypeError, KeyError) as exc:
         raise InvalidRequest(str(exc)) from exc
     count = int(sample.prompt_masks.shape[0])
@@ -118,6 +130,7 @@ def prepare_request(
         width=int(bands.shape[-1]),
         height=int(bands.shape[-2]),
         max_new_tokens=limit,
+        nodata_fraction=sample.nodata_fraction,
     )
 
 
@@ -143,9 +156,14 @@ def finish_answer(
     height: int,
     model_version: str = "",
 ) -> ServedAnswer:
-    """Generated ids (+ one mask-logit map per ``[SEG]``) → the answer at chip size."""
-    parsed = parse_answer(processor.decode(list(token_ids)), width, height)
-    masks = [] if mask_logits is None else [mask_to_chip(m, width, height) for m in mask_logits]
+    """Generated ids (+ one mask-logit map per ``[SEG]``) → the answer at chip size, parsed strictly: an unparsed
+    answer keeps its text and carries no geometry (``parsed`` False, ``parse_failure`` why)."""
+    parsed = parse_answer_strict(processor.decode(list(token_ids)), width=width, height=height)
+    masks = (
+        [mask_to_chip(m, width, height) for m in mask_logits]
+        if mask_logits is not None and parsed.parsed
+        else []
+    )
     mask = np.zeros((0, 0), dtype=np.uint8)
     if masks:
         mask = np.maximum.reduce(masks) if len(masks) > 1 else masks[0]
@@ -158,6 +176,8 @@ def finish_answer(
         mask=mask,
         model_version=model_version,
         masks=masks,
+        parsed=parsed.parsed,
+        parse_failure=parsed.failure or "",
     )
 
 
