@@ -9,12 +9,21 @@
 
 A handler only raises: ``PermanentError`` (dead-lettered), ``TransientError`` (retried up to a cap) or
 ``DependencyUnavailable`` (an outage: waited out, never dead-lettered; the library's store errors are kinds of
-these, see ``errors``). ``batch_route`` hands a handler a whole poll; ``ConsumerOptions(concurrency=N)`` keeps N
-records in flight. The policy is in ``consumer``'s docstring; topics are created by the service's lifecycle.
+these, see ``errors``). ``batch_route`` hands a handler a whole poll; ``staged_batch_route`` with
+``ConsumerOptions(pipeline=True)`` prepares the next poll while one is written; ``ConsumerOptions(concurrency=N)``
+keeps N records in flight. The policy is in ``consumer``'s docstring; topics are created by the service's lifecycle.
 """
 
 from earthgptx.bus import topics
-from earthgptx.bus.consumer import ConsumerLoop, ConsumerOptions, LoopStats, Route, batch_route, route
+from earthgptx.bus.consumer import (
+    ConsumerLoop,
+    ConsumerOptions,
+    LoopStats,
+    Route,
+    batch_route,
+    route,
+    staged_batch_route,
+)
 from earthgptx.bus.errors import (
     BusError,
     DependencyUnavailable,
@@ -43,5 +52,6 @@ __all__ = [
     "ensure_topics",
     "ensure_topics_from_settings",
     "route",
+    "staged_batch_route",
     "topics",
 ]

@@ -12,6 +12,21 @@ so that it can write them in one transaction and flush its producer once; it ret
 index) with their ``PermanentError``. When a batch handler raises a permanent error or exhausts its retries, the
 batch is split into single records and each is handled alone, so that one bad record never takes others with it.
 
+Pipelined mode. ``staged_batch_route(topic, cls, prepare, write)`` splits a batch handler in two: ``prepare``
+(validation, conversion: CPU work that touches no shared state) returns what ``write`` (the database transaction,
+the producer flush) then stores; ``write`` returns the rejected records like a batch handler. With
+``ConsumerOptions(pipeline=True)`` the loop overlaps them: while poll N is in ``write`` on the worker thread (a
+database call that waits without the GIL), poll N+1 is fetched by ``run`` and decoded and prepared on a second
+thread. Offsets of poll N are committed only once its ``write`` returned (events acknowledged), and poll N+1 is
+written only after that, so partition order and at-least-once hold as in the sequential mode. A ``prepare`` that
+raises counts as the first failed attempt of its batch; every retry and the one-by-one split after a permanent
+failure call ``prepare`` and ``write`` again. On ``stop()`` or a rebalance while a prepared poll waits, it is
+dropped uncommitted and fetched again (its records are delivered again; handlers are idempotent). Outages behave
+as in the sequential mode (the prepared poll waits, partitions are paused, membership is kept).
+
+    loop = ConsumerLoop("resultstore", [staged_batch_route(INFERENCE_RESULTS, InferenceResult, h.prepare_results,
+                                                           h.write_results)], settings, ConsumerOptions(pipeline=True))
+
 Concurrent mode. ``ConsumerOptions(concurrency=N)`` with N > 1 keeps up to N records in flight on N worker
 threads (for a service whose handler waits on a server, e.g. inference keeping Triton's dynamic batcher fed).
 Records of one partition may then finish out of order; each partition's offset is committed only up to its first
@@ -97,6 +112,12 @@ E = TypeVar("E", bound=Message)
 BatchHandler = Callable[[Sequence[E]], Mapping[int, PermanentError] | None]
 """Handles the records of one poll; returns the ones it rejects, by index, with the reason (or None)."""
 
+Prepare = Callable[[Sequence[E]], Any]
+"""The first stage of a staged batch handler: what the ``write`` stage stores (it must not write anything shared)."""
+
+Write = Callable[[Any], Mapping[int, PermanentError] | None]
+"""The second stage: stores what ``prepare`` made; returns the rejected records by index (of the poll's events)."""
+
 
 @dataclass(frozen=True)
 class Route(Generic[E]):
@@ -109,10 +130,19 @@ class Route(Generic[E]):
     # For topics that outside systems write (e.g. MinIO's bucket notifications, JSON): turns the record's value
     # into ``message_class`` at the edge, raising ``EventDecodeError`` when it cannot. None: the platform's protobuf.
     decode: Callable[[bytes | None], E] | None = None
+    # A staged batch route (``staged_batch_route``): batch_handler is write(prepare(events)).
+    prepare: Prepare[E] | None = None
+    write: Write | None = None
 
     def __post_init__(self) -> None:
         if (self.handler is None) == (self.batch_handler is None):
             raise ValueError(f"route {self.topic}: give exactly one of handler and batch_handler")
+        if (self.prepare is None) != (self.write is None) or (self.prepare is not None and self.batch_handler is None):
+            raise ValueError(f"route {self.topic}: a staged route has both prepare and write, and a batch handler")
+
+    @property
+    def staged(self) -> bool:
+        return self.prepare is not None
 
 
 def route(
@@ -129,6 +159,15 @@ def route(
 def batch_route(topic: str, message_class: type[E], handler: BatchHandler[E]) -> Route[E]:
     """A route whose handler takes all of one poll's records of ``topic`` at once (see the module docstring)."""
     return Route(topic, message_class, batch_handler=handler)
+
+
+def staged_batch_route(topic: str, message_class: type[E], prepare: Prepare[E], write: Write) -> Route[E]:
+    """A batch route in two stages, ``write(prepare(events))``, that the pipelined mode overlaps across polls."""
+
+    def handler(events: Sequence[E]) -> Mapping[int, PermanentError] | None:
+        return write(prepare(events))
+
+    return Route(topic, message_class, batch_handler=handler, prepare=prepare, write=write)
 
 
 @dataclass(frozen=True)
@@ -156,6 +195,8 @@ class ConsumerOptions:
     max_poll_records: int = 500
     # Records in flight at once (1: one at a time, in partition order; N > 1: the concurrent mode).
     concurrency: int = 1
+    # Prepare poll N+1 (staged batch routes) while poll N is written (the pipelined mode; module docstring).
+    pipeline: bool = False
     # How often the loop polls while a handler runs; capped at a quarter of max_poll_interval_ms.
     liveness_poll_s: float = 0.5
     # How long to wait at start for the routed topics to appear in the broker's metadata.
@@ -265,6 +306,8 @@ class ConsumerLoop:
             raise ValueError(f"each topic may have one route only, got {topics}")
         if options is not None and options.concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {options.concurrency}")
+        if options is not None and options.pipeline and options.concurrency > 1:
+            raise ValueError("the pipelined mode and the concurrent mode exclude each other")
         if options is not None and options.concurrency > 1 and any(r.batch_handler is not None for r in routes):
             raise ValueError("the concurrent mode takes single-record routes only (a batch route handles a poll)")
         self.group_id = group_id
@@ -379,11 +422,15 @@ class ConsumerLoop:
             if self.options.concurrency > 1:
                 self._run_concurrent(worker, stop_when)
                 return self.stats
+            if self.options.pipeline:
+                self._run_pipelined(worker, stop_when, liveness_s)
+                return self.stats
             carry: dict[TopicPartition, list[Any]] = {}
             while not self._stop.is_set() and not (stop_when is not None and stop_when()):
                 records = carry or consumer.poll(timeout_ms=self.options.poll_timeout_ms)
                 carry = {}
                 self._after_poll()
+                self._forget_lost()
                 if records:
                     carry = self._run_batch(worker, records, liveness_s)
         finally:
@@ -437,11 +484,27 @@ class ConsumerLoop:
         self._active = set(records)
         self._rebalanced_in_batch = False
         future = worker.submit(self._process_batch, records)
+        carry = self._await(future, liveness_s)
+        self._commit()
+        if self._rebalanced_in_batch:
+            self._restore_positions(records)
+        self._active = set()
+        if consumer.paused():
+            consumer.resume(*consumer.paused())
+        return carry
+
+    def _await(self, future: concurrent.futures.Future[Any], liveness_s: float) -> dict[TopicPartition, list[Any]]:
+        """Wait for a worker's ``future``, polling every ``liveness_s`` (partitions paused) to keep the membership.
+
+        Returns the records a liveness poll brought in (only possible for partitions assigned meanwhile).
+        """
+        consumer = self._consumer
+        assert consumer is not None
         carry: dict[TopicPartition, list[Any]] = {}
         while True:
             try:
                 future.result(timeout=liveness_s)
-                break
+                return carry
             except concurrent.futures.TimeoutError:
                 pass
             # Paused only once a batch turns out slow: pausing drops what the fetcher has prefetched for the
@@ -453,13 +516,92 @@ class ConsumerLoop:
             self._after_poll()
             for tp, recs in extra.items():
                 carry.setdefault(tp, []).extend(recs)
-        self._commit()
-        if self._rebalanced_in_batch:
-            self._restore_positions(records)
-        self._active = set()
-        if consumer.paused():
-            consumer.resume(*consumer.paused())
-        return carry
+
+    def _run_pipelined(
+        self,
+        worker: concurrent.futures.ThreadPoolExecutor,
+        stop_when: Callable[[], bool] | None,
+        liveness_s: float,
+    ) -> None:
+        """The pipelined mode's poll loop (module docstring): poll N+1 and prepare it while poll N is written.
+
+        The run thread polls and commits; the worker thread writes (one poll at a time, in poll order); a second
+        thread decodes and prepares. Poll N+1 is handed to the worker only after poll N's write returned and its
+        offsets were committed; after a rebalance or ``stop()`` it is dropped and its partitions seek back.
+        """
+        consumer = self._consumer
+        assert consumer is not None
+        preparer = concurrent.futures.ThreadPoolExecutor(max_workers=1,
+                                                         thread_name_prefix=f"egx-{self.group_id}-prepare")
+        writing: _Poll | None = None
+        carry: dict[TopicPartition, list[Any]] = {}
+        try:
+            while True:
+                stopping = self._stop.is_set() or (stop_when is not None and stop_when())
+                if stopping and writing is None:
+                    return
+                records: dict[TopicPartition, list[Any]] = {}
+                if not stopping:
+                    self._active = set(writing.records) if writing is not None else set()
+                    # While a poll is written, the next one is fetched without waiting long for it.
+                    timeout = LIVENESS_POLL_MS if writing is not None else self.options.poll_timeout_ms
+                    records = carry or consumer.poll(timeout_ms=timeout)
+                    carry = {}
+                    self._after_poll()
+                    if writing is None:
+                        self._forget_lost()
+                following: _Poll | None = None
+                if records:
+                    self.stats.batches += 1
+                    following = _Poll(records, preparer.submit(self._prepare_poll, records))
+                    self._active |= set(records)
+                if writing is None:
+                    self._rebalanced_in_batch = False
+                    writing = self._start_write(worker, following)
+                    continue
+                carry = self._await(writing.future, liveness_s)
+                self._commit()
+                if self._rebalanced_in_batch or self._stop.is_set() or (stop_when is not None and stop_when()):
+                    # The prepared poll is not written: its records (and any the liveness polls brought) are
+                    # fetched again from what was handled. The preparer is waited for, membership kept.
+                    polls = [writing.records, carry]
+                    if following is not None:
+                        self._await(following.future, liveness_s)
+                        polls.append(following.records)
+                    self._restore_positions(_merged(polls))
+                    self._rebalanced_in_batch = False
+                    self._active = set()
+                    writing, following, carry = None, None, {}
+                if consumer.paused():
+                    consumer.resume(*consumer.paused())
+                writing = self._start_write(worker, following)
+        finally:
+            preparer.shutdown(wait=True)
+            self._active = set()
+
+    def _start_write(self, worker: concurrent.futures.ThreadPoolExecutor, poll: _Poll | None) -> _Poll | None:
+        """Hand a prepared poll to the worker (its write waits there for the preparation to end)."""
+        if poll is None:
+            return None
+        return _Poll(poll.records, worker.submit(self._write_poll, poll))
+
+    def _prepare_poll(self, records: dict[TopicPartition, list[Any]]) -> dict[str, _Staged]:
+        """The preparer thread's part: decode the batch routes' records and prepare the staged ones."""
+        staged: dict[str, _Staged] = {}
+        for topic, topic_route in sorted(self.routes.items()):
+            topic_records = [r for tp, recs in records.items() if tp.topic == topic for r in recs]
+            if topic_route.batch_handler is not None and topic_records and not self._stop.is_set():
+                staged[topic] = self._stage_topic(topic_records)
+        return staged
+
+    def _write_poll(self, poll: _Poll) -> None:
+        """The worker's part of the pipelined mode: poll N once prepared, as ``_process_batch`` handles it."""
+        try:
+            staged = poll.future.result()
+        except Exception:  # the preparer failed outside the error model: prepare here instead
+            log.exception("group %s: preparing a poll failed; preparing it again on the worker", self.group_id)
+            staged = {}
+        self._process_batch(poll.records, staged)
 
     def _run_concurrent(
         self, worker: concurrent.futures.ThreadPoolExecutor, stop_when: Callable[[], bool] | None
@@ -530,6 +672,14 @@ class ConsumerLoop:
             self._progress.pop(tp, None)
             self._committed.pop(tp, None)
 
+    def _forget_lost(self) -> None:
+        """With nothing in flight: partitions lost earlier and assigned again start afresh (from their committed
+        offset), so records of theirs are handled again rather than skipped as lost."""
+        if self._lost:
+            assert self._consumer is not None
+            with self._wakeup:
+                self._lost -= self._consumer.assignment()
+
     def _restore_positions(self, records: dict[TopicPartition, list[Any]]) -> None:
         """After a rebalance during a batch, make each kept partition's fetch position follow what was handled.
 
@@ -574,7 +724,11 @@ class ConsumerLoop:
 
     # -- the worker thread ----------------------------------------------------------------------------------
 
-    def _process_batch(self, records: dict[TopicPartition, list[Any]]) -> None:
+    def _process_batch(
+        self, records: dict[TopicPartition, list[Any]], staged: Mapping[str, _Staged] | None = None
+    ) -> None:
+        """Handle one poll: single-record routes record by record, batch routes per topic (``staged``: topics
+        already decoded and prepared by the pipelined mode's preparer)."""
         batched = {t for t, r in self.routes.items() if r.batch_handler is not None}
         single = {tp: recs for tp, recs in records.items() if tp.topic not in batched}
         for tp, partition_records in single.items():
@@ -590,7 +744,8 @@ class ConsumerLoop:
         for topic in sorted(batched):
             topic_records = [r for tp, recs in records.items() if tp.topic == topic for r in recs]
             if topic_records and not self._stop.is_set():
-                self._process_topic_batch(topic_records)
+                ready = (staged or {}).get(topic)
+                self._finish_topic(ready if ready is not None else self._stage_topic(topic_records))
 
     def _mark_done(self, record: Any) -> None:
         tp = TopicPartition(record.topic, record.partition)
@@ -636,18 +791,36 @@ class ConsumerLoop:
             done = self._dead_letter(record, cause, reason, error=exc)
             return None if done else _UNDONE
 
-    def _process_topic_batch(self, records: list[Any]) -> None:
-        """Decode one topic's records of a poll and hand the good ones to its batch handler together."""
-        kept: list[Any] = []
-        events: list[Message] = []
+    def _stage_topic(self, records: list[Any]) -> _Staged:
+        """Decode one topic's records of a poll (dead-lettering the undecodable) and, for a staged route, prepare
+        the good ones. Marks nothing done: ``_finish_topic`` does, once the records are written."""
+        staged = _Staged(records)
         for record in records:
             tp = TopicPartition(record.topic, record.partition)
             if self._stop.is_set() or tp in self._lost:
-                return
+                staged.interrupted = True
+                return staged
             decoded = self._decode(record)
             if isinstance(decoded, _Undone):
-                self.stats.abandoned += 1
-                return
+                staged.interrupted = staged.undone = True
+                return staged
+            staged.outcomes.append(decoded)
+        topic_route = self.routes[records[0].topic]
+        events = [e for e in staged.outcomes if e is not None]
+        if topic_route.prepare is not None and events:
+            staged.has_prepared = True
+            try:
+                staged.prepared = topic_route.prepare(events)
+            except Exception as exc:  # the first attempt's failure: _handle_batch applies the error model to it
+                staged.error = exc
+        return staged
+
+    def _finish_topic(self, staged: _Staged) -> None:
+        """Hand a staged topic batch's good records to its handler together; mark what is done."""
+        kept: list[Any] = []
+        events: list[Message] = []
+        for record, decoded in zip(staged.records, staged.outcomes, strict=False):
+            tp = TopicPartition(record.topic, record.partition)
             if decoded is None:
                 # Dead-lettered; marked done only once the records before it in its partition are.
                 if not any(TopicPartition(r.topic, r.partition) == tp for r in kept):
@@ -655,20 +828,37 @@ class ConsumerLoop:
                 continue
             kept.append(record)
             events.append(decoded)
-        if kept and self._handle_batch(kept, events):
-            for record in records:
+        if staged.interrupted:
+            if staged.undone:
+                self.stats.abandoned += 1
+            return
+        if kept and self._handle_batch(kept, events, staged):
+            for record in staged.records:
                 self._mark_done(record)
         elif kept:
             self.stats.abandoned += 1
 
-    def _handle_batch(self, records: list[Any], events: list[Message]) -> bool:
-        """Run the batch handler over ``events`` (retried as a whole); split it when it fails for good."""
-        batch_handler = self.routes[records[0].topic].batch_handler
+    def _handle_batch(self, records: list[Any], events: list[Message], staged: _Staged | None = None) -> bool:
+        """Run the batch handler over ``events`` (retried as a whole); split it when it fails for good.
+
+        ``staged``: the batch as the preparer left it; its ``prepare`` outcome stands for the first attempt's.
+        """
+        topic_route = self.routes[records[0].topic]
+        batch_handler = topic_route.batch_handler
         assert batch_handler is not None
         rejected: dict[int, PermanentError] = {}
+        first = staged if staged is not None and topic_route.write is not None and staged.has_prepared else None
 
         def call() -> None:
+            nonlocal first
             rejected.clear()
+            if first is not None:
+                ready, first = first, None
+                if ready.error is not None:
+                    raise ready.error
+                assert topic_route.write is not None
+                rejected.update(topic_route.write(ready.prepared) or {})
+                return
             rejected.update(batch_handler(events) or {})
 
         trace_id = events[0].header.trace_id if len(events) == 1 else ""  # type: ignore[attr-defined]
@@ -906,6 +1096,37 @@ class _InFlight:
         with self._lock:
             for tp in partitions:
                 self._offsets.pop(tp, None)
+
+
+@dataclass
+class _Staged:
+    """One topic's records of a poll after decoding (and, for a staged route, preparing)."""
+
+    records: list[Any]
+    # Per record from the first: its event, or None when it was dead-lettered (shorter when interrupted).
+    outcomes: list[Message | None] = field(default_factory=list)
+    interrupted: bool = False  # stopped or partition lost before every record was decoded
+    undone: bool = False  # interrupted by a dead letter that was not acknowledged
+    has_prepared: bool = False  # the route's prepare ran over the decoded events
+    prepared: Any = None  # what it returned
+    error: Exception | None = None  # what it raised instead
+
+
+@dataclass
+class _Poll:
+    """A poll's records and the future of the stage it is in (preparing, then writing)."""
+
+    records: dict[TopicPartition, list[Any]]
+    future: concurrent.futures.Future[Any]
+
+
+def _merged(polls: Sequence[dict[TopicPartition, list[Any]]]) -> dict[TopicPartition, list[Any]]:
+    """Records of several polls per partition, in offset order."""
+    out: dict[TopicPartition, list[Any]] = {}
+    for poll in polls:
+        for tp, recs in poll.items():
+            out.setdefault(tp, []).extend(recs)
+    return {tp: sorted(recs, key=lambda r: r.offset) for tp, recs in out.items()}
 
 
 class _Outcome(enum.Enum):

@@ -8,10 +8,19 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
 
 import pytest
-from bus_testkit import fast_options, scene, wait_until
+from bus_testkit import (
+    TOPIC,
+    FakeRecord,
+    RecordingProducer,
+    fake_record,
+    fast_options,
+    scene,
+    scene_bytes,
+    unit_loop,
+    wait_until,
+)
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaConnectionError
 
@@ -22,7 +31,6 @@ from earthgptx.bus import (
     EventProducer,
     EventTooLargeError,
     PermanentError,
-    PublishError,
     batch_route,
     ensure_topics,
     ensure_topics_from_settings,
@@ -33,50 +41,15 @@ from earthgptx.bus.producer import producer_config
 from earthgptx.events import encode_event, stamp
 from earthgptx.settings import KafkaSettings
 from earthgptx.store.errors import IntegrityViolation, StoreUnavailable
-from earthgptx.v1.events_pb2 import DeadLetter, DeadLetterCause, InferenceResult, ResultStored, SceneIngested
-
-TOPIC = "scenes.ingested"
-
-
-class FakeRecord(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
-class Letters:
-    """Stands in for the dead-letter producer; ``fail_with`` is raised by its first ``failures`` publishes."""
-
-    def __init__(self, failures: int = 0, fail_with: Exception | None = None) -> None:
-        self.failures = failures
-        self.fail_with = fail_with or PublishError("broker not reachable")
-        self.published: list[DeadLetter] = []
-
-    def publish_and_wait(self, topic: str, key: str, message: DeadLetter, **_: Any) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise self.fail_with
-        self.published.append(message)
+from earthgptx.v1.events_pb2 import DeadLetterCause, InferenceResult, ResultStored, SceneIngested
 
 
 def rec(value: bytes | None, offset: int = 0, partition: int = 0, topic: str = TOPIC) -> FakeRecord:
-    return FakeRecord(topic, partition, offset, 1_700_000_000_000, b"scene-1", value, [])
+    return fake_record(value, topic=topic, partition=partition, offset=offset)
 
 
 def good(scene_id: str = "s1") -> bytes:
-    return encode_event(stamp(scene(scene_id)))
-
-
-def loop_of(routes: Sequence[Any], letters: Letters, *, on_readiness: Callable[[bool], None] | None = None,
-            **options: Any) -> ConsumerLoop:
-    defaults: dict[str, Any] = {"backoff_initial_s": 0.001, "backoff_max_s": 0.002, "outage_backoff_max_s": 0.002}
-    defaults.update(options)
-    return ConsumerLoop("unit", routes, options=ConsumerOptions(**defaults), on_readiness=on_readiness,
-                        dead_letter_producer=letters)  # type: ignore[arg-type]
+    return scene_bytes(scene_id)
 
 
 # -- outages are waited out, never dead-lettered ----------------------------------------------------------
@@ -93,36 +66,36 @@ def test_an_outage_longer_than_the_attempt_cap_never_dead_letters_and_reports_no
         if len(calls) <= 30:  # far past max_attempts=3: before the fix, RETRIES_EXHAUSTED after 3
             raise StoreUnavailable("database unavailable (OperationalError)")
 
-    letters = Letters()
-    loop = loop_of([route(TOPIC, SceneIngested, handler)], letters, on_readiness=readiness.append, max_attempts=3)
+    letters = RecordingProducer()
+    loop = unit_loop([route(TOPIC, SceneIngested, handler)], letters, on_readiness=readiness.append, max_attempts=3)
     assert loop._process_record(rec(good()))
-    assert len(calls) == 31 and letters.published == []
+    assert len(calls) == 31 and letters.letters == []
     assert (loop.stats.processed, loop.stats.outage_retries, loop.stats.dead_lettered) == (1, 30, 0)
     assert seen_ready[0] and not seen_ready[1] and readiness == [False, True] and loop.ready
 
 
 def test_store_errors_are_the_bus_errors_no_mapping_needed() -> None:
-    letters = Letters()
+    letters = RecordingProducer()
 
     def handler(event: SceneIngested) -> None:
         raise IntegrityViolation("scene s1 does not exist")
 
-    loop = loop_of([route(TOPIC, SceneIngested, handler)], letters)
+    loop = unit_loop([route(TOPIC, SceneIngested, handler)], letters)
     assert loop._process_record(rec(good()))
-    [letter] = letters.published
+    [letter] = letters.letters
     assert letter.cause == DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT and letter.error_type == "IntegrityViolation"
 
 
 def test_stop_during_an_outage_leaves_the_record_undone() -> None:
-    letters = Letters()
+    letters = RecordingProducer()
 
     def handler(event: SceneIngested) -> None:
         raise DependencyUnavailable("Triton not ready", retry_after_s=30.0)
 
-    loop = loop_of([route(TOPIC, SceneIngested, handler)], letters)
+    loop = unit_loop([route(TOPIC, SceneIngested, handler)], letters)
     threading.Timer(0.2, loop.stop).start()
     assert not loop._process_record(rec(good()))
-    assert letters.published == [] and not loop.ready
+    assert letters.letters == [] and not loop.ready
 
 
 # -- the dead-letter path never ends the loop -------------------------------------------------------------
@@ -134,25 +107,25 @@ def test_stop_during_an_outage_leaves_the_record_undone() -> None:
     ids=["kafka-error", "any-error", "too-large-stripped"],
 )
 def test_a_failing_dead_letter_publish_is_retried_and_never_escapes(error: Exception) -> None:
-    letters = Letters(failures=3, fail_with=error)
+    letters = RecordingProducer(failures=3, fail_with=error)
 
     def handler(event: SceneIngested) -> None:
         raise PermanentError("bad scene")
 
-    loop = loop_of([route(TOPIC, SceneIngested, handler)], letters)
+    loop = unit_loop([route(TOPIC, SceneIngested, handler)], letters)
     assert loop._process_record(rec(good()))  # before the fix, the exception escaped ConsumerLoop.run
-    assert len(letters.published) == 1 and loop.ready
+    assert len(letters.letters) == 1 and loop.ready
 
 
 # -- wrong message types ----------------------------------------------------------------------------------
 
 
 def test_another_event_type_that_does_not_parse_is_labelled_wrong_type() -> None:
-    letters = Letters()
-    loop = loop_of([route("inference.results", InferenceResult, lambda e: None)], letters)
+    letters = RecordingProducer()
+    loop = unit_loop([route("inference.results", InferenceResult, lambda e: None)], letters)
     payload = encode_event(stamp(ResultStored(task_id="t", scene_id="s", result_ids=["t:0"])))
     assert loop._process_record(rec(payload, topic="inference.results"))
-    [letter] = letters.published
+    [letter] = letters.letters
     assert letter.cause == DeadLetterCause.DEAD_LETTER_CAUSE_WRONG_TYPE  # was DECODE
     assert "header says 'earthgptx.v1.ResultStored'" in letter.reason
 
@@ -175,14 +148,14 @@ def test_a_batch_handler_gets_a_poll_at_once_and_its_rejections_are_dead_lettere
         batches.append([e.scene_id for e in events])
         return {i: PermanentError(f"{e.scene_id} is bad") for i, e in enumerate(events) if e.scene_id == "s3"}
 
-    letters = Letters()
-    loop = loop_of([batch_route(TOPIC, SceneIngested, handler)], letters)
+    letters = RecordingProducer()
+    loop = unit_loop([batch_route(TOPIC, SceneIngested, handler)], letters)
     records = _records(6)
     records[TopicPartition(TOPIC, 0)].insert(1, rec(b"\xff\xff", offset=99))  # undecodable, in the middle
     loop._process_batch(records)
     assert batches == [["s0", "s2", "s4", "s1", "s3", "s5"]], "one call, each partition in offset order"
-    assert [(d.cause, d.reason) for d in letters.published] == [
-        (DeadLetterCause.DEAD_LETTER_CAUSE_DECODE, letters.published[0].reason),
+    assert [(d.cause, d.reason) for d in letters.letters] == [
+        (DeadLetterCause.DEAD_LETTER_CAUSE_DECODE, letters.letters[0].reason),
         (DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT, "s3 is bad"),
     ]
     assert loop._progress == {TopicPartition(TOPIC, 0): 3, TopicPartition(TOPIC, 1): 3}
@@ -197,11 +170,11 @@ def test_a_batch_that_fails_for_good_is_split_so_one_bad_record_takes_no_other_w
         if any(e.scene_id == "s2" for e in events):
             raise IntegrityViolation("s2: foreign key violation")  # one transaction: the whole batch rolls back
 
-    letters = Letters()
-    loop = loop_of([batch_route(TOPIC, SceneIngested, handler)], letters)
+    letters = RecordingProducer()
+    loop = unit_loop([batch_route(TOPIC, SceneIngested, handler)], letters)
     loop._process_batch(_records(4, partitions=1))
     assert calls == [4, 1, 1, 1, 1]
-    [letter] = letters.published
+    [letter] = letters.letters
     assert letter.source_offset == 2 and letter.cause == DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT
     assert loop._progress == {TopicPartition(TOPIC, 0): 4} and loop.stats.processed == 3
 
@@ -214,10 +187,10 @@ def test_a_batch_during_an_outage_is_retried_whole_and_nothing_is_dead_lettered(
         if len(calls) < 5:
             raise StoreUnavailable("connection refused")
 
-    letters = Letters()
-    loop = loop_of([batch_route(TOPIC, SceneIngested, handler)], letters, max_attempts=2)
+    letters = RecordingProducer()
+    loop = unit_loop([batch_route(TOPIC, SceneIngested, handler)], letters, max_attempts=2)
     loop._process_batch(_records(4))
-    assert calls == [4] * 5 and letters.published == []
+    assert calls == [4] * 5 and letters.letters == []
     assert loop.stats.processed == 4 and loop._progress == {TopicPartition(TOPIC, 0): 2, TopicPartition(TOPIC, 1): 2}
 
 

@@ -20,6 +20,7 @@ from bus_testkit import (
     fast_options,
     read_topic,
     record_count,
+    run_loop,
     scene,
     wait_until,
 )
@@ -42,30 +43,6 @@ from earthgptx.v1.events_pb2 import DeadLetterCause, SceneIngested
 pytestmark = pytest.mark.kafka
 
 CONSUMER_PROCESS = Path(__file__).with_name("consumer_process.py")
-
-
-def run_loop(loop: ConsumerLoop, until: Callable[[], bool], timeout_s: float = 30.0) -> None:
-    """Create the loop's topics (a service's lifecycle does that), run ``loop`` in a thread until ``until()``
-    holds, then stop it and wait for it to close."""
-    ensure_topics_from_settings(loop.settings, loop.topics)
-    errors: list[BaseException] = []
-
-    def _target() -> None:
-        try:
-            loop.run()
-        except BaseException as exc:  # surfaced in the test thread below
-            errors.append(exc)
-
-    thread = threading.Thread(target=_target, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: until() or bool(errors) or not thread.is_alive(), timeout_s, "the consumer loop")
-    finally:
-        loop.stop()
-        thread.join(timeout=30)
-    assert not thread.is_alive(), "the consumer loop did not stop"
-    if errors:
-        raise errors[0]
 
 
 def only_partition(offsets: dict[TopicPartition, int], topic: str) -> int:

@@ -9,17 +9,15 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
-from bus_testkit import scene
+from bus_testkit import TOPIC, FakeRecord, RecordingProducer, fake_record, scene, scene_bytes, unit_loop
 
 from earthgptx.bus import (
     ConsumerLoop,
     ConsumerOptions,
-    EventTooLargeError,
     PermanentError,
-    PublishError,
     TransientError,
     route,
 )
@@ -27,51 +25,17 @@ from earthgptx.bus.dead_letter import build_dead_letter, cause_label
 from earthgptx.events import encode_event, stamp
 from earthgptx.v1.events_pb2 import DeadLetter, DeadLetterCause, ObjectRef, PromptTask, SceneIngested
 
-TOPIC = "scenes.ingested"
-
-
-class FakeRecord(NamedTuple):
-    topic: str
-    partition: int
-    offset: int
-    timestamp: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes]]
-
-
-class RecordingProducer:
-    """Stands in for the dead-letter EventProducer; can fail its first ``failures`` publishes."""
-
-    def __init__(self, failures: int = 0, max_bytes: int | None = None) -> None:
-        self.failures = failures
-        self.max_bytes = max_bytes
-        self.published: list[tuple[str, str, DeadLetter]] = []
-
-    def publish_and_wait(self, topic: str, key: str, message: DeadLetter, **_: Any) -> None:
-        if self.failures:
-            self.failures -= 1
-            raise PublishError("broker not reachable")
-        if self.max_bytes is not None and message.ByteSize() > self.max_bytes:
-            raise EventTooLargeError(f"{message.ByteSize()} bytes")
-        self.published.append((topic, key, message))
-
 
 def record(value: bytes | None, offset: int = 7, key: bytes = b"scene-1") -> FakeRecord:
-    return FakeRecord(TOPIC, 2, offset, 1_700_000_000_000, key, value, [("h", b"v")])
+    return fake_record(value, partition=2, offset=offset, key=key, headers=[("h", b"v")])
 
 
 def event_bytes(scene_id: str = "s1", **fields: Any) -> bytes:
-    return encode_event(stamp(scene(scene_id, **fields)))
+    return scene_bytes(scene_id, **fields)
 
 
 def make_loop(handler: Any, dlq: RecordingProducer, **options: Any) -> ConsumerLoop:
-    defaults: dict[str, Any] = {"backoff_initial_s": 0.001, "backoff_max_s": 0.002}
-    defaults.update(options)
-    return ConsumerLoop(
-        "unit", [route(TOPIC, SceneIngested, handler)], options=ConsumerOptions(**defaults),
-        dead_letter_producer=dlq,  # type: ignore[arg-type]
-    )
+    return unit_loop([route(TOPIC, SceneIngested, handler)], dlq, **options)
 
 
 def only_letter(dlq: RecordingProducer) -> DeadLetter:
