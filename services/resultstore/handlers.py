@@ -12,8 +12,9 @@ CRS, a chip outside the CRS's area of use: ``earthgptx.geo.validation``), boxes 
 [0, 1], relation indices past the prompts, NUL characters and non-finite timings are refused with the reason.
 
 Batches. ``on_inference_results`` takes every record of one poll (``batch_route``): the valid ones are written in
-one transaction, their events published together and the producer flushed once. The single-record form
-``on_inference_result`` is the same with a batch of one.
+one transaction, their events published together and the producer flushed once. It is ``write_results`` of
+``prepare_results``, the two stages of ``staged_batch_route`` that the bus's pipelined mode overlaps. The
+single-record form ``on_inference_result`` is the same with a batch of one.
 
 Sizing. Each ``ResultStored`` is sized before anything is written: when its objects would make it larger than
 ``inline_event_bytes``, they are stored in MinIO (``DetectedBoxList`` at ``objects_claim``; ``result_ids`` are
@@ -115,6 +116,16 @@ class _Prepared:
     stored: ResultStored
 
 
+@dataclass
+class PreparedBatch:
+    """A poll's results between ``prepare_results`` and ``write_results``."""
+
+    started: float  # perf_counter at the start of preparation (the events' "resultstore" timing counts from it)
+    size: int
+    prepared: list[_Prepared]
+    rejected: dict[int, PermanentError]
+
+
 class ResultStoreHandler:
     """Handles ``inference.results``: ``on_inference_results`` is the batch route's handler."""
 
@@ -149,6 +160,11 @@ class ResultStoreHandler:
 
     def on_inference_results(self, batch: Sequence[InferenceResult]) -> dict[int, PermanentError]:
         """Store and announce a poll's records; returns the rejected ones (by index) with the reason."""
+        return self.write_results(self.prepare_results(batch))
+
+    def prepare_results(self, batch: Sequence[InferenceResult]) -> PreparedBatch:
+        """The first stage (``staged_batch_route``): validate, georeference and build the events; writes nothing
+        but claim-checked objects (keyed by task id, so a repeated preparation rewrites the same object)."""
         started = time.perf_counter()
         rejected: dict[int, PermanentError] = {}
         drafts: list[tuple[int, TaskRecord, _Draft]] = []
@@ -168,6 +184,12 @@ class ResultStoreHandler:
                 prepared.append(self._prepare(index, draft.event, task, results))
             except PermanentError as exc:
                 rejected[index] = exc
+        return PreparedBatch(started, len(batch), prepared, rejected)
+
+    def write_results(self, batch: PreparedBatch) -> dict[int, PermanentError]:
+        """The second stage: one transaction for the prepared results, their events published and flushed once;
+        returns the rejected records (by index into the poll's batch) with the reason."""
+        started, prepared, rejected = batch.started, batch.prepared, dict(batch.rejected)
         written = self.repository.record_results([p.item for p in prepared]) if prepared else []
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         futures = []
@@ -194,7 +216,7 @@ class ResultStoreHandler:
                     "trace_id": p.event.header.trace_id,
                     "results": len(p.item.results),
                     "rows_written": rows_written,
-                    "batch": len(batch),
+                    "batch": batch.size,
                     "store_ms": round(elapsed_ms, 2),
                 },
             )

@@ -2,14 +2,15 @@
 
 The process around it (settings, logging, metrics, topics, signals, closing) is the service kit's
 (``earthgptx.runtime``); this module only wires the resultstore's resources: the PostGIS repository, the
-producer of ``results.stored`` (and of dead letters), and ``ResultStoreHandler.on_inference_result``.
+producer of ``results.stored`` (and of dead letters), and ``ResultStoreHandler``'s two stages (prepare, write), which
+the bus's pipelined mode overlaps across polls (``EGX_RESULTSTORE_PIPELINE``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from earthgptx.bus import ConsumerOptions, EventProducer, batch_route, route
+from earthgptx.bus import ConsumerOptions, EventProducer, route, staged_batch_route
 from earthgptx.runtime import ConsumerService, run_consumer_service
 from earthgptx.store.objects import ObjectStore
 from earthgptx.store.repository import Repository
@@ -24,7 +25,8 @@ class ResultStoreService(ConsumerService):
     def __init__(self, settings: Settings, *, options: ConsumerOptions | None = None) -> None:
         self.settings = settings
         # Store errors are kinds of the bus's errors (an outage is waited out, bad input dead-lettered): no mapping.
-        options = options or ConsumerOptions(max_attempts=settings.max_attempts)
+        options = options or ConsumerOptions(max_attempts=settings.max_attempts,
+                                             pipeline=settings.batch and settings.pipeline)
         self.repository = Repository.from_settings(settings.database)
         self.objects = ObjectStore(settings.objects)
         self.objects.ensure_buckets(settings.claims_bucket)
@@ -41,7 +43,8 @@ class ResultStoreService(ConsumerService):
             claims_bucket=settings.claims_bucket,
         )
         consume = (
-            batch_route(settings.input_topic, InferenceResult, self.handler.on_inference_results)
+            staged_batch_route(settings.input_topic, InferenceResult, self.handler.prepare_results,
+                               self.handler.write_results)
             if settings.batch
             else route(settings.input_topic, InferenceResult, self.handler.on_inference_result)
         )

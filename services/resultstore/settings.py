@@ -9,6 +9,7 @@
     EGX_RESULTSTORE_ENVIRONMENT=production        (or EGX_ENVIRONMENT) refuses placeholder secrets at start
     EGX_RESULTSTORE_CLAIMS_BUCKET=claims          MinIO bucket of claim-checked ResultStored objects
     EGX_RESULTSTORE_BATCH=true                    one transaction and one producer flush per polled batch
+    EGX_RESULTSTORE_PIPELINE=true                 prepare the next batch while one is written (with BATCH)
     EGX_RESULTSTORE_PRODUCER_BATCH_BYTES=262144   kafka-python batch_size of the ResultStored producer
 plus ``EGX_KAFKA_*``, ``EGX_DB_*`` and ``EGX_S3_*`` (``earthgptx.settings``).
 """
@@ -39,6 +40,8 @@ class Settings(ServiceSettings):
     claims_bucket: str = "claims"
     # Handle each poll's records together: one transaction and one producer flush per batch.
     batch: bool = True
+    # With batch: decode, validate and georeference poll N+1 while poll N is written (the bus's pipelined mode).
+    pipeline: bool = True
     # Seconds to wait for the broker to acknowledge each ResultStored (acks=all).
     publish_timeout_s: float = 30.0
     # kafka-python's batch_size for the ResultStored producer. A poll's events are published together and then

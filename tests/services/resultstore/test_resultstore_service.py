@@ -70,7 +70,7 @@ def service(migrated_db_url: str, kafka_cleanup: str) -> Iterator[tuple[Settings
         kafka=KafkaSettings(),
         database=DatabaseSettings(url=migrated_db_url),  # type: ignore[arg-type]
     )
-    running = ResultStoreService(settings, options=fast_options())
+    running = ResultStoreService(settings, options=fast_options(pipeline=settings.pipeline))
     errors: list[BaseException] = []
 
     def run() -> None:
