@@ -256,7 +256,7 @@ class ObjectCreated(_message.Message):
     def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., event_name: _Optional[str] = ..., bucket: _Optional[str] = ..., key: _Optional[str] = ..., size_bytes: _Optional[int] = ..., etag: _Optional[str] = ..., content_type: _Optional[str] = ..., user_metadata: _Optional[_Mapping[str, str]] = ..., sequencer: _Optional[str] = ...) -> None: ...
 
 class PromptTask(_message.Message):
-    __slots__ = ("header", "task_id", "scene_id", "chip", "tile", "level", "task", "instruction", "prompts", "modality", "bands", "model_version", "parent_task_id", "aoi_id", "query_id")
+    __slots__ = ("header", "task_id", "scene_id", "chip", "tile", "level", "task", "instruction", "prompts", "modality", "bands", "model_version", "parent_task_id", "aoi_id", "query_id", "nodata_fraction")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     SCENE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +272,7 @@ class PromptTask(_message.Message):
     PARENT_TASK_ID_FIELD_NUMBER: _ClassVar[int]
     AOI_ID_FIELD_NUMBER: _ClassVar[int]
     QUERY_ID_FIELD_NUMBER: _ClassVar[int]
+    NODATA_FRACTION_FIELD_NUMBER: _ClassVar[int]
     header: EventHeader
     task_id: str
     scene_id: str
@@ -287,7 +288,8 @@ class PromptTask(_message.Message):
     parent_task_id: str
     aoi_id: str
     query_id: str
-    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., task_id: _Optional[str] = ..., scene_id: _Optional[str] = ..., chip: _Optional[_Union[ObjectRef, _Mapping]] = ..., tile: _Optional[_Union[TileWindow, _Mapping]] = ..., level: _Optional[_Union[Level, str]] = ..., task: _Optional[str] = ..., instruction: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[VisualPrompt, _Mapping]]] = ..., modality: _Optional[_Union[Modality, str]] = ..., bands: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., parent_task_id: _Optional[str] = ..., aoi_id: _Optional[str] = ..., query_id: _Optional[str] = ...) -> None: ...
+    nodata_fraction: float
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., task_id: _Optional[str] = ..., scene_id: _Optional[str] = ..., chip: _Optional[_Union[ObjectRef, _Mapping]] = ..., tile: _Optional[_Union[TileWindow, _Mapping]] = ..., level: _Optional[_Union[Level, str]] = ..., task: _Optional[str] = ..., instruction: _Optional[str] = ..., prompts: _Optional[_Iterable[_Union[VisualPrompt, _Mapping]]] = ..., modality: _Optional[_Union[Modality, str]] = ..., bands: _Optional[_Iterable[str]] = ..., model_version: _Optional[str] = ..., parent_task_id: _Optional[str] = ..., aoi_id: _Optional[str] = ..., query_id: _Optional[str] = ..., nodata_fraction: _Optional[float] = ...) -> None: ...
 
 class DetectedBox(_message.Message):
     __slots__ = ("box", "label", "score")
@@ -337,7 +339,7 @@ class Answer(_message.Message):
     def __init__(self, text: _Optional[str] = ..., label: _Optional[str] = ..., boxes: _Optional[_Iterable[_Union[DetectedBox, _Mapping]]] = ..., mask: _Optional[_Union[ObjectRef, _Mapping]] = ..., attributes: _Optional[_Mapping[str, str]] = ..., relations: _Optional[_Iterable[_Union[Relation, _Mapping]]] = ..., score: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
 
 class InferenceResult(_message.Message):
-    __slots__ = ("header", "task_id", "scene_id", "level", "task", "tile", "answer", "model_version", "timings_ms", "prompts")
+    __slots__ = ("header", "task_id", "scene_id", "level", "task", "tile", "answer", "model_version", "timings_ms", "prompts", "answer_parsed", "parse_failure", "nodata_fraction")
     class TimingsMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -355,6 +357,9 @@ class InferenceResult(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_MS_FIELD_NUMBER: _ClassVar[int]
     PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    ANSWER_PARSED_FIELD_NUMBER: _ClassVar[int]
+    PARSE_FAILURE_FIELD_NUMBER: _ClassVar[int]
+    NODATA_FRACTION_FIELD_NUMBER: _ClassVar[int]
     header: EventHeader
     task_id: str
     scene_id: str
@@ -365,7 +370,10 @@ class InferenceResult(_message.Message):
     model_version: str
     timings_ms: _containers.ScalarMap[str, float]
     prompts: _containers.RepeatedCompositeFieldContainer[VisualPrompt]
-    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., task_id: _Optional[str] = ..., scene_id: _Optional[str] = ..., level: _Optional[_Union[Level, str]] = ..., task: _Optional[str] = ..., tile: _Optional[_Union[TileWindow, _Mapping]] = ..., answer: _Optional[_Union[Answer, _Mapping]] = ..., model_version: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., prompts: _Optional[_Iterable[_Union[VisualPrompt, _Mapping]]] = ...) -> None: ...
+    answer_parsed: bool
+    parse_failure: str
+    nodata_fraction: float
+    def __init__(self, header: _Optional[_Union[EventHeader, _Mapping]] = ..., task_id: _Optional[str] = ..., scene_id: _Optional[str] = ..., level: _Optional[_Union[Level, str]] = ..., task: _Optional[str] = ..., tile: _Optional[_Union[TileWindow, _Mapping]] = ..., answer: _Optional[_Union[Answer, _Mapping]] = ..., model_version: _Optional[str] = ..., timings_ms: _Optional[_Mapping[str, float]] = ..., prompts: _Optional[_Iterable[_Union[VisualPrompt, _Mapping]]] = ..., answer_parsed: _Optional[bool] = ..., parse_failure: _Optional[str] = ..., nodata_fraction: _Optional[float] = ...) -> None: ...
 
 class ResultStored(_message.Message):
     __slots__ = ("header", "task_id", "scene_id", "level", "task", "result_ids", "objects", "tile", "chip", "model_version", "timings_ms", "objects_claim", "object_count")
