@@ -180,6 +180,9 @@ NEGATIVE_EMPTY_SCENE = "empty scene"
 NEGATIVE_KINDS = (NEGATIVE_BACKGROUND, NEGATIVE_ABSENT_CLASS, NEGATIVE_EMPTY_SCENE)
 # A background prompt keeps this far (px at 128 px) from every object, beyond a prompt's ~1.5 px jitter.
 BACKGROUND_CLEARANCE_PX = 4.0
+# Shares of chips that get a background prompt and an extra count of an absent class.
+BACKGROUND_SHARE = 0.4
+ABSENT_COUNT_SHARE = 0.25
 
 # Relations are only asked when the geometry answers them with a clear margin (pixels at 128 px,
 # area ratio), so the label never hinges on a pixel.
@@ -596,17 +599,21 @@ def background_patch(scene: Scene, rng: np.random.Generator, tries: int = 40) ->
 
 
 def build_negatives(ctx: ChipContext, rng: np.random.Generator, tasks: Sequence[str]) -> list[Record]:
-    """The negatives of one chip (``generate``'s ``negatives`` setting): a prompt over background answered
-    ``no object`` (region classification) and a count of a class the chip does not hold (answer 0). Drawn from
+    """The negatives of one chip (``generate``'s ``negatives`` setting): on ``BACKGROUND_SHARE`` of chips a prompt
+    over background answered ``no object`` (region classification), on ``ABSENT_COUNT_SHARE`` a count of a class
+    the chip does not hold (answer 0; counting already asks about an absent class one time in five). Drawn from
     their own stream, so the chip's other records are the same with or without them; an object-free scene's
-    caption (naming no object) comes from ``scene_caption`` itself."""
+    caption (naming no object) comes from ``scene_caption`` itself. The shares keep positives the majority, so
+    that a fine-tune on them does not learn to abstain where an object is."""
     builder = _Builder(ctx, rng)
     records: list[Record] = []
-    if "region_classification" in tasks:
+    background, absent = rng.random(2)
+    if "region_classification" in tasks and (background < BACKGROUND_SHARE or builder.empty):
         record = builder.background_region("neg")
         if record is not None:
             records.append(record)
-    if "counting" in tasks and not builder.empty:  # an empty scene's counting record is an absent count already
+    # An empty scene's counting record is an absent count already.
+    if "counting" in tasks and absent < ABSENT_COUNT_SHARE and not builder.empty:
         record = builder.absent_count("neg")
         if record is not None:
             records.append(record)
