@@ -9,10 +9,13 @@
   size) into a fresh database: the repository's ceiling without Kafka, decoding or georeferencing.
 Targets (issue 20): service >= 1,000 results/s on the 2-core host, and >= 0.5 of the batch upsert rate.
 
-The fault suite's recovery times (``tests/chaos``, run with ``EGX_CHAOS_RECORD=bench/results/resultstore.chaos.json``)
-are reported beside the throughput when that file exists.
+The fault suite's recovery times (``tests/chaos``, run with ``EGX_CHAOS_RECORD=bench/results/chaos.json``) are
+reported beside the throughput when that file exists.
 
-    python bench/bench_resultstore.py [--results 20000]
+    python bench/bench_resultstore.py [--results 20000] [--no-pipeline]
+
+The service runs as deployed: batch mode with the bus's pipelined mode (poll N+1 decoded, validated and
+georeferenced on a second thread while poll N is written); ``--no-pipeline`` measures the sequential batch mode.
 
 Writes bench/results/resultstore.json and .md. Needs the local stack (``make up``).
 """
@@ -41,7 +44,12 @@ from kits.databases import migrated_database  # noqa: E402
 from rasterio.windows import Window  # noqa: E402
 
 from earthgptx import events  # noqa: E402
-from earthgptx.bus import ConsumerOptions, EventProducer, ensure_topics_from_settings  # noqa: E402
+from earthgptx.bus import (  # noqa: E402
+    ConsumerOptions,
+    EventProducer,
+    ensure_topics_from_settings,
+    staged_batch_route,
+)
 from earthgptx.geo import footprint_4326, make_tile  # noqa: E402
 from earthgptx.settings import DatabaseSettings, KafkaSettings, ObjectStoreSettings, load_stack_env  # noqa: E402
 from earthgptx.store.db import make_engine  # noqa: E402
@@ -53,6 +61,14 @@ from services.resultstore.main import ResultStoreService  # noqa: E402
 from services.resultstore.settings import Settings  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
+# Earlier runs on this host (each one run of 20,000 results), for the report; the newest is in the table above.
+HISTORY = (
+    "Earlier runs on this host, oldest first (each one run of 20,000 results): load 12 - 530/s, ratio 0.51; "
+    "load 7 - 848/s, 0.28; load 10, after the task statement went multi-row (which sped up the baseline too) - "
+    "689/s, 0.30; quiet host (load ~1.2) - 1,270/s, 0.35; quiet host with the `crc32c` wheel (kafka-python then "
+    "checks record CRCs in C instead of Python) - 1,709/s, 0.44, sequential batch mode, database 5.23 s and the "
+    "rest (polling, decoding, validation, georeferencing, events, commits) 5.36 s in series."
+)
 TARGET_RESULTS_PER_S = 1_000
 TARGET_RATIO = 0.5
 CRS = "EPSG:32633"
@@ -122,12 +138,26 @@ class _Timed:
         return timed
 
 
-def run_service(results: list[InferenceResult], url: str, kafka: KafkaSettings, suffix: str) -> dict[str, Any]:
+def _timed_call(function: Any, seconds: dict[str, float], label: str) -> Any:
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return function(*args, **kwargs)
+        finally:
+            seconds[label] = seconds.get(label, 0.0) + time.perf_counter() - started
+
+    return timed
+
+
+def run_service(
+    results: list[InferenceResult], url: str, kafka: KafkaSettings, suffix: str, *, pipeline: bool = True
+) -> dict[str, Any]:
     settings = Settings(
         group_id=f"bench-resultstore-{suffix}", input_topic=f"bench.inference.{suffix}",
         output_topic=f"bench.stored.{suffix}", claims_bucket=f"egx-bench-claims-{suffix}", kafka=kafka,
         database=DatabaseSettings(url=url),  # type: ignore[arg-type]
         objects=ObjectStoreSettings(),  # type: ignore[call-arg]
+        pipeline=pipeline,
     )
     ensure_topics_from_settings(kafka, [settings.input_topic])
     with EventProducer(kafka, client_id=f"bench-inference-{suffix}") as producer:
@@ -136,11 +166,19 @@ def run_service(results: list[InferenceResult], url: str, kafka: KafkaSettings, 
         producer.flush(timeout_s=120)
     engine = make_engine(url=url, poolclass=sa.pool.NullPool)
     service = ResultStoreService(settings, options=ConsumerOptions(max_attempts=settings.max_attempts,
-                                                                   max_poll_records=BATCH))
-    # Where the time goes: the handler's repository and producer calls are timed in place (a few µs each).
+                                                                   max_poll_records=BATCH, pipeline=pipeline))
+    # Where the time goes: the handler's repository and producer calls are timed in place (a few µs each), and
+    # so are its two stages (prepare on the preparer thread, write on the worker).
     spent: dict[str, float] = {}
+    stages: dict[str, float] = {}
     service.handler.repository = _Timed(service.handler.repository, spent, {"record_results": "database"})
     service.handler.publisher = _Timed(service.handler.publisher, spent, {"publish": "publish", "wait": "ack_wait"})
+    staged = service.loop.routes[settings.input_topic]
+    assert staged.prepare is not None and staged.write is not None
+    service.loop.routes[settings.input_topic] = staged_batch_route(
+        staged.topic, staged.message_class, _timed_call(staged.prepare, stages, "prepare_stage"),
+        _timed_call(staged.write, stages, "write_stage"),
+    )
     thread = threading.Thread(target=service.run, name="resultstore-under-bench", daemon=True)
     started = time.perf_counter()
     thread.start()
@@ -177,11 +215,16 @@ def run_service(results: list[InferenceResult], url: str, kafka: KafkaSettings, 
         "steady_results_per_s": round(len(results) / max(elapsed - (first_row_s or 0.0), 1e-9), 1),
         "batches": stats.batches,
         "dead_lettered": dead,
+        "pipeline": pipeline,
         "seconds_in": {
             **{k: round(v, 2) for k, v in spent.items()},
             # Decoding, validation, georeferencing, building events, polling and committing offsets.
             "rest": round(elapsed - sum(spent.values()), 2),
         },
+        # The handler's two stages, each summed over the run: with the pipeline, prepare runs beside write.
+        "stages_s": {k: round(v, 2) for k, v in stages.items()},
+        # Wall time in which the worker was not writing (waiting for a preparation, polling, committing).
+        "outside_write_s": round(elapsed - stages.get("write_stage", 0.0), 2),
     }
 
 
@@ -206,7 +249,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--results", type=int, default=20_000)
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                        help="the sequential batch mode (prepare and write of consecutive polls not overlapped)")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: write the .md again from the last resultstore.json and chaos.json")
     args = parser.parse_args()
+    chaos_path = args.out / "chaos.json"
+    if args.render_only:
+        report = json.loads((args.out / "resultstore.json").read_text())
+        report["chaos_recovery"] = json.loads(chaos_path.read_text()) if chaos_path.exists() else None
+        (args.out / "resultstore.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "resultstore.md").write_text(render_markdown(report))
+        return 0
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
 
     load_stack_env(fallback=REPO_ROOT / ".stack")
     kafka = KafkaSettings()
@@ -217,7 +272,7 @@ def main() -> int:
         with migrated_database(prefix="egx_bench") as service_url, migrated_database(prefix="egx_bench") as batch_url:
             add_scene(service_url, scene_id)
             add_scene(batch_url, scene_id)
-            service = run_service(results, service_url, kafka, suffix)
+            service = run_service(results, service_url, kafka, suffix, pipeline=args.pipeline)
             print(f"service: {service['results_per_s']:,.0f} results/s", flush=True)  # noqa: T201
             batch = run_batch_upsert(results, batch_url)
             print(f"batch upsert: {batch['results_per_s']:,.0f} results/s", flush=True)  # noqa: T201
@@ -225,7 +280,6 @@ def main() -> int:
         delete_leftovers(kafka, suffix)
 
     ratio = service["results_per_s"] / batch["results_per_s"]
-    chaos_path = args.out / "resultstore.chaos.json"
     report = {
         "benchmark": "resultstore",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -240,6 +294,7 @@ def main() -> int:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "machine": platform.machine(),
+            "load_average_at_start": load_at_start,
             "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         },
     }
@@ -271,11 +326,25 @@ def render_markdown(report: dict[str, Any]) -> str:
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["seconds_in"].items())
         + " (rest: polling and decoding, validation and georeferencing, building events, committing offsets).",
         "",
+    ]
+    stages = s.get("stages_s") or {}
+    if stages:
+        mode = ("pipelined: poll N+1 prepared on a second thread while poll N is written" if s.get("pipeline")
+                else "sequential: prepare and write of consecutive polls in series")
+        lines += [
+            f"Handler stages, summed over the run ({mode}): prepare {stages.get('prepare_stage', 0.0)} s "
+            f"(decode not included), write {stages.get('write_stage', 0.0)} s (database, publish, ack wait, "
+            f"logging); the worker was not writing for {s.get('outside_write_s')} s of the {s['seconds']} s.",
+            "",
+        ]
+    lines += [
         f"Service / batch upsert = **{report['service_to_batch_ratio']:.2f}**; targets >= "
         f"{report['targets']['results_per_s']:,} results/s and >= {report['targets']['ratio_to_batch_upsert']} of "
         f"the batch upsert: **{'met' if report['meets_targets'] else 'not met'}**.",
         "",
     ]
+    if report.get("analysis"):  # written after the run, from its figures and a profile (kept by --render-only)
+        lines += [report["analysis"], ""]
     if s["results_per_s"] < report["targets"]["results_per_s"]:
         database_share = s["seconds_in"].get("database", 0.0) / s["seconds"]
         lines += [
@@ -304,9 +373,11 @@ def render_markdown(report: dict[str, Any]) -> str:
             "lost, 0 duplicate rows and 0 valid records dead-lettered.",
             "",
         ]
+    lines += [HISTORY, ""]
     env = report["environment"]
     lines.append(
         f"Environment: {env['cpus']} CPUs ({env['machine']}), Python {env['python']}; load average "
+        f"{env.get('load_average_at_start', ['?'])[0]} at the start, "
         f"{env['load_average_at_end'][0]} at the end; Kafka, PostgreSQL and MinIO run on the same host and are "
         "shared with other work, so absolute figures vary between runs."
     )
