@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from earthgptx.answers import parse_answer_strict
 from earthgptx.bus.errors import DependencyUnavailable, PermanentError
 from earthgptx.serving.answers import ServedAnswer, ServingRequest
 from earthgptx.serving.text import decode_text, encode_text
@@ -85,13 +86,18 @@ def parse_outputs(result: Any) -> ServedAnswer:
         return np.asarray(value)
 
     mask = array("MASK")[0].astype(np.uint8)
+    text = decode_text(array("ANSWER")[0])
+    # The entry model parsed this text with the same strict parser (and sent no geometry when it failed).
+    checked = parse_answer_strict(text)
     return ServedAnswer(
-        text=decode_text(array("ANSWER")[0]),
+        text=text,
         label=decode_text(array("LABEL")[0]),
         boxes=[[float(v) for v in box] for box in array("BOXES")[0].reshape(-1, 4)],
         count=int(array("COUNT").reshape(-1)[0]),
         mask=mask,
         model_version=decode_text(array("MODEL_VERSION")[0]),
+        parsed=checked.parsed,
+        parse_failure=checked.failure or "",
     )
 
 

@@ -13,8 +13,15 @@ stage timings in milliseconds (``queue``: since the task was produced, ``read_ch
 the publish time is logged). Its event id hashes the task id and the model version, so a re-delivered task republishes the same
 event (and the resultstore's upserts make the effect exactly once).
 
+Chips and answers. The chip's declared no-data pixels are sent as NaN (masked by the processor; their share is
+``InferenceResult.nodata_fraction``); a chip that is entirely no-data, too small or a strip is refused before Triton
+is asked (``earthgptx.radiometry.check_chip``). The answer text is parsed strictly with the task's form
+(``earthgptx.answers.parse_answer_strict``): an answer that does not parse is published as text only, with
+``answer_parsed`` false and ``parse_failure`` the reason, and no boxes, mask, count, attributes or relations.
+
 Failures (the bus's error model; ``earthgptx.serving.client`` sorts Triton's): a task Triton rejects as invalid, a
-missing chip, a task without modality or with unusable prompts is rejected with the reason (dead-lettered).
+refused chip, a missing chip, a task without modality or with unusable prompts is rejected with the reason
+(dead-lettered).
 Triton down, not ready or loading raises ``TritonUnavailable`` (an outage: the batch is retried without limit,
 never dead-lettered); the tasks already answered and acknowledged are remembered, so the retry neither asks Triton
 again nor publishes them twice.
@@ -36,7 +43,10 @@ from prometheus_client import Counter, Gauge, Histogram
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 
 from earthgptx import events
+from earthgptx.answers import StrictAnswer, parse_answer_strict
 from earthgptx.bus import PermanentError
+from earthgptx.data.vocabulary import TASKS
+from earthgptx.radiometry import RefusedInput, check_chip, nodata_mask
 from earthgptx.serving.answers import ServedAnswer, ServingRequest
 from earthgptx.serving.client import TritonRejected, TritonUnavailable
 from earthgptx.v1.events_pb2 import (
@@ -66,6 +76,7 @@ LATENCY = Histogram(
 )  # fmt: skip
 ERRORS = Counter("egx_inference_errors_total", "Tasks that failed, by cause", ["cause"])
 ANSWERED = Counter("egx_inference_answered_total", "Tasks answered and published")
+UNPARSED = Counter("egx_inference_unparsed_total", "Answers published as unparsed text (no geometry)")
 
 
 class Objects(Protocol):
@@ -100,16 +111,30 @@ def modality_name(value: int) -> str:
 
 
 def read_chip(data: bytes) -> tuple[np.ndarray, list[str]]:
-    """A chip GeoTIFF's bytes → its ``(C, H, W)`` bands and band descriptions; ``PermanentError`` if unreadable."""
+    """A chip GeoTIFF's bytes → its ``(C, H, W)`` bands as float32 (NaN where the chip declares no-data) and band
+    descriptions; ``PermanentError`` if unreadable."""
     import warnings
 
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with rasterio.MemoryFile(data) as memory, memory.open() as source:
-                return source.read(), [d or "" for d in source.descriptions]
+                bands, nodata = source.read(), list(source.nodatavals)
+                descriptions = [d or "" for d in source.descriptions]
     except RasterioIOError as exc:
         raise PermanentError(f"the chip is not a readable raster: {exc}") from exc
+    values = bands.astype(np.float32)
+    if any(v is not None for v in nodata):
+        values[:, nodata_mask(bands, nodata)] = np.nan
+    return values, descriptions
+
+
+def check_answer(task: str, answer: ServedAnswer) -> StrictAnswer:
+    """The strict parse of ``answer``'s text, with the task's form where the task is one the model was trained on
+    (``earthgptx.data.vocabulary.TASKS``; AOI and query tasks are free questions: the form of their boxes only)."""
+    if not answer.parsed:
+        return StrictAnswer(text=answer.text, parsed=False, failure=answer.parse_failure or "unparsed answer")
+    return parse_answer_strict(answer.text, task if task in TASKS else None)
 
 
 def mask_png(mask: np.ndarray) -> bytes:
@@ -219,10 +244,13 @@ class InferenceHandler:
             raise PermanentError(str(exc)) from exc
         bands, descriptions = await asyncio.to_thread(self._read, task.chip.bucket, task.chip.key)
         band_names = list(task.bands) or descriptions
+        try:
+            checked = check_chip(bands)
+        except RefusedInput as exc:
+            raise PermanentError(f"the chip is refused: {exc}") from exc
         timings["read_chip"] = (time.perf_counter() - started) * 1000.0
         request = ServingRequest(
-            bands=bands.astype(np.float32), modality=modality, band_names=band_names, prompts=prompts,
-            instruction=task.instruction,
+            bands=bands, modality=modality, band_names=band_names, prompts=prompts, instruction=task.instruction,
         )  # fmt: skip
         async with limit:
             IN_FLIGHT.inc()
@@ -233,8 +261,8 @@ class InferenceHandler:
                 IN_FLIGHT.dec()
             timings["triton"] = (time.perf_counter() - asked) * 1000.0
         LATENCY.labels("triton").observe(timings["triton"] / 1000.0)
-        result = self._result(task, answer)
-        if answer.mask.size:
+        result = self._result(task, answer, checked.nodata_fraction)
+        if answer.mask.size and result.answer_parsed:
             result.answer.mask.CopyFrom(await asyncio.to_thread(self._store_mask, task.task_id, answer.mask))
         timings["total"] = (time.perf_counter() - started) * 1000.0
         LATENCY.labels("total").observe(timings["total"] / 1000.0)
@@ -261,20 +289,26 @@ class InferenceHandler:
         )
 
     @staticmethod
-    def _result(task: PromptTask, answer: ServedAnswer) -> InferenceResult:
-        parsed = Answer(text=answer.text, label=answer.label)
-        for x1, y1, x2, y2 in answer.boxes:
-            parsed.boxes.append(DetectedBox(box=PixelBox(x1=x1, y1=y1, x2=x2, y2=y2), label=answer.label))
-        if answer.count >= 0:
-            parsed.count = answer.count
-        if task.task in ATTRIBUTE_TASKS and answer.label:
-            parsed.attributes["answer"] = answer.label
-        if task.task in RELATION_TASKS and len(task.prompts) >= 2 and answer.label:
-            # The model answers the question asked about <region1> and <region2>; the predicate is its answer.
-            parsed.relations.append(Relation(subject_index=0, object_index=1, predicate=answer.label))
+    def _result(task: PromptTask, answer: ServedAnswer, nodata_fraction: float = 0.0) -> InferenceResult:
+        checked = check_answer(task.task, answer)
+        parsed = Answer(text=answer.text)
+        if checked.parsed:
+            parsed.label = answer.label
+            for x1, y1, x2, y2 in answer.boxes:
+                parsed.boxes.append(DetectedBox(box=PixelBox(x1=x1, y1=y1, x2=x2, y2=y2), label=answer.label))
+            if answer.count >= 0:
+                parsed.count = answer.count
+            if task.task in ATTRIBUTE_TASKS and answer.label:
+                parsed.attributes["answer"] = answer.label
+            if task.task in RELATION_TASKS and len(task.prompts) >= 2 and answer.label:
+                # The model answers the question asked about <region1> and <region2>; the predicate is its answer.
+                parsed.relations.append(Relation(subject_index=0, object_index=1, predicate=answer.label))
+        else:  # text only: a malformed answer is never stored as a wrong geometry
+            UNPARSED.inc()
         result = InferenceResult(
             task_id=task.task_id, scene_id=task.scene_id, level=task.level, task=task.task, tile=task.tile,
             answer=parsed, model_version=answer.model_version, prompts=task.prompts,
+            answer_parsed=checked.parsed, parse_failure=checked.failure or "", nodata_fraction=nodata_fraction,
         )  # fmt: skip
         event_id = events.deterministic_id("inference-result", task.task_id, answer.model_version)
         return events.stamp(result, producer=PRODUCER_NAME, event_id=event_id, trace_id=task.header.trace_id)

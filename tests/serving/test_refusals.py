@@ -116,3 +116,24 @@ def test_refused_requests_fail_alone_through_triton(held_out: tuple[Path, list[d
         assert isinstance(ours, ServedAnswer) and isinstance(single, ServedAnswer)
         assert (ours.text, ours.count, ours.boxes, ours.parsed) == (single.text, single.count, single.boxes, single.parsed)
     assert isinstance(answers[-1], ServedAnswer)  # partly no-data: answered, not refused
+
+
+def test_the_client_reports_whether_the_served_answer_parsed() -> None:
+    from earthgptx.serving.client import parse_outputs
+    from earthgptx.serving.text import text_tensor
+
+    class Result:
+        def __init__(self, text: str) -> None:
+            self.outputs = {
+                "ANSWER": text_tensor(text)[None], "LABEL": text_tensor("")[None],
+                "BOXES": np.zeros((1, 0, 4), np.float32), "COUNT": np.array([[-1]], np.int32),
+                "MASK": np.zeros((1, 0, 0), np.uint8), "MODEL_VERSION": text_tensor("v")[None],
+            }  # fmt: skip
+
+        def as_numpy(self, name: str) -> np.ndarray:
+            return self.outputs[name]
+
+    bad = parse_outputs(Result("ship [10, 400, 300, 200]"))
+    assert not bad.parsed and "y2 <= y1" in bad.parse_failure
+    good = parse_outputs(Result("a ship"))
+    assert good.parsed and good.parse_failure == ""

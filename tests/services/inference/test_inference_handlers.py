@@ -30,10 +30,13 @@ from services.inference.handlers import InferenceHandler, read_chip
 VERSION = "earthgptx-tiny@000000000000"
 
 
-def chip_bytes(bands: int = 3, size: int = 32) -> bytes:
-    data = np.arange(bands * size * size, dtype=np.uint16).reshape(bands, size, size)
+def chip_bytes(bands: int = 3, size: int = 32, nodata: int | None = None, empty_rows: int = 0) -> bytes:
+    data = np.arange(bands * size * size, dtype=np.uint16).reshape(bands, size, size) + 1
+    data[:, :empty_rows] = 0 if nodata is None else nodata
     memory = rasterio.MemoryFile()
-    with memory.open(driver="GTiff", width=size, height=size, count=bands, dtype="uint16") as dst:
+    with memory.open(
+        driver="GTiff", width=size, height=size, count=bands, dtype="uint16", nodata=nodata
+    ) as dst:
         dst.write(data)
         dst.descriptions = tuple(["red", "green", "blue"][:bands])
     return bytes(memory.read())
@@ -59,10 +62,12 @@ class FakeModel:
         self.in_flight = 0
         self.most_in_flight = 0
         self.asked: list[str] = []
+        self.requests: list[ServingRequest] = []
         self.down = True
 
     async def answer(self, request: ServingRequest) -> ServedAnswer:
         self.asked.append(request.instruction)
+        self.requests.append(request)
         self.in_flight += 1
         self.most_in_flight = max(self.most_in_flight, self.in_flight)
         await asyncio.sleep(0.01)
@@ -78,6 +83,12 @@ class FakeModel:
             return ServedAnswer("[SEG]", "", [], -1, mask, VERSION)
         if request.instruction == "count":
             return ServedAnswer("3", "3", [], 3, empty, VERSION)
+        if request.instruction == "malformed":  # what the served model returns for "[SEG] ship [5, 9, 2]"
+            mask = np.ones((32, 32), dtype=np.uint8)
+            return ServedAnswer("[SEG] ship [5, 9, 2]", "", [], -1, mask, VERSION, parsed=False,
+                                parse_failure="malformed box '[5, 9, 2]': a box has 4 coordinates, got 3")  # fmt: skip
+        if request.instruction == "no box":
+            return ServedAnswer("a ship", "a ship", [], -1, empty, VERSION)
         return ServedAnswer("ship [100, 200, 300, 400]", "ship", [[3.2, 6.4, 9.6, 12.8]], -1, empty, VERSION)
 
     async def close(self) -> None:
@@ -201,3 +212,49 @@ def test_band_names_default_to_the_chip_descriptions(
     handler, _, model, publisher = parts
     handler.on_prompt_task(task("nb", "count", bands=[]))
     assert publisher.published[0][2].answer.count == 3
+
+
+def test_unparsed_answers_are_published_as_text_without_geometry(
+    parts: tuple[InferenceHandler, FakeObjects, FakeModel, FakePublisher],
+) -> None:
+    handler, objects, _, publisher = parts
+    batch = [
+        task("served", "malformed", task="pixel_grounding", prompts=[]),
+        task("form", "no box", task="grounding", prompts=[]),  # parses as text, but a grounding answer has a box
+        task("ok", "Where is the ship?", task="grounding", prompts=[]),
+    ]
+    assert handler.on_prompt_tasks(batch) == {}
+    results = {m.task_id: m for _, _, m in publisher.published}
+    served, form, ok = results["served"], results["form"], results["ok"]
+    assert not served.answer_parsed and "a box has 4 coordinates" in served.parse_failure
+    assert served.answer.text == "[SEG] ship [5, 9, 2]"
+    assert not served.answer.boxes and not served.answer.HasField("mask") and not served.answer.label
+    assert ("masks", "served.png") not in objects.objects  # no mask stored for an unparsed answer
+    assert not form.answer_parsed and form.parse_failure == "a grounding answer needs a box [x1, y1, x2, y2]"
+    assert form.answer.text == "a ship" and not form.answer.boxes
+    assert ok.HasField("answer_parsed") and ok.answer_parsed and ok.parse_failure == ""
+    assert len(ok.answer.boxes) == 1 and ok.answer.label == "ship"
+
+
+def test_no_data_is_sent_as_nan_and_an_empty_chip_is_refused_before_triton(
+    parts: tuple[InferenceHandler, FakeObjects, FakeModel, FakePublisher],
+) -> None:
+    handler, objects, model, publisher = parts
+    objects.objects[("chips", "part.tif")] = chip_bytes(nodata=0, empty_rows=8)
+    objects.objects[("chips", "empty.tif")] = chip_bytes(nodata=0, empty_rows=32)
+    objects.objects[("chips", "nan.tif")] = chip_bytes(empty_rows=8)  # zeros without a no-data value are data
+    batch = [
+        task("part", "count", chip=ObjectRef(bucket="chips", key="part.tif"), prompts=[]),
+        task("empty", "count", chip=ObjectRef(bucket="chips", key="empty.tif"), prompts=[]),
+        task("zeros", "count", chip=ObjectRef(bucket="chips", key="nan.tif"), prompts=[]),
+    ]
+    rejected = handler.on_prompt_tasks(batch)
+    assert sorted(rejected) == [1]
+    assert "the chip is refused: every pixel of the 32 x 32 chip is no-data or NaN" in str(rejected[1])
+    assert len(model.requests) == 2  # the empty chip never reached the model
+    zeros, part = sorted(model.requests, key=lambda r: int(np.isnan(r.bands).sum()))  # asked concurrently
+    assert np.isnan(part.bands[:, :8]).all() and np.isfinite(part.bands[:, 8:]).all()
+    assert np.isfinite(zeros.bands).all()
+    results = {m.task_id: m for _, _, m in publisher.published}
+    assert results["part"].nodata_fraction == pytest.approx(0.25)
+    assert results["zeros"].nodata_fraction == 0.0
