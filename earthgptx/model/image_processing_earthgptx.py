@@ -344,7 +344,7 @@ class EarthGPTXImageProcessor:
         if array.ndim == 2:
             array = array[None]
         if band_metas is None:
-            checked = check_chip(array, nodata, band_count=len(bands))
+            checked = check_chip(array, nodata)  # a band count that does not match: normalize_bands names it
             slots = normalize_bands(array, modality, bands, sar_scale, valid=checked.valid)
             return ProcessedImage(
                 resize_chip(slots, self.image_size),
