@@ -191,10 +191,16 @@ class Result(Base):
     )
     score: Mapped[float | None] = mapped_column(Float(precision=53))
     model_version: Mapped[str]
+    # False: the model's text did not parse (one row: the text, no boxes; geom is what was asked about).
+    answer_parsed: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    parse_failure: Mapped[str | None]
+    nodata_fraction: Mapped[float | None] = mapped_column(Float(precision=53))  # of the chip asked about
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
     updated_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
     __table_args__ = (
+        CheckConstraint("answer_parsed OR parse_failure IS NOT NULL", name="unparsed_has_reason"),
+        CheckConstraint("nodata_fraction >= 0 AND nodata_fraction < 1", name="nodata_fraction_range"),
         Index("ix_results_geom", "geom", postgresql_using="gist"),
         Index("ix_results_scene_id", "scene_id"),
         Index("ix_results_label", "label"),

@@ -62,6 +62,9 @@ class ResultRecord:
     geom: BaseGeometry | None = None  # EPSG:4326
     pixel_geom: BaseGeometry | None = None  # scene pixels
     score: float | None = None
+    answer_parsed: bool = True  # False: the text did not parse: one row, no boxes (earthgptx.answers)
+    parse_failure: str | None = None
+    nodata_fraction: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

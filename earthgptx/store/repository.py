@@ -56,7 +56,7 @@ _aois = cast(sa.Table, Aoi.__table__)
 
 _RESULT_COLUMNS = (
     "task_id", "ordinal", "scene_id", "answer_text", "label", "attributes", "geom", "pixel_geom", "score",
-    "model_version",
+    "model_version", "answer_parsed", "parse_failure", "nodata_fraction",
 )  # fmt: skip
 
 
@@ -146,6 +146,7 @@ def _result_rows(results: Sequence[ResultRecord]) -> list[dict[str, Any]]:
     for r in results:
         _check_text(f"result {r.task_id}:{r.ordinal}: answer text", r.answer_text)
         _check_text(f"result {r.task_id}:{r.ordinal}: label", r.label)
+        _check_text(f"result {r.task_id}:{r.ordinal}: parse failure", r.parse_failure)
     geoms = _ewkb_hex_many([r.geom for r in results], SRID_WGS84)
     pixel_geoms = _ewkb_hex_many([r.pixel_geom for r in results], None)
     return [
@@ -160,6 +161,9 @@ def _result_rows(results: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             "pixel_geom": pixel_geom,
             "score": r.score,
             "model_version": r.model_version,
+            "answer_parsed": r.answer_parsed,
+            "parse_failure": r.parse_failure,
+            "nodata_fraction": r.nodata_fraction,
         }
         for r, geom, pixel_geom in zip(results, geoms, pixel_geoms, strict=True)
     ]

@@ -326,6 +326,10 @@ def _check_answer(event: InferenceResult, answer: Answer) -> None:
     _check_score(event, "answer", answer.score)
     for index, detected in enumerate(answer.boxes):
         _check_score(event, f"box {index}", detected.score)
+    if event.HasField("answer_parsed") and not event.answer_parsed and (answer.boxes or answer.HasField("mask")):
+        raise _reject(event, "an unparsed answer carries boxes or a mask; it is stored as text only")
+    if not 0.0 <= event.nodata_fraction < 1.0:
+        raise _reject(event, f"nodata_fraction {event.nodata_fraction} is not in [0, 1)")
     for index, relation in enumerate(answer.relations):
         for end in (relation.subject_index, relation.object_index):
             if end >= len(event.prompts):
@@ -337,7 +341,8 @@ def _check_answer(event: InferenceResult, answer: Answer) -> None:
 
 def _has_nul(event: InferenceResult, answer: Answer) -> bool:
     """The fast test (one join, no names built) for what ``_reject_nul`` then names."""
-    texts = [answer.text, answer.label, event.scene_id, event.task, event.model_version, event.task_id]
+    texts = [answer.text, answer.label, event.scene_id, event.task, event.model_version, event.task_id,
+             event.parse_failure]  # fmt: skip
     texts += [k + v for k, v in answer.attributes.items()]
     texts += [d.label for d in answer.boxes]
     texts += [r.predicate for r in answer.relations]
@@ -346,7 +351,7 @@ def _has_nul(event: InferenceResult, answer: Answer) -> bool:
 
 def _reject_nul(event: InferenceResult, answer: Answer) -> None:
     texts = {"answer text": answer.text, "label": answer.label, "scene id": event.scene_id, "task": event.task,
-             "model version": event.model_version, "task id": event.task_id}
+             "model version": event.model_version, "task id": event.task_id, "parse failure": event.parse_failure}
     texts.update({f"attribute {k!r}": f"{k}{v}" for k, v in answer.attributes.items()})
     texts.update({f"box {i} label": d.label for i, d in enumerate(answer.boxes)})
     texts.update({f"relation {i} predicate": r.predicate for i, r in enumerate(answer.relations)})
@@ -529,11 +534,23 @@ def _place(drafts: list[_Draft]) -> tuple[dict[int, PermanentError], list[list[R
                     geom=world_shapes[start + ordinal], pixel_geom=scene_shapes[start + ordinal],
                     # proto3 floats have no presence: 0.0 is what an answer without a score carries.
                     score=float(score) if score else None,
+                    **_parse_columns(d.event),
                 )
                 for ordinal, (label, score) in enumerate(zip(d.labels, d.scores, strict=True))
             ])
         start += count
     return failed, rows
+
+
+def _parse_columns(event: InferenceResult) -> dict[str, Any]:
+    """Whether the answer parsed (absent, from producers before the flag: parsed), why not, and the chip's
+    no-data share: the columns an unparsed answer is stored with (one row: its text, no boxes)."""
+    parsed = event.answer_parsed if event.HasField("answer_parsed") else True
+    return {
+        "answer_parsed": parsed,
+        "parse_failure": None if parsed else (event.parse_failure or "unparsed answer"),
+        "nodata_fraction": float(event.nodata_fraction),
+    }
 
 
 def result_records(
