@@ -1,7 +1,7 @@
 """Fixtures of the fault-injection suite: private dependencies to break, and a record of recovery times.
 
 ``EGX_CHAOS_RECORD=<path>`` makes the suite write the recovery times it measured to that JSON file (the
-benchmark of the result store reports them beside its throughput: ``bench/results/resultstore.chaos.json``).
+benchmark of the result store reports them beside its throughput: ``bench/results/chaos.json``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import PrivateKafka, PrivatePostgres  # noqa: E402
+from harness import PrivateKafka, PrivateMinio, PrivatePostgres, PrivateTriton  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -53,3 +53,25 @@ def private_kafka() -> Iterator[PrivateKafka]:
         yield broker
     finally:
         broker.close()
+
+
+@pytest.fixture
+def private_minio() -> Iterator[PrivateMinio]:
+    """A MinIO server of the test's own, started (no Kafka notifications)."""
+    server = PrivateMinio()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def private_triton() -> Iterator[PrivateTriton]:
+    """A tritonserver of the test's own (the stack's model repository), started."""
+    server = PrivateTriton()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()

@@ -5,10 +5,19 @@ fixtures of ``tests/chaos/conftest.py``; the faults are the same for every servi
 
 - ``ServiceProcess``: ``python -m services.<name>`` as a child process with its own environment (topics, group,
   database), ``kill9()`` and ``start()`` again, ``stop()`` with SIGTERM;
-- ``PrivatePostgres`` / ``PrivateKafka``: a PostgreSQL + PostGIS cluster or a single-node KRaft broker of the
-  test's own, started from the binaries the local stack installed, on free loopback ports, so that stopping or
-  restarting them disturbs nobody else on the host;
+- ``PrivatePostgres`` / ``PrivateKafka`` / ``PrivateMinio`` / ``PrivateTriton``: a PostgreSQL + PostGIS cluster, a
+  single-node KRaft broker, a MinIO server or a tritonserver of the test's own, started from the binaries the
+  local stack installed, on free loopback ports and in temporary folders, so that stopping or restarting them
+  disturbs nobody else on the host (each has ``start()`` and ``stop()``);
+- ``outage``: stop a dependency for a while with inputs flowing, checking that the service stays up and
+  dead-letters nothing, start it again and measure the recovery;
 - ``recovery_s``: seconds from a dependency being back to the next unit of progress.
+
+A new service joins with a Flow class and a few lines per fault, e.g. (``tests/chaos/test_promptgen_chaos.py``)::
+
+    service = ServiceProcess("promptgen", flow.service_env(), tmp_path / "promptgen.log").start()
+    recovered = outage(private_minio, 20, service, flow, bound_s=30)
+    assert_all_done(flow, service, expected)
 
 Nothing here is a fake: the faults hit the real server processes the services talk to.
 """
@@ -127,6 +136,31 @@ class ServiceProcess:
 
     def tail(self, chars: int = 4000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
+
+
+class Dependency(Protocol):
+    """A server of the test's own that a fault stops and starts again."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def outage(dependency: Dependency, seconds: float, service: ServiceProcess, flow: Flow, *, bound_s: float,
+           what: str = "the first unit of progress after the outage") -> float:
+    """Stop ``dependency`` for ``seconds`` while the service runs; meanwhile the service must stay alive and
+    dead-letter nothing. Start it again; returns the seconds until ``flow.done()`` grows (failing after
+    ``bound_s``). Call it while inputs are still waiting, so that there is progress to measure."""
+    dependency.stop()
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < seconds:
+            assert service.alive, f"services.{service.module} exited during the outage:\n{service.tail()}"
+            assert flow.dead_letters() == 0, "a valid input was dead-lettered during the outage"
+            time.sleep(1.0)
+    finally:
+        dependency.start()
+    return recovery_s(flow.done, bound_s, what)
 
 
 def _as_postgres(args: list[str]) -> list[str]:
@@ -256,3 +290,115 @@ class PrivateKafka:
     def close(self) -> None:
         self.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PrivateMinio:
+    """A MinIO server of the test's own (the binary the local stack built), with its own credentials and data.
+
+    ``notify_kafka``: bootstrap and topic of MinIO's Kafka notification target (``arn:minio:sqs::PRIMARY:kafka``,
+    as the stack configures it), for the ingest service's drop bucket.
+    """
+
+    def __init__(self, notify_kafka: tuple[str, str] | None = None) -> None:
+        self.binary = CACHE / "bin" / "minio"
+        if not self.binary.exists():
+            raise RuntimeError(f"no MinIO server at {self.binary}; run `make up` first")
+        self.port, self.console_port = free_port(), free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="egx-chaos-minio-"))
+        self.access_key = f"chaos{uuid.uuid4().hex[:10]}"
+        self.secret_key = uuid.uuid4().hex
+        self.notify_kafka = notify_kafka
+        self.log = self.root / "minio.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The ``EGX_S3_*`` of a service that uses this server."""
+        return {"EGX_S3_ENDPOINT": self.endpoint, "EGX_S3_ACCESS_KEY": self.access_key,
+                "EGX_S3_SECRET_KEY": self.secret_key}
+
+    def start(self, timeout_s: float = 60.0) -> None:
+        environment = {**os.environ, "MINIO_ROOT_USER": self.access_key, "MINIO_ROOT_PASSWORD": self.secret_key,
+                       "MINIO_BROWSER": "off", "MINIO_UPDATE": "off"}
+        if self.notify_kafka is not None:
+            bootstrap, topic = self.notify_kafka
+            (self.root / "notify-queue").mkdir(exist_ok=True)
+            environment.update({
+                "MINIO_NOTIFY_KAFKA_ENABLE_PRIMARY": "on", "MINIO_NOTIFY_KAFKA_BROKERS_PRIMARY": bootstrap,
+                "MINIO_NOTIFY_KAFKA_TOPIC_PRIMARY": topic,
+                "MINIO_NOTIFY_KAFKA_QUEUE_DIR_PRIMARY": str(self.root / "notify-queue"),
+            })
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen(
+                [str(self.binary), "server", "--quiet", "--address", self.endpoint,
+                 "--console-address", f"127.0.0.1:{self.console_port}", str(self.root / "data")],
+                env=environment, stdout=out, stderr=subprocess.STDOUT,
+            )
+        wait_for(self.ready, timeout_s, "the private MinIO server", every_s=0.2)
+
+    def ready(self) -> bool:
+        import urllib.error
+        import urllib.request
+
+        if self.process is None or self.process.poll() is not None:
+            raise RuntimeError(f"the private MinIO server exited; see {self.log}")
+        try:
+            with urllib.request.urlopen(f"http://{self.endpoint}/minio/health/ready", timeout=2) as response:
+                return bool(response.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class PrivateTriton:
+    """A tritonserver of the test's own, through the stack's own script (``deploy/local/triton.sh``) with its own
+    state folder and ports and the stack's model repository. Starting it loads the models: minutes on a busy
+    2-core host."""
+
+    def __init__(self, start_timeout_s: int = 600) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="egx-chaos-triton-"))
+        self.ports = {name: free_port() for name in ("HTTP", "GRPC", "METRICS")}
+        self.start_timeout_s = start_timeout_s
+        self.script = REPO_ROOT / "deploy" / "local" / "triton.sh"
+
+    def env(self) -> dict[str, str]:
+        """The ``EGX_TRITON_*`` of a service that uses this server."""
+        return {"EGX_TRITON_HTTP_URL": f"127.0.0.1:{self.ports['HTTP']}",
+                "EGX_TRITON_GRPC_URL": f"127.0.0.1:{self.ports['GRPC']}"}
+
+    def _control(self, action: str) -> None:
+        environment = {
+            **os.environ, "EGX_STATE_DIR": str(self.root), "EGX_TRITON_START_TIMEOUT": str(self.start_timeout_s),
+            **{f"EGX_TRITON_{name}_PORT": str(port) for name, port in self.ports.items()},
+        }
+        done = subprocess.run([str(self.script), action], env=environment, timeout=self.start_timeout_s + 60,
+                              capture_output=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"triton.sh {action} failed: {done.stdout[-2000:]!r} {done.stderr[-2000:]!r}")
+
+    def start(self) -> None:
+        self._control("start")
+
+    def stop(self) -> None:
+        self._control("stop")
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.root, ignore_errors=True)
