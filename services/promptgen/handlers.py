@@ -9,6 +9,11 @@ ad-hoc queries into tasks.
 - ``on_query_requested``: a standing query registers (or deactivates) an AOI; an ad-hoc one becomes tasks on the
   covering scenes' tiles (newest scene or all), or is answered "no coverage" at once.
 
+Empty tiles. A tile whose chip is entirely no-data or NaN (the scene's declared no-data values) is never written
+nor asked about: it is skipped with a log line and counted (``egx_promptgen_empty_chips_total``). Every task
+carries the share of its chip that is no-data (``PromptTask.nodata_fraction``), measured when promptgen cut the
+chip (0 for a chip cut by an earlier process: the inference service measures it again).
+
 Ids. A task id hashes scene, tile, level, task, prompts and model version (``earthgptx.events.task_id``), plus the
 instruction and the AOI or query it serves (two classes counted on one tile are two tasks). Tasks are inserted
 if new and published with their id as event id, so a re-delivered event makes nothing new.
@@ -23,6 +28,7 @@ import json
 import logging
 import math
 import tempfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,6 +36,7 @@ from typing import Any, Protocol
 import rasterio
 import shapely
 from google.protobuf import json_format
+from prometheus_client import Counter
 from google.protobuf.message import Message
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
@@ -39,6 +46,7 @@ from earthgptx import events
 from earthgptx.bus import PermanentError, topics
 from earthgptx.geo import GeoreferenceError
 from earthgptx.geo.tiles import clip_to_tile, scene_tiles, scene_to_chip
+from earthgptx.radiometry import nodata_mask
 from earthgptx.scenes.chips import CHIP_MEDIA_TYPE, chip_geotiff, chip_key, read_chip
 from earthgptx.store.pipeline import QueryRow, SceneInfo, StoredAnswer, StoredAoi, TileTask
 from earthgptx.store.records import AoiRecord, TaskRecord
@@ -64,6 +72,11 @@ log = logging.getLogger(__name__)
 
 PRODUCER_NAME = "promptgen"
 MAX_POLYGON_VERTICES = 64
+_REMEMBERED_CHIPS = 50_000
+
+EMPTY_CHIPS = Counter(
+    "egx_promptgen_empty_chips_total", "Tiles never sent to the model: every pixel of the chip is no-data or NaN"
+)
 
 
 class Store(Protocol):
@@ -165,6 +178,8 @@ class PromptgenHandler:
         self.max_query_tiles = max_query_tiles
         self.output_topic = output_topic
         self.publish_timeout_s = publish_timeout_s
+        # Chip key -> share of no-data pixels, for the chips this process cut (bounded, oldest forgotten first).
+        self._nodata_fractions: OrderedDict[str, float] = OrderedDict()
 
     # -- scenes ----------------------------------------------------------------------------------------------
 
@@ -182,7 +197,9 @@ class PromptgenHandler:
         chips = self._write_chips(scene, tiles)
         tasks: list[PromptTask] = []
         for tile in tiles:
-            chip = chips[tile.tile_index]
+            chip = chips.get(tile.tile_index)
+            if chip is None:  # entirely no-data
+                continue
             tasks += [self._task(scene, tile, chip, q) for q in cascade.scene_questions(self.policy, _modality_name(scene))]
         if scene.footprint is not None and scene.transform is not None:
             for aoi in self.store.active_aois(scene.footprint):
@@ -194,25 +211,48 @@ class PromptgenHandler:
         )  # fmt: skip
 
     def _write_chips(self, scene: SceneInfo, tiles: Sequence[TileWindow]) -> dict[int, ObjectRef]:
-        """Each tile's chip in MinIO (written only when missing); the COG is read window by window."""
+        """Each tile's chip in MinIO (written only when missing); the COG is read window by window. Tiles whose chip
+        is entirely no-data or NaN are left out of the answer (and never written)."""
         refs = {t.tile_index: ObjectRef(bucket=self.chips_bucket, key=chip_key(scene.id, t),
                                         content_type=CHIP_MEDIA_TYPE) for t in tiles}  # fmt: skip
         missing = [t for t in tiles if not self.objects.exists(self.chips_bucket, refs[t.tile_index].key)]
         if not missing:
             return refs
+        empty: list[int] = []
         with tempfile.TemporaryDirectory(prefix="egx-promptgen-") as folder:
             local = Path(folder) / "scene.tif"
             self.objects.download_file(scene.object_bucket, scene.object_key, local)
             with rasterio.open(local) as dataset:
+                nodata = list(dataset.nodatavals)
                 for tile in missing:
-                    data = chip_geotiff(read_chip(dataset, tile), tile, band_names=scene.bands)
+                    pixels = read_chip(dataset, tile)
                     ref = refs[tile.tile_index]
+                    fraction = float(nodata_mask(pixels, nodata).mean())
+                    if fraction >= 1.0:
+                        empty.append(tile.tile_index)
+                        del refs[tile.tile_index]
+                        continue
+                    data = chip_geotiff(pixels, tile, band_names=scene.bands)
                     self.objects.put_bytes(self.chips_bucket, ref.key, data, content_type=CHIP_MEDIA_TYPE)
                     ref.size_bytes = len(data)
+                    self._remember_nodata(ref.key, fraction)
+        if empty:
+            EMPTY_CHIPS.inc(len(empty))
+            log.info(
+                "scene %s: %d tile(s) skipped, every pixel no-data or NaN: %s", scene.id, len(empty), empty,
+                extra={"scene_id": scene.id, "empty_tiles": empty},
+            )  # fmt: skip
         return refs
 
-    def _chip_ref(self, scene: SceneInfo, tile: TileWindow) -> ObjectRef:
-        return self._write_chips(scene, [tile])[tile.tile_index]
+    def _remember_nodata(self, key: str, fraction: float) -> None:
+        self._nodata_fractions[key] = fraction
+        self._nodata_fractions.move_to_end(key)
+        while len(self._nodata_fractions) > _REMEMBERED_CHIPS:
+            self._nodata_fractions.popitem(last=False)
+
+    def _chip_ref(self, scene: SceneInfo, tile: TileWindow) -> ObjectRef | None:
+        """The tile's chip (written if missing), or ``None`` when the tile is entirely no-data."""
+        return self._write_chips(scene, [tile]).get(tile.tile_index)
 
     def _aoi_tasks(
         self, scene: SceneInfo, tiles: Sequence[TileWindow], chips: dict[int, ObjectRef], aoi: StoredAoi
@@ -226,7 +266,7 @@ class PromptgenHandler:
                 region = _polygon_prompt(clip_to_tile(tile, area))
             except GeoreferenceError as exc:
                 raise PermanentError(f"AOI {aoi.id} on scene {scene.id}: {exc}") from exc
-            if region is None:
+            if region is None or tile.tile_index not in chips:  # outside the AOI, or entirely no-data
                 continue
             asked = Question(question.level, question.task, question.instruction,
                              (cascade.Prompt("polygon", region),))  # fmt: skip
@@ -345,8 +385,8 @@ class PromptgenHandler:
         tasks: list[PromptTask] = []
         for scene in scenes:
             tasks += self._query_tasks(scene, event, instruction, lambda tile: clip_to_tile(tile, geometry))
-        if not tasks:
-            self.store.answer_no_coverage(event.query_id, "no scene covers the query's area")
+        if not tasks:  # no scene, or only no-data pixels where the query asks
+            self.store.answer_no_coverage(event.query_id, "no scene covers the query's area with data")
             log.info("query %s: no coverage", event.query_id, extra={"query_id": event.query_id})
             return
         self._emit(tasks, event.header.trace_id)
@@ -380,6 +420,10 @@ class PromptgenHandler:
             return scene_to_chip(tile, prompt).intersection(box(0, 0, tile.chip_width, tile.chip_height))
 
         tasks = self._query_tasks(scene, event, instruction, region, kind=kind)
+        if not tasks:
+            reason = f"no tile of scene {scene.id} can be asked about the prompt (only no-data there, or degenerate)"
+            self.store.answer_no_coverage(event.query_id, reason)
+            return
         self._emit(tasks, event.header.trace_id)
         self.store.set_query_tasks(event.query_id, [t.task_id for t in tasks])
 
@@ -408,7 +452,10 @@ class PromptgenHandler:
             if prompt is None:
                 continue
             question = Question(cascade.L2, cascade.QUERY_TASK, cascade.region_instruction(instruction), (prompt,))
-            tasks.append(self._task(scene, tile, self._chip_ref(scene, tile), question, query_id=event.query_id))
+            chip = self._chip_ref(scene, tile)
+            if chip is None:  # entirely no-data: nothing to ask about
+                continue
+            tasks.append(self._task(scene, tile, chip, question, query_id=event.query_id))
         return tasks
 
     def _register_aoi(self, event: QueryRequested) -> None:
@@ -436,6 +483,7 @@ class PromptgenHandler:
             scene_id=scene.id, chip=chip, tile=tile, level=Level.Name(question.level), task=question.task,
             instruction=question.instruction, modality=_modality_enum(scene), bands=list(scene.bands),
             model_version=self.model_version, parent_task_id=parent, aoi_id=aoi_id, query_id=query_id,
+            nodata_fraction=self._nodata_fractions.get(chip.key, 0.0),
         )  # fmt: skip
         for prompt in question.prompts:
             task.prompts.append(_prompt_message(prompt.geometry, prompt.kind))
