@@ -355,12 +355,12 @@ class EarthGPTXImageProcessor:
         if nodata is not None:
             raise ValueError("give the no-data values in band_metas (BandMeta.nodata), not as well in nodata")
         if len(band_metas) != len(bands):
-            raise ValueError(f"{len(band_metas)} band descriptions for {len(bands)} band names ({list(bands)})")
+            raise ValueError(
+                f"{len(band_metas)} band descriptions for {len(bands)} band names ({list(bands)})"
+            )
         band_slots(modality, bands)  # an unknown modality or band is refused before any conversion
         converted = to_model_units(array, modality, band_metas, product_level, sensor, bands=bands)
-        slots = normalize_bands(
-            converted.values, modality, bands, converted.processor_kwargs()["sar_scale"]
-        )
+        slots = normalize_bands(converted.values, modality, bands, converted.processor_kwargs()["sar_scale"])
         if modality == "infrared" and converted.unit != "kelvin":
             slots[INFRARED_ABSOLUTE_SLOT] = 0.0  # relative temperatures: no absolute temperature is invented
         return ProcessedImage(

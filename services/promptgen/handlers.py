@@ -36,8 +36,8 @@ from typing import Any, Protocol
 import rasterio
 import shapely
 from google.protobuf import json_format
-from prometheus_client import Counter
 from google.protobuf.message import Message
+from prometheus_client import Counter
 from shapely.geometry import MultiPolygon, Point, Polygon, box
 from shapely.geometry.base import BaseGeometry
 from shapely.validation import explain_validity

@@ -112,7 +112,10 @@ def test_band_metadata_converts_to_model_units_and_records_warnings() -> None:
     assert float((a.pixel_values - b.pixel_values).abs().max()) < 0.02  # same ground, same model input
     assert a.unit == b.unit == "display" and a.warnings == () and b.warnings == ()
     # Raw, the same two chips land about one standard deviation apart.
-    assert float((processor(display8, "optical", RGB) - processor(linear16, "optical", RGB))[:3].abs().mean()) > 0.5
+    assert (
+        float((processor(display8, "optical", RGB) - processor(linear16, "optical", RGB))[:3].abs().mean())
+        > 0.5
+    )
 
     # Uncalibrated SAR amplitude DN: without metadata it is clipped flat; with it, normalised with a warning.
     dn = rng.gamma(4.0, 20.0, (1, 64, 64)).astype(np.float32) + 40.0
@@ -124,7 +127,9 @@ def test_band_metadata_converts_to_model_units_and_records_warnings() -> None:
 
     # Thermal of unknown unit: relative contrast only, no absolute temperature invented.
     counts = np.rint(20_000 + 3_000 * rng.random((1, 64, 64))).astype(np.uint16)
-    thermal = processor.process(counts, "infrared", ("tir",), band_metas=[BandMeta(name="tir", dtype="uint16")])
+    thermal = processor.process(
+        counts, "infrared", ("tir",), band_metas=[BandMeta(name="tir", dtype="uint16")]
+    )
     assert thermal.unit == "relative" and thermal.warnings
     assert not thermal.pixel_values[INFRARED_ABSOLUTE_SLOT].any()
     assert processor(counts, "infrared", ("tir",))[INFRARED_ABSOLUTE_SLOT].any()
@@ -149,6 +154,8 @@ def test_encode_carries_the_no_data_share_and_warnings() -> None:
     processor = EarthGPTXProcessor(tokenizer, EarthGPTXConfig.tiny(tokenizer=tokenizer))
     chip = np.random.default_rng(4).integers(1, 255, (3, 64, 64)).astype(np.uint8)
     chip[:, :, :32] = 255
-    sample = processor.encode(chip, "optical", list(RGB), [{"from": "human", "value": "what is it?"}], nodata=255)
+    sample = processor.encode(
+        chip, "optical", list(RGB), [{"from": "human", "value": "what is it?"}], nodata=255
+    )
     assert sample.nodata_fraction == pytest.approx(0.5)
     assert sample.warnings == (UNITS_FROM_VALUES_WARNING,)

@@ -33,7 +33,10 @@ def _refused_requests(folder: Path, record: dict[str, Any]) -> dict[str, tuple[A
     one_pixel = serving_request(folder, record, bands=base.bands[:, :1, :1].copy())
     strip = serving_request(folder, record, bands=np.tile(base.bands[:, :64, :], (1, 1, 4)))
     unreferenced = serving_request(
-        folder, record, prompts=[{"type": "point", "point": [64, 64]}], instruction="What kind of scene is this?"
+        folder,
+        record,
+        prompts=[{"type": "point", "point": [64, 64]}],
+        instruction="What kind of scene is this?",
     )
     unknown_region = serving_request(folder, record, instruction="What is in <region2>?")
     return {
@@ -114,7 +117,12 @@ def test_refused_requests_fail_alone_through_triton(held_out: tuple[Path, list[d
         assert reason in answer.reason, (name, answer.reason)
     for ours, single in zip([answers[0], answers[-2]], alone, strict=True):
         assert isinstance(ours, ServedAnswer) and isinstance(single, ServedAnswer)
-        assert (ours.text, ours.count, ours.boxes, ours.parsed) == (single.text, single.count, single.boxes, single.parsed)
+        assert (ours.text, ours.count, ours.boxes, ours.parsed) == (
+            single.text,
+            single.count,
+            single.boxes,
+            single.parsed,
+        )
     assert isinstance(answers[-1], ServedAnswer)  # partly no-data: answered, not refused
 
 

@@ -220,7 +220,9 @@ def test_unparsed_answers_are_published_as_text_without_geometry(
     handler, objects, _, publisher = parts
     batch = [
         task("served", "malformed", task="pixel_grounding", prompts=[]),
-        task("form", "no box", task="grounding", prompts=[]),  # parses as text, but a grounding answer has a box
+        task(
+            "form", "no box", task="grounding", prompts=[]
+        ),  # parses as text, but a grounding answer has a box
         task("ok", "Where is the ship?", task="grounding", prompts=[]),
     ]
     assert handler.on_prompt_tasks(batch) == {}

@@ -72,7 +72,9 @@ def test_empty_tiles_are_skipped_and_tasks_carry_the_no_data_share(
         # Re-delivery: the same tasks with the same shares, and the empty tiles skipped again.
         world.handler.on_scene_ingested(SceneIngested(scene_id=scene.id, width=256, height=256))
         again = world.publisher.take()
-        assert [(t.task_id, t.nodata_fraction) for t in again] == [(t.task_id, t.nodata_fraction) for t in tasks]
+        assert [(t.task_id, t.nodata_fraction) for t in again] == [
+            (t.task_id, t.nodata_fraction) for t in tasks
+        ]
 
         # A question about pixels that are all no-data is answered "no coverage", never asked.
         query_id = f"q-empty-{uuid.uuid4().hex[:8]}"

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from affine import Affine
 
 from earthgptx.bus import PermanentError
 from earthgptx.geo import footprint_4326
@@ -43,7 +42,11 @@ def test_an_unparsed_answer_is_one_text_row_with_the_flag_and_reason() -> None:
     store, repository, publisher = handler()
     store.on_inference_result(unparsed_result())
     [row] = repository.results.values()
-    assert (row.answer_text, row.answer_parsed, row.parse_failure) == ("ship [78, 312, 234, 156]", False, FAILURE)
+    assert (row.answer_text, row.answer_parsed, row.parse_failure) == (
+        "ship [78, 312, 234, 156]",
+        False,
+        FAILURE,
+    )
     assert row.label is None and row.nodata_fraction == 0.25
     [(_, _, stored)] = publisher.published
     assert not stored.objects and stored.object_count == 0  # nothing for the next level to prompt with
@@ -69,7 +72,9 @@ def test_parsed_and_legacy_answers_are_stored_as_parsed() -> None:
         ({"parse_failure": "bad\x00"}, "parse failure contains a NUL character"),
     ],
 )  # fmt: skip
-def test_inconsistent_unparsed_results_are_refused_with_the_reason(change: dict[str, Any], reason: str) -> None:
+def test_inconsistent_unparsed_results_are_refused_with_the_reason(
+    change: dict[str, Any], reason: str
+) -> None:
     store, repository, _ = handler()
     with pytest.raises(PermanentError, match=re.escape(reason)):
         store.on_inference_result(unparsed_result(**change))
@@ -115,8 +120,10 @@ def test_the_flag_is_stored_in_postgis_and_shown_by_the_answer_views(migrated_db
             # The database itself refuses an unparsed row without its reason.
             with pytest.raises(sa.exc.IntegrityError, match="ck_results_unparsed_has_reason"):
                 with connection.begin_nested():
-                    connection.execute(sa.text(
-                        "UPDATE results SET parse_failure = NULL WHERE task_id = :t"), {"t": f"{scene_id}-bad"})
+                    connection.execute(
+                        sa.text("UPDATE results SET parse_failure = NULL WHERE task_id = :t"),
+                        {"t": f"{scene_id}-bad"},
+                    )
             connection.execute(sa.text("DELETE FROM queries WHERE id = :q"), {"q": query_id})
         engine.dispose()
     finally:
