@@ -104,3 +104,43 @@ def test_evaluate_tasks_keeps_only_those_tasks(
         "pixel_grounding",
         "relation",
     ]
+
+
+def test_evaluate_ood_and_abstention_splits(tmp_path: Path, train_dir: Path, untrained_model: Path) -> None:
+    """``--ood`` sets the second renderer's figures beside the ID ones, ``--abstention`` scores the negatives; neither
+    changes the acceptance, and ``--no-id`` writes a partial report beside a reference ID report."""
+    run = small_run(tmp_path, train_dir)
+    run.data.ood_dir = str(tmp_path / "ood-data")
+    run.data.n_ood_scenes = 1
+    run.data.abstention_dir = str(tmp_path / "abstention-data")
+    run.data.n_abstention_scenes = 4
+    report = evaluate(run, untrained_model, device="cpu", progress=False, splits=("id", "ood", "abstention"))
+    assert report["splits"] == ["id", "ood", "abstention"] and report["partial"] is False
+    assert len(report["acceptance"]) == 7 and report["passed"] is False
+    ood = report["ood"]
+    assert ood["id_source"] == "this run" and ood["eval_data"]["seed"] == run.data.ood_seed
+    ood_records = load_records(Path(run.data.ood_dir) / "records.jsonl")
+    assert ood["report"]["n_rows"] == len(ood_records) and {r["source"] for r in ood_records} == {"synthetic-ood"}
+    for task, entry in ood["comparison"]["tasks"].items():
+        assert entry["overall"]["id"] == report["tasks"][task]["overall"][entry["metric"]]
+    abstention = report["abstention"]
+    negatives = [
+        r for r in load_records(Path(run.data.abstention_dir) / "records.jsonl") if r["answer"].get("negative")
+    ]
+    assert sum(k["n"] for k in abstention["kinds"].values()) == len(negatives) == abstention["eval_data"]["records"]
+    assert "false_abstention" in abstention
+    markdown = (untrained_model / REPORT_MD).read_text()
+    assert "## Acceptance" in markdown and "## Out of distribution" in markdown and "## Abstention" in markdown
+
+    # Without the ID split: a partial report in another folder, OOD beside the reference report's ID figures.
+    out = tmp_path / "reports"
+    partial = evaluate(
+        run, untrained_model, device="cpu", progress=False, splits=("ood",), report_dir=out,
+        reference_report=untrained_model / REPORT_JSON,
+    )  # fmt: skip
+    assert partial["passed"] is None and partial["partial"] is True and not partial["tasks"]
+    assert partial["ood"]["id_source"] == str(untrained_model / REPORT_JSON)
+    assert partial["ood"]["comparison"] == ood["comparison"]  # same model, same sets: the same figures
+    assert (out / PARTIAL_REPORT_JSON).is_file() and not (out / REPORT_JSON).exists()
+    with pytest.raises(ValueError, match="evaluation splits"):
+        evaluate(run, untrained_model, device="cpu", progress=False, splits=("test",))
