@@ -43,6 +43,11 @@ MODULES = (
 )
 
 
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def check_imports() -> int:
     missing: list[str] = []
     for name in MODULES:
@@ -50,18 +55,18 @@ def check_imports() -> int:
             importlib.import_module(name)
         except Exception as exc:  # an ImportError, or a broken binary wheel
             missing.append(name)
-            print(f"IMPORT FAILED {name}: {type(exc).__name__}: {exc}", flush=True)
+            say(f"IMPORT FAILED {name}: {type(exc).__name__}: {exc}")
             traceback.print_exc(limit=3)
     try:
         import torch
 
-        print(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}", flush=True)
+        say(f"torch {torch.__version__}, cuda available: {torch.cuda.is_available()}")
         import transformers
 
-        print(f"transformers {transformers.__version__}", flush=True)
+        say(f"transformers {transformers.__version__}")
     except Exception:  # already reported above
         pass
-    print("imports: all present" if not missing else f"imports: missing {missing}", flush=True)
+    say("imports: all present" if not missing else f"imports: missing {missing}")
     return 1 if missing else 0
 
 
@@ -108,7 +113,7 @@ def summary(out_dir: Path) -> int:
     passed = result["new_model"].get("id_passed")
     result["may_replace_shipped"] = bool(passed) and not (new or {}).get("partial", True)
     (out_dir / "summary.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps(result, indent=2), flush=True)
+    say(json.dumps(result, indent=2))
     return 0
 
 
@@ -117,7 +122,7 @@ def main(argv: list[str]) -> int:
         return check_imports()
     if argv[:1] == ["summary"] and len(argv) == 2:
         return summary(Path(argv[1]))
-    print(__doc__, file=sys.stderr)
+    sys.stderr.write(str(__doc__))
     return 2
 
 

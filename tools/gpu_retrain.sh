@@ -11,15 +11,17 @@
 #   training_log.json           the training run's log (steps, losses, timings, count calibration)
 #   tiny-stage14-model.tar.gz   runs/tiny-stage14-model/ (untar in the repository root)
 #   eval/eval_report.{json,md}  the new model: ID (acceptance), OOD beside ID, abstention
-#   shipped/eval_report.partial.{json,md}  the shipped model: OOD and abstention (its ID figures are in
-#                               models/earthgptx-tiny/eval_report.json)
+#   shipped/eval_report.partial.{json,md}  the shipped model: OOD and abstention, when more than 60 s are left (its
+#                               ID figures are in models/earthgptx-tiny/eval_report.json)
 #   summary.json                the figures side by side, and may_replace_shipped (every ID target met)
 #
 # The whole script ends within BUDGET_S seconds (default 420): training stops at a deadline (train --deadline), every
 # later step runs under a timeout taken from what is left, and each step's files reach $OUT before the next starts.
-# Packages the GPU host lacks (rasterio, shapely, pyproj, affine, jsonschema, sacrebleu and their dependencies) come
-# from .whl/: wheels (.whl/*.whl), or .whl/site-cp312.tar.xz, the same wheels installed for CPython 3.12 and packed
-# (smaller than the wheels: the working tree and .whl must stay under 64 MiB).
+# Packages the GPU host lacks (rasterio, shapely, pyproj, affine, cligj, click-plugins, jsonschema, referencing, rpds-py,
+# jsonschema-specifications; the host has sacrebleu, lxml, attrs, click, certifi) come from .whl/: wheels
+# (.whl/*.whl), or .whl/site-cp312.tar.xz, the same cp312 wheels (our venv's versions) installed with
+# `pip install --target` and packed with xz: 31 MB against 48 MB of wheels, and the working tree and .whl must stay
+# under 64 MiB together.
 set -uo pipefail
 
 OUT=${OUT:?set OUT to the output folder}
@@ -69,7 +71,7 @@ else
     SHIPPED_EVAL_ARGS=(--batch-size 256)
     PREFIX=
     # Training (with its data encoding) ends this long after the start; then the save and the evaluations.
-    TRAIN_END_S=${TRAIN_END_S:-235}
+    TRAIN_END_S=${TRAIN_END_S:-200}
     WORKERS=0
     N_EVAL=300 N_OOD=300 N_ABSTENTION=100  # the recipe's (configs/tiny-common.yaml, recipe defaults)
 fi
@@ -92,7 +94,9 @@ if [ "$SMOKE" != 1 ] || [ "${SMOKE_INSTALL:-0}" = 1 ]; then
     if compgen -G ".whl/*.whl" >/dev/null; then
         step 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
     elif [ -f .whl/site-cp312.tar.xz ]; then
-        step 120 tar -xJf .whl/site-cp312.tar.xz -C "$SITE"
+        # Python's own tarfile/lzma, so the host needs no xz binary.
+        step 120 "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
+            .whl/site-cp312.tar.xz "$SITE"
     else
         log "no .whl/ packages found; relying on the host's"
     fi
@@ -111,6 +115,7 @@ step $(($(left) - 300 > 120 ? 120 : $(left) - 60)) "$PY" -m earthgptx.data.gener
     --seed 10 "${NEG_ARGS[@]}" --workers "$( [ "$WORKERS" = 0 ] && nproc || echo "$WORKERS")" --no-progress
 GEN_RC=$?
 [ "$GEN_RC" = 0 ] || log "training data generation failed (rc $GEN_RC); training will try to generate it itself"
+EVAL_DATA_LOG=$(mktemp)  # not under $OUT: at most 8 files come back, and the log is appended to run.log
 # The three evaluation sets are generated in the background while the GPU trains (the OOD renderer runs in one
 # process); the evaluations wait for them and then reuse them (same settings, so ensure_* finds them complete).
 (
@@ -118,7 +123,7 @@ GEN_RC=$?
     "$PY" -m earthgptx.data.generate --out "$EVAL_DIR" --scenes "$N_EVAL" --seed 90210 --workers 4 --no-progress
     "$PY" -m earthgptx.data.generate --out "$ABSTENTION_DIR" --scenes "$N_ABSTENTION" --seed 90211 --negatives \
         --workers 4 --no-progress
-) >"$OUT/eval-data.log" 2>&1 &
+) >"$EVAL_DATA_LOG" 2>&1 &
 EVAL_DATA_PID=$!
 
 # (c) training on the GPU until the deadline, then save and count calibration ---------------------------------------
@@ -138,8 +143,7 @@ fi
 # (d) evaluation: the new model (ID decides; then OOD beside it and abstention), then the shipped model ---------------
 wait "$EVAL_DATA_PID"
 log "evaluation data generated in the background (rc $?):"
-cat "$OUT/eval-data.log" >>"$LOG"
-rm -f "$OUT/eval-data.log"
+cat "$EVAL_DATA_LOG" >>"$LOG"
 if [ -f "$MODEL_DIR/model.safetensors" ]; then
     step $(($(left) - 75)) "$PY" -m earthgptx.training.evaluate --config "$CONFIG" --model "$MODEL_DIR" --device "$DEVICE" \
         "${DIRS[@]}" "${EVAL_ARGS[@]}" --report-dir "$OUT/eval" --no-progress --no-fail
@@ -176,7 +180,7 @@ EOF
 else
     log "no new model to evaluate"
 fi
-if [ "$(left)" -gt 40 ]; then
+if [ "$(left)" -gt 60 ]; then
     step $(($(left) - 12)) "$PY" -m earthgptx.training.evaluate --config "$CONFIG" --model "$SHIPPED" --device "$DEVICE" \
         --no-id --ood --abstention --reference-report "$SHIPPED/eval_report.json" "${DIRS[@]}" "${SHIPPED_EVAL_ARGS[@]}" \
         --report-dir "$OUT/shipped" --no-progress --no-fail

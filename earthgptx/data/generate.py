@@ -299,7 +299,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--workers", type=int, default=1, help="processes (output is identical for any value)"
     )
-    parser.add_argument("--negatives", action="store_true", help="add negatives (empty scenes, background prompts)")
+    parser.add_argument(
+        "--negatives", action="store_true", help="add negatives (empty scenes, background prompts)"
+    )
     parser.add_argument("--randomise", type=float, default=0.0, help="share of domain-randomised scenes")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)

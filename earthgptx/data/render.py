@@ -162,7 +162,9 @@ def render_optical(scene: Scene, rng: np.random.Generator, object_rng: np.random
     refl = reflectance(scene)[[2, 1, 0]] * scene.conditions.optical_gain
     style = scene.style
     if style is None:
-        dn = 255.0 * np.sqrt(np.clip(refl, 0.0, 1.0)) + 1.5 * rng.standard_normal(refl.shape, dtype=np.float32)
+        dn = 255.0 * np.sqrt(np.clip(refl, 0.0, 1.0)) + 1.5 * rng.standard_normal(
+            refl.shape, dtype=np.float32
+        )
         return np.clip(np.rint(dn), 0, 255).astype(np.uint8)
     gains = np.array(style.band_gains, dtype=np.float32)[[2, 1, 0], None, None]
     refl = np.clip(refl * gains + np.float32(style.reflectance_offset), 0.0, 1.0)
@@ -183,7 +185,9 @@ def render_multispectral(
     if style is None:
         dn = 10_000.0 * refl + 30.0 * rng.standard_normal(refl.shape, dtype=np.float32)
         return np.clip(np.rint(dn), 0, 65_535).astype(np.uint16)
-    refl = refl * np.array(style.band_gains, dtype=np.float32)[:, None, None] + np.float32(style.reflectance_offset)
+    refl = refl * np.array(style.band_gains, dtype=np.float32)[:, None, None] + np.float32(
+        style.reflectance_offset
+    )
     dn = (
         10_000.0 * refl
         + np.float32(style.ms_offset_dn)
@@ -207,7 +211,9 @@ def render_sar(scene: Scene, rng: np.random.Generator, object_rng: np.random.Gen
         # A miscalibrated product: every sigma0 and the noise floor shift by the same constant; the noise floor
         # also moves with the noise gain.
         sigma_db += np.float32(scene.style.sar_calibration_db)
-        noise_floor = noise_floor + np.float32(scene.style.sar_calibration_db + 10.0 * np.log10(_noise_gain(scene)))
+        noise_floor = noise_floor + np.float32(
+            scene.style.sar_calibration_db + 10.0 * np.log10(_noise_gain(scene))
+        )
         looks = scene.style.sar_looks
     intensity = 10.0 ** (sigma_db / 10.0) + (10.0 ** (noise_floor / 10.0))[:, None, None]
     intensity *= rng.standard_gamma(looks, size=intensity.shape, dtype=np.float32) / looks

@@ -97,7 +97,9 @@ class SceneStyle:
     shape_seed: int
     texture_gain: float  # multiplies every cover's texture strength
     noise_gain: float  # multiplies every sensor's noise
-    band_gains: tuple[float, float, float, float]  # blue, green, red, nir: a colour balance / calibration error
+    band_gains: tuple[
+        float, float, float, float
+    ]  # blue, green, red, nir: a colour balance / calibration error
     reflectance_offset: float  # additive path radiance (haze) in reflectance units
     stretch: str  # optical display: "sqrt" (the plain generator's), "gamma" or "linear"
     stretch_param: float  # gamma exponent, or the linear stretch's gain
@@ -114,7 +116,9 @@ class SceneStyle:
 def draw_style(rng: np.random.Generator) -> SceneStyle:
     """A random :class:`SceneStyle` (ranges chosen to stay inside what real products of each sensor show)."""
     stretch = str(rng.choice(["sqrt", "gamma", "linear"]))
-    param = {"sqrt": 0.5, "gamma": float(rng.uniform(0.35, 0.8)), "linear": float(rng.uniform(1.5, 4.0))}[stretch]
+    param = {"sqrt": 0.5, "gamma": float(rng.uniform(0.35, 0.8)), "linear": float(rng.uniform(1.5, 4.0))}[
+        stretch
+    ]
     return SceneStyle(
         shape_seed=int(rng.integers(2**31)),
         texture_gain=float(np.exp(rng.uniform(np.log(0.4), np.log(2.5)))),
@@ -335,7 +339,13 @@ def _variant_outline(
     if cls == "ship":
         beam = max(v["beam"] * length, 3.6)
         bow = min(beam * v["bow"], half)
-        local = [(-half, -beam / 2), (half - bow, -beam / 2), (half, 0.0), (half - bow, beam / 2), (-half, beam / 2)]
+        local = [
+            (-half, -beam / 2),
+            (half - bow, -beam / 2),
+            (half, 0.0),
+            (half - bow, beam / 2),
+            (-half, beam / 2),
+        ]
         return _place(local, angle_deg, centre)
     if cls == "airplane":
         body = max(v["body"] * length, 3.0)

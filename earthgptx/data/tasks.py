@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
 from shapely import affinity as shapely_affinity
 from shapely.geometry import box as shapely_box
 
@@ -408,7 +407,7 @@ class _Builder:
         answer = {"caption": caption, "references": references, "negative": NEGATIVE_EMPTY_SCENE}
         return self.record("scene_caption", key, question, caption, answer)
 
-    def counting(self, key: str) -> Record:
+    def counting(self, key: str) -> Record | None:
         scene = self.ctx.scene
         if self.empty:
             return self.absent_count(key)
@@ -540,7 +539,6 @@ class _Builder:
         answer = {"relation": relation, "value": value, "objects": [first.index, second.index]}
         return self.record("relation", key, question, value, answer, prompts)
 
-
     # Negatives -------------------------------------------------------------------------------------
 
     def absent_count(self, key: str) -> Record | None:
@@ -578,7 +576,9 @@ def background_patch(scene: Scene, rng: np.random.Generator, tries: int = 40) ->
         angle = float(rng.uniform(0.0, 180.0))
         centre = (float(rng.uniform(0, size)), float(rng.uniform(0, size)))
         polygon = shapely_affinity.rotate(
-            shapely_box(centre[0] - length / 2, centre[1] - width / 2, centre[0] + length / 2, centre[1] + width / 2),
+            shapely_box(
+                centre[0] - length / 2, centre[1] - width / 2, centre[0] + length / 2, centre[1] + width / 2
+            ),
             -angle,
             origin=centre,
         )

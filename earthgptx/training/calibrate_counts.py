@@ -25,6 +25,7 @@ import numpy as np
 import rasterio
 import torch
 
+from earthgptx.data.generate import PLAIN, SceneOptions
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.counting_earthgptx import centre_peaks
 from earthgptx.model.modeling_earthgptx import run_vision_side
@@ -99,12 +100,17 @@ def sweep(logits: torch.Tensor, truth: torch.Tensor) -> list[dict[str, float]]:
 
 
 def true_centre_map(
-    record: dict[str, Any], seed: int, model: EarthGPTXForConditionalGeneration, chip_size: int
+    record: dict[str, Any],
+    seed: int,
+    model: EarthGPTXForConditionalGeneration,
+    chip_size: int,
+    options: SceneOptions = PLAIN,
 ) -> torch.Tensor | None:
     """``(C, S/2, S/2)`` float: 1.0 in the pixel-feature cell of each object's centre in the record's chip (rebuilt
-    from dataset seed ``seed``), or ``None`` for a record that is not synthetic."""
-    scene = synthetic_scene(record, seed, chip_size)
-    if scene is None:
+    from dataset seed ``seed`` and the generator ``options`` it was written with), or ``None`` for a record that is
+    not synthetic or whose scene is domain-randomised: the threshold is chosen on chips drawn like the held-out set."""
+    scene = synthetic_scene(record, seed, chip_size, options)
+    if scene is None or scene.style is not None:
         return None
     grid = model.config.vision_config.grid_size // model.config.projector_downsample
     return torch.from_numpy(chip_targets(scene, grid, chip_size // 2).centre_map).float()
@@ -117,11 +123,13 @@ def calibrate(
     root: Path,
     seed: int,
     n_chips: int = 400,
+    options: SceneOptions = PLAIN,
 ) -> dict[str, Any]:
-    """Sweep thresholds and windows on ``n_chips`` chips of ``records`` (synthetic, dataset seed ``seed``)."""
+    """Sweep thresholds and windows on ``n_chips`` chips of ``records`` (synthetic, dataset seed ``seed``, generator
+    ``options``; the randomised ones among them are left out)."""
     pixels, modalities, truths = [], [], []
     for record in chip_records(records, n_chips, seed):
-        centre_map = true_centre_map(record, seed, model, processor.image_size)
+        centre_map = true_centre_map(record, seed, model, processor.image_size, options)
         if centre_map is None:
             continue
         with rasterio.open(root / str(record["image"])) as src:
@@ -163,14 +171,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = load_recipe(args.config)
     data = run.data
+    options = SceneOptions(data.negatives, data.randomise)
     records_path = ensure_dataset(
-        data.train_dir, data.n_scenes, data.train_seed, data.chip_size, data.records_per_task, progress=False
-    )
+        data.train_dir, data.n_scenes, data.train_seed, data.chip_size, data.records_per_task, progress=False,
+        options=options,
+    )  # fmt: skip
     records = load_split(records_path, ["val"])
     model_dir = Path(args.model)
     model = EarthGPTXForConditionalGeneration.from_pretrained(str(model_dir))
     processor = EarthGPTXProcessor.from_pretrained(model_dir)
-    result = calibrate(model, processor, records, records_path.parent, data.train_seed, args.chips)
+    result = calibrate(model, processor, records, records_path.parent, data.train_seed, args.chips, options)
     best = result["best"]
     sys.stdout.write(
         f"{result['chips']} chips: threshold {best['threshold']}, window {best['window']}: exact counts "

@@ -177,7 +177,9 @@ def _split_records(
         records = load_split(path, data.eval_splits)
         seed, n_scenes = data.eval_seed, data.n_eval_scenes
     elif split == "ood":
-        path = ensure_ood_dataset(data.ood_dir, data.n_ood_scenes, data.ood_seed, data.chip_size, data.records_per_task)
+        path = ensure_ood_dataset(
+            data.ood_dir, data.n_ood_scenes, data.ood_seed, data.chip_size, data.records_per_task
+        )
         records = load_split(path, ["all"])
         seed, n_scenes = data.ood_seed, data.n_ood_scenes
     elif split == "abstention":
@@ -201,7 +203,13 @@ def _split_records(
         records = records[:limit]
     if not records:
         raise ValueError(f"no {split} evaluation records in {path}")
-    meta = {"seed": seed, "n_scenes": n_scenes, "records": len(records), "dir": str(path.parent), "limit": limit}
+    meta = {
+        "seed": seed,
+        "n_scenes": n_scenes,
+        "records": len(records),
+        "dir": str(path.parent),
+        "limit": limit,
+    }
     return path, records, meta
 
 
@@ -256,7 +264,9 @@ def evaluate(
     rows: dict[str, list[dict[str, Any]]] = {}
     timings: dict[str, float] = {}
     for split, (path, records, _) in loaded.items():
-        logger.info("evaluating %s on %d %s records of %s (%s)", model_dir, len(records), split, path, torch_device)
+        logger.info(
+            "evaluating %s on %d %s records of %s (%s)", model_dir, len(records), split, path, torch_device
+        )
         t0 = time.perf_counter()
         rows[split] = predict(
             model, processor, records, path.parent, batch_size or run.eval.batch_size, workers, progress,
@@ -396,7 +406,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run.data.n_ood_scenes = args.n_ood_scenes
     if args.n_abstention_scenes:
         run.data.n_abstention_scenes = args.n_abstention_scenes
-    splits = [s for s, on in (("id", not args.no_id), ("ood", args.ood), ("abstention", args.abstention)) if on]
+    splits = [
+        s for s, on in (("id", not args.no_id), ("ood", args.ood), ("abstention", args.abstention)) if on
+    ]
     if not splits:
         build_parser().error("--no-id needs --ood or --abstention")
     if args.print_config:

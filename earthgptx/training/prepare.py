@@ -19,6 +19,7 @@ import torch.distributed as dist
 from torch import nn
 
 from earthgptx.data import load_records
+from earthgptx.data.generate import SceneOptions
 from earthgptx.data.vocabulary import OBJECT_CLASSES, PLURALS
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.surgery_earthgptx import (
@@ -30,7 +31,6 @@ from earthgptx.model.surgery_earthgptx import (
     reinit_parts,
     saved_count_tokens,
 )
-from earthgptx.data.generate import SceneOptions
 from earthgptx.training.datasets import (
     AuxSpec,
     EncodedDataset,

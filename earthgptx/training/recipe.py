@@ -57,7 +57,11 @@ class DataSettings:
     n_abstention_scenes: int = 100
 
     def __post_init__(self) -> None:
-        held_out = {"eval_seed": self.eval_seed, "ood_seed": self.ood_seed, "abstention_seed": self.abstention_seed}
+        held_out = {
+            "eval_seed": self.eval_seed,
+            "ood_seed": self.ood_seed,
+            "abstention_seed": self.abstention_seed,
+        }
         for name, seed in held_out.items():
             if self.train_seed == seed:
                 raise ValueError(f"data.{name} must differ from data.train_seed (both {self.train_seed})")

@@ -504,7 +504,9 @@ OOD_RATIO_GOAL = 0.85
 ABSTENTION_GOAL = 0.90
 # Every name of an object class a caption could use, singular and plural ("storage tank", "tanks" ...).
 _CLASS_NAMES = frozenset(
-    {c for c in OBJECT_CLASSES} | {PLURALS[c] for c in OBJECT_CLASSES} | {PLURALS[c].split()[-1] for c in OBJECT_CLASSES}
+    {c for c in OBJECT_CLASSES}
+    | {PLURALS[c] for c in OBJECT_CLASSES}
+    | {PLURALS[c].split()[-1] for c in OBJECT_CLASSES}
     | {c.split()[-1] for c in OBJECT_CLASSES}
 )
 
@@ -519,11 +521,14 @@ def ood_comparison(id_report: Mapping[str, Any], ood_report: Mapping[str, Any]) 
             continue
         metric = PRIMARY_METRIC[task]
 
-        def pair(id_group: Mapping[str, Any] | None, ood_group: Mapping[str, Any] | None) -> dict[str, Any]:
+        def pair(
+            id_group: Mapping[str, Any] | None, ood_group: Mapping[str, Any] | None, metric: str = metric
+        ) -> dict[str, Any]:
             id_value = None if id_group is None else float(id_group[metric])
             ood_value = None if ood_group is None else float(ood_group[metric])
-            usable = id_value is not None and ood_value is not None and id_value > 0 and not math.isnan(id_value)
-            ratio = ood_value / id_value if usable and not math.isnan(ood_value) else None  # type: ignore[operator]
+            ratio = None
+            if id_value is not None and ood_value is not None and id_value > 0 and not math.isnan(ood_value):
+                ratio = ood_value / id_value  # NaN > 0 is False: a NaN ID figure gives no ratio
             return {
                 "id": id_value,
                 "ood": ood_value,
@@ -537,7 +542,8 @@ def ood_comparison(id_report: Mapping[str, Any], ood_report: Mapping[str, Any]) 
             "metric": metric,
             "overall": overall,
             "by_modality": {
-                m: pair(id_entry["by_modality"].get(m), group) for m, group in ood_entry["by_modality"].items()
+                m: pair(id_entry["by_modality"].get(m), group)
+                for m, group in ood_entry["by_modality"].items()
             },
         }
     return {"goal_ratio": OOD_RATIO_GOAL, "tasks": out}
@@ -561,7 +567,9 @@ def abstention_row_correct(kind: str, prediction: str) -> bool:
     raise ValueError(f"unknown kind of negative {kind!r}")
 
 
-def abstention_report(rows: Sequence[Mapping[str, Any]], id_rows: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+def abstention_report(
+    rows: Sequence[Mapping[str, Any]], id_rows: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
     """Accuracy on each kind of negative (rows whose ``answer`` carries ``negative``), overall and per modality,
     with the most common wrong answers; and, from in-distribution rows, how often a prompted object was wrongly
     answered with an abstention (false abstentions)."""
@@ -583,13 +591,20 @@ def abstention_report(rows: Sequence[Mapping[str, Any]], id_rows: Sequence[Mappi
             "n": len(group),
             "accuracy": float(np.mean(correct)),
             "meets_goal": float(np.mean(correct)) >= ABSTENTION_GOAL,
-            "by_modality": {m: {"n": len(v), "accuracy": float(np.mean(v))} for m, v in sorted(modalities.items())},
+            "by_modality": {
+                m: {"n": len(v), "accuracy": float(np.mean(v))} for m, v in sorted(modalities.items())
+            },
             "wrong_answers": dict(sorted(wrong.items(), key=lambda kv: -kv[1])[:5]),
         }
     out: dict[str, Any] = {"goal": ABSTENTION_GOAL, "kinds": kinds}
-    positives = [r for r in id_rows if r["task"] == "region_classification" and not r["answer"].get("negative")]
+    positives = [
+        r for r in id_rows if r["task"] == "region_classification" and not r["answer"].get("negative")
+    ]
     if positives:
-        abstained = [parse_answer_strict(str(r["prediction"]), task="region_classification").abstained for r in positives]
+        abstained = [
+            parse_answer_strict(str(r["prediction"]), task="region_classification").abstained
+            for r in positives
+        ]
         out["false_abstention"] = {"n": len(positives), "rate": float(np.mean(abstained))}
     return out
 
@@ -643,7 +658,11 @@ def extra_markdown(report: Mapping[str, Any]) -> str:
                 for m in ("optical", "multispectral", "sar", "infrared")
             ]
             wrong = ", ".join(f"{k or '(empty)'}: {v}" for k, v in entry["wrong_answers"].items())
-            lines.append(f"| {kind} | {entry['n']} | **{_fmt(entry['accuracy'])}** | " + " | ".join(per) + f" | {wrong} |")
+            lines.append(
+                f"| {kind} | {entry['n']} | **{_fmt(entry['accuracy'])}** | "
+                + " | ".join(per)
+                + f" | {wrong} |"
+            )
         false = abstention.get("false_abstention")
         if false:
             lines += [

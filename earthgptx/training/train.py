@@ -360,7 +360,7 @@ def calibrate(
     t0 = time.perf_counter()
     calibration = calibrate_counts(
         model, prepared.processor, prepared.val_records, prepared.records_path.parent, prepared.aux_spec.seed,
-        COUNT_CALIBRATION_CHIPS,
+        COUNT_CALIBRATION_CHIPS, prepared.aux_spec.options,
     )  # fmt: skip
     write_calibration(out_dir, calibration)
     best: dict[str, Any] = calibration["best"]

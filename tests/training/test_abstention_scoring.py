@@ -10,8 +10,16 @@ import pytest
 from earthgptx.training import scoring
 
 
-def _row(task: str, modality: str, prediction: str, answer: dict[str, Any], prompt_type: str = "none") -> dict[str, Any]:
-    return {"task": task, "modality": modality, "prompt_type": prompt_type, "prediction": prediction, "answer": answer}
+def _row(
+    task: str, modality: str, prediction: str, answer: dict[str, Any], prompt_type: str = "none"
+) -> dict[str, Any]:
+    return {
+        "task": task,
+        "modality": modality,
+        "prompt_type": prompt_type,
+        "prediction": prediction,
+        "answer": answer,
+    }
 
 
 @pytest.mark.parametrize(
@@ -45,11 +53,18 @@ def test_unknown_negative_is_refused() -> None:
 
 def test_abstention_report_counts_per_kind_and_modality_and_false_abstentions() -> None:
     rows = [
-        _row("region_classification", "optical", "no object", {"label": "no object", "negative": "background"}),
+        _row(
+            "region_classification", "optical", "no object", {"label": "no object", "negative": "background"}
+        ),
         _row("region_classification", "sar", "ship", {"label": "no object", "negative": "background"}),
         _row("region_classification", "sar", "ship", {"label": "no object", "negative": "background"}),
         _row("counting", "optical", "0", {"count": 0, "class": "ship", "negative": "absent class"}),
-        _row("scene_caption", "infrared", "A water area with no object.", {"caption": "x", "negative": "empty scene"}),
+        _row(
+            "scene_caption",
+            "infrared",
+            "A water area with no object.",
+            {"caption": "x", "negative": "empty scene"},
+        ),
         # Not a negative: left out of the abstention figures.
         _row("counting", "optical", "3", {"count": 3, "class": "ship"}),
     ]
@@ -69,7 +84,9 @@ def test_abstention_report_counts_per_kind_and_modality_and_false_abstentions() 
     assert not kinds["background"]["meets_goal"]
     assert kinds["absent class"]["accuracy"] == 1.0 and kinds["absent class"]["meets_goal"]
     assert report["false_abstention"] == {"n": 4, "rate": 0.25}
-    text = scoring.extra_markdown({"abstention": {**report, "eval_data": {"records": 5, "n_scenes": 1, "seed": 90211}}})
+    text = scoring.extra_markdown(
+        {"abstention": {**report, "eval_data": {"records": 5, "n_scenes": 1, "seed": 90211}}}
+    )
     assert "| background | 3 | **0.333** |" in text
     assert "False abstentions: 0.250 of 4" in text
 
@@ -80,7 +97,11 @@ def test_ood_comparison_sets_each_task_beside_its_id_figure() -> None:
         for modality, (right, total) in values.items():
             for i in range(int(total)):
                 answer = {"label": "ship", "object": 0}
-                rows.append(_row("region_classification", modality, "ship" if i < right else "vehicle", answer, "point"))
+                rows.append(
+                    _row(
+                        "region_classification", modality, "ship" if i < right else "vehicle", answer, "point"
+                    )
+                )
         return scoring.build_report(rows)
 
     id_report = report({"optical": (9, 10), "sar": (10, 10)})

@@ -120,17 +120,27 @@ def test_evaluate_ood_and_abstention_splits(tmp_path: Path, train_dir: Path, unt
     ood = report["ood"]
     assert ood["id_source"] == "this run" and ood["eval_data"]["seed"] == run.data.ood_seed
     ood_records = load_records(Path(run.data.ood_dir) / "records.jsonl")
-    assert ood["report"]["n_rows"] == len(ood_records) and {r["source"] for r in ood_records} == {"synthetic-ood"}
+    assert ood["report"]["n_rows"] == len(ood_records) and {r["source"] for r in ood_records} == {
+        "synthetic-ood"
+    }
     for task, entry in ood["comparison"]["tasks"].items():
         assert entry["overall"]["id"] == report["tasks"][task]["overall"][entry["metric"]]
     abstention = report["abstention"]
     negatives = [
-        r for r in load_records(Path(run.data.abstention_dir) / "records.jsonl") if r["answer"].get("negative")
+        r
+        for r in load_records(Path(run.data.abstention_dir) / "records.jsonl")
+        if r["answer"].get("negative")
     ]
-    assert sum(k["n"] for k in abstention["kinds"].values()) == len(negatives) == abstention["eval_data"]["records"]
+    assert (
+        sum(k["n"] for k in abstention["kinds"].values())
+        == len(negatives)
+        == abstention["eval_data"]["records"]
+    )
     assert "false_abstention" in abstention
     markdown = (untrained_model / REPORT_MD).read_text()
-    assert "## Acceptance" in markdown and "## Out of distribution" in markdown and "## Abstention" in markdown
+    assert (
+        "## Acceptance" in markdown and "## Out of distribution" in markdown and "## Abstention" in markdown
+    )
 
     # Without the ID split: a partial report in another folder, OOD beside the reference report's ID figures.
     out = tmp_path / "reports"
