@@ -566,8 +566,7 @@ class ConsumerLoop:
                     # fetched again from what was handled. The preparer is waited for, membership kept.
                     polls = [writing.records, carry]
                     if following is not None:
-                        self._await(following.future, liveness_s)
-                        polls.append(following.records)
+                        polls += [following.records, self._await(following.future, liveness_s)]
                     self._restore_positions(_merged(polls))
                     self._rebalanced_in_batch = False
                     self._active = set()

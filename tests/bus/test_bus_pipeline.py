@@ -292,3 +292,57 @@ def test_a_crash_mid_pipeline_redelivers_the_written_and_the_prepared_poll_and_k
     assert sorted(per_event.values()) == [1] * (len(ids) - len(second)) + [2] * len(second), \
         "poll 2 was delivered twice (written, not committed), the same events"
     assert set(third).isdisjoint(first + second) and set(third) <= set(ids)
+
+
+@pytest.mark.kafka
+def test_a_rebalance_while_a_poll_is_written_and_the_next_prepared_loses_nothing(
+    kafka_settings: KafkaSettings, new_topic: Callable[[str], str], unique_name: str
+) -> None:
+    topic, group = new_topic("piperebalance"), f"piperebalance-{unique_name}"
+    ids = [f"scene-{i:02d}" for i in range(30)]
+    with EventProducer(kafka_settings) as producer:
+        for scene_id in ids:
+            producer.publish(topic, scene_id, scene(scene_id))
+    written: list[tuple[str, str]] = []
+    first_write = threading.Event()
+    lock = threading.Lock()
+
+    def write_of(member: str) -> Callable[[list[str]], None]:
+        def write(batch: list[str]) -> None:
+            if not first_write.is_set():
+                first_write.set()
+                time.sleep(3.0)  # the second member joins meanwhile; the next poll waits prepared
+            with lock:
+                written.extend((member, scene_id) for scene_id in batch)
+
+        return write
+
+    def prepare(events: Sequence[SceneIngested]) -> list[str]:
+        return [e.scene_id for e in events]
+
+    loops = {
+        name: ConsumerLoop(group, [staged_batch_route(topic, SceneIngested, prepare, write_of(name))], kafka_settings,
+                           fast_options(max_poll_records=4, pipeline=True), client_id=f"{group}-{name}")
+        for name in ("a", "b")
+    }
+    ensure_topics_from_settings(kafka_settings, loops["a"].topics)
+    threads = {name: threading.Thread(target=loop.run, daemon=True) for name, loop in loops.items()}
+    threads["a"].start()
+    try:
+        wait_until(first_write.is_set, 20, "member a to start its first write")
+        threads["b"].start()
+        wait_until(lambda: {s for _, s in written} == set(ids), 40, "every scene to be written")
+        wait_until(lambda: sum(committed_offsets(kafka_settings, group).values()) == len(ids), 20,
+                   "the commits of both members")
+    finally:
+        for loop in loops.values():
+            loop.stop()
+        for thread in threads.values():
+            thread.join(timeout=30)
+
+    assert loops["a"].stats.revocations >= 1, "the test needs a rebalance while a poll was being written"
+    assert {member for member, _ in written} == {"a", "b"}, "the second member got partitions"
+    counts = Counter(scene_id for _, scene_id in written)
+    # At least once: only the poll being written while its partitions moved may be written twice.
+    assert all(1 <= n <= 2 for n in counts.values()), counts
+    assert sum(n - 1 for n in counts.values()) <= 4, counts
