@@ -7,6 +7,7 @@ failed); only real 5xx errors are logged as errors, and never with a request's h
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +15,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from rio_tiler.errors import PointOutsideBounds
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from tipg.errors import DEFAULT_STATUS_CODES as TIPG_STATUS_CODES
 from tipg.errors import MissingDatetimeColumn, MissingGeometryColumn
@@ -144,9 +146,27 @@ def _refusal(status: int, kind: str | None = None, reason: str | None = None) ->
     kind = kind or {404: "not_found", 422: "invalid", 503: "unavailable"}.get(status, "bad_request")
 
     def handler(request: Request, exc: Exception) -> JSONResponse:
-        return _answer(request, status, kind, reason or str(exc), cause=exc)
+        return _answer(request, status, kind, reason or str(exc) or _sentence(type(exc)), cause=exc)
 
     return handler
+
+
+def _sentence(exc_type: type) -> str:
+    """A reason for an exception raised without a message (tipg's ``MissingGeometryColumn()``): its name."""
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", exc_type.__name__).lower()
+
+
+# Routes whose numbers (tile indices, sizes, coordinates, nodata) go straight into the libraries' arithmetic.
+_LIBRARY_PATHS = ("/imagery/", "/ogc/")
+
+
+def _overflow(request: Request, exc: Exception) -> JSONResponse:
+    """tipg, titiler, rio-tiler and morecantile raise ``OverflowError`` for numbers too large to compute with
+    (a zoom level past any tile matrix, a size past a C long): a 422 on their routes; elsewhere a bug, a 500."""
+    if request.url.path.startswith(_LIBRARY_PATHS):
+        return _answer(request, 422, "invalid", f"a number in the request is out of range ({exc})")
+    log.error("%s %s: unexpected overflow", request.method, request.url.path, exc_info=exc)
+    return _answer(request, 500, "error", "internal error")
 
 
 def install(app: FastAPI) -> None:
@@ -159,6 +179,8 @@ def install(app: FastAPI) -> None:
     # client named (``geom-column``, ``datetime-column``) that the collection does not have.
     for exc_type in (MissingGeometryColumn, MissingDatetimeColumn):
         app.add_exception_handler(exc_type, _refusal(404))
+    app.add_exception_handler(PointOutsideBounds, _refusal(404))
+    app.add_exception_handler(OverflowError, _overflow)
     app.add_exception_handler(ApiError, _api_error)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(InvalidRecord, _refusal(422))

@@ -144,6 +144,33 @@ def _landing() -> dict[str, Any]:
     }
 
 
+def _tuples_as_one_schema(app: FastAPI) -> None:
+    """Tuples (titiler's ``band_descriptions``...) are ``prefixItems`` in OpenAPI 3.1, which schemathesis turns
+    into a list under ``items`` and then refuses as an invalid schema: a tuple's items become one schema (the one
+    all its members share, or ``anyOf`` them; its length stays fixed by ``minItems``/``maxItems``). The schema is
+    mended once, when it is first asked for."""
+    build = app.openapi
+
+    def mend(node: Any) -> None:
+        if isinstance(node, dict):
+            members = node.pop("prefixItems", None) or node.get("items")
+            if isinstance(members, list):
+                unique = [m for i, m in enumerate(members) if m not in members[:i]]
+                node["items"] = unique[0] if len(unique) == 1 else {"anyOf": unique}
+            for value in node.values():
+                mend(value)
+        elif isinstance(node, list):
+            for value in node:
+                mend(value)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            mend(build())
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def create_app(settings: Settings) -> FastAPI:
     """The query API; its resources are built when the app starts and closed when it stops."""
 
@@ -173,6 +200,7 @@ def create_app(settings: Settings) -> FastAPI:
         responses=errors.ERROR_RESPONSES,
     )
     errors.install(app)
+    _tuples_as_one_schema(app)
     app.include_router(health.router)
     app.include_router(queries.router)
     app.include_router(aois.router)

@@ -10,10 +10,13 @@ the client to it with the scene's default rendering for its modality (``default_
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import morecantile
+import numpy as np
 import sqlalchemy as sa
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse
@@ -23,7 +26,7 @@ from titiler.core.factory import TilerFactory
 from earthgptx.settings import ObjectStoreSettings
 from earthgptx.store.models import Scene
 from services.api.deps import Reader, ResourcesDep
-from services.api.errors import NotFound
+from services.api.errors import Invalid, NotFound
 
 router = APIRouter(tags=["imagery"])
 
@@ -58,9 +61,11 @@ def default_rendering(modality: str, bands: list[str], dtype: str) -> list[tuple
 
 
 def _scene(resources: Any, scene_id: str) -> Any:
-    query = sa.select(Scene.modality, Scene.bands, Scene.dtype, Scene.object_bucket, Scene.object_key).where(
-        Scene.id == scene_id
-    )
+    footprint = Scene.footprint
+    query = sa.select(
+        Scene.modality, Scene.bands, Scene.dtype, Scene.object_bucket, Scene.object_key,
+        (sa.func.ST_XMax(footprint) - sa.func.ST_XMin(footprint)).label("width_deg"),
+    ).where(Scene.id == scene_id)  # fmt: skip
     with resources.engine.connect() as connection:
         row = connection.execute(query).first()
     if row is None:
@@ -69,12 +74,61 @@ def _scene(resources: Any, scene_id: str) -> Any:
 
 
 SCENE_ID = r"^[A-Za-z0-9._-]{1,128}$"
+# Tiles up to this many times as wide as the scene are served (from z8 at least, for a 10 km scene).
+MAX_TILE_OVER_SCENE = 64
 
 
 async def scene_url(request: Request, scene: Annotated[str, Query(description="scene id", pattern=SCENE_ID)]) -> str:
     """titiler's dataset: the scene's COG as GDAL reads it (``s3://bucket/key``)."""
     row = await run_in_threadpool(_scene, request.app.state.resources, scene)
+    _check_nodata(request.query_params.get("nodata"), row.dtype)
+    _check_point(request)
+    _check_zoom(request, row.width_deg)
     return f"s3://{row.object_bucket}/{row.object_key}"
+
+
+def _check_point(request: Request) -> None:
+    """A point in lon/lat (titiler's default ``coord_crs``) lies on the globe; PROJ fails with a 500 elsewhere."""
+    if "lon" not in request.path_params or request.query_params.get("coord_crs") not in (None, "", "EPSG:4326"):
+        return
+    lon, lat = float(request.path_params["lon"]), float(request.path_params["lat"])
+    if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+        raise Invalid(f"the point ({lon}, {lat}) is not a longitude and latitude")
+
+
+def _check_zoom(request: Request, scene_width_deg: float | None) -> None:
+    """A tile far wider than the scene is refused (404, as a tile outside it): GDAL would warp the whole tile
+    extent at the scene's resolution (a minute or more for one z1 tile of a 2.5 km scene; found by
+    test_api_schema.py), and a map shows nothing of the scene at that zoom anyway."""
+    params = request.path_params
+    if "z" not in params or "tileMatrixSetId" not in params or not scene_width_deg:
+        return
+    try:
+        tms = morecantile.tms.get(params["tileMatrixSetId"])
+        west, _, east, _ = tms.bounds(morecantile.Tile(int(params["x"]), int(params["y"]), int(params["z"])))
+    except Exception:  # an unknown matrix set or index: titiler refuses it itself, with its own reason
+        return
+    if east - west > MAX_TILE_OVER_SCENE * scene_width_deg:
+        raise NotFound(
+            f"zoom level {params['z']} is too far out for this scene (a tile {east - west:.3g} degrees wide, the "
+            f"scene {scene_width_deg:.3g}); zoom in"
+        )
+
+
+def _check_nodata(nodata: str | None, dtype: str) -> None:
+    """A ``nodata`` the scene's data type can hold (or ``nan`` for floats); rio-tiler fails with a 500 on others."""
+    if nodata is None:
+        return
+    try:
+        value = float(nodata)
+    except ValueError:
+        raise Invalid(f"nodata must be a number, got {nodata!r}") from None
+    kind = np.dtype(dtype)
+    if math.isnan(value) and kind.kind == "f":
+        return
+    limits = np.iinfo(kind) if kind.kind in "iu" else np.finfo(kind)
+    if not (math.isfinite(value) and limits.min <= value <= limits.max):
+        raise Invalid(f"nodata {nodata} does not fit the scene's data type {dtype}")
 
 
 def use_object_store_credentials(objects: ObjectStoreSettings) -> None:

@@ -95,6 +95,9 @@ def test_ogc_items_bbox_datetime_limit_and_paging(api: RunningApi) -> None:
         _refusal(client.get("/ogc/collections/ogc.results/items", params={"filter": "label =="}), 422, "invalid")
         _refusal(client.get("/ogc/collections/ogc.results/tiles/WebMercatorQuad/99/0/0"), 422, "invalid")
         _refusal(client.get("/ogc/collections/ogc.nothing/items"), 404, "not_found")
+        # tipg raises some refusals without a message (found by test_api_schema.py): the reason is still a text.
+        tilejson = client.get("/ogc/collections/ogc.queries/tiles/WebMercatorQuad/tilejson.json", params={"geom-column": ""})
+        assert _refusal(tilejson, 404, "not_found")["reason"] == "missing geometry column"
 
 
 def test_ogc_bbox_is_bound_not_formatted(api: RunningApi) -> None:
@@ -284,6 +287,22 @@ def test_scene_imagery_tiles_from_minio(api: RunningApi, object_store: ObjectSto
         far = client.get(f"/v1/scenes/{scene}/tiles/12/0/0.png", follow_redirects=True)
         _refusal(far, 404, "not_found")
         _refusal(client.get("/imagery/tiles/WebMercatorQuad/12/2162/1388.png", params={"scene": "nothing"}), 404, "not_found")
+        # Refusals test_api_schema.py found as 500s: a nodata the data type cannot hold, a zoom level past any
+        # tile matrix, a point outside the scene.
+        tile_url = "/imagery/tiles/WebMercatorQuad/12/2162/1388.png"
+        for nodata in ("3.5e16", "-1", "inf", "nan", "many"):
+            refused = _refusal(client.get(tile_url, params={"scene": scene, "nodata": nodata}), 422, "invalid")
+            assert "nodata" in refused["reason"]
+        assert client.get(tile_url, params={"scene": scene, "nodata": "0"}).status_code == 200
+        _refusal(client.get("/imagery/tiles/WebMercatorQuad/695785/5235/212", params={"scene": scene}), 422, "invalid")
+        _refusal(client.get("/imagery/point/0.0,0.0", params={"scene": scene}), 404, "not_found")
+        assert client.get("/imagery/point/10.05,50.05", params={"scene": scene}).json()["values"][0] == 40
+        _refusal(client.get("/ogc/collections/ogc.scenes/tiles/UTM31WGS84Quad/0/0/0"), 422, "invalid")
+        _refusal(client.get("/imagery/point/3.5e70,-4.5e16", params={"scene": scene}), 422, "invalid")
+        # A tile hundreds of times wider than the scene is refused at once (GDAL took minutes over it).
+        wide = client.get("/imagery/tiles/WGS1984Quad/1/1/1", params={"scene": scene, "expression": "b1/b2"})
+        assert "zoom in" in _refusal(wide, 404, "not_found")["reason"]
+        assert client.get("/imagery/tiles/WebMercatorQuad/8/135/86.png", params={"scene": scene}).status_code == 200
 
 
 # -- uploads --------------------------------------------------------------------------------------------
