@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from kits.broker import dead_letters, fast_options, read_topic, record_count, wait_until
 
@@ -66,6 +67,19 @@ def upload_tasks(
         )  # fmt: skip
         tasks.append(events.stamp(task, producer="test", trace_id=f"trace-{record['id']}"))
     return tasks
+
+
+def _empty_chip(folder: Path, record: dict[str, Any]) -> bytes:
+    """The record's chip with every pixel set to its declared no-data value (0)."""
+    import rasterio
+    from rasterio.io import MemoryFile
+
+    with rasterio.open(folder / record["image"]) as source:
+        profile, shape = source.profile, (source.count, source.height, source.width)
+    with MemoryFile() as memory:
+        with memory.open(**{**profile, "nodata": 0}) as chip:
+            chip.write(np.zeros(shape, dtype=profile["dtype"]))
+        return bytes(memory.read())
 
 
 def run_in_thread(service: InferenceService) -> tuple[threading.Thread, list[BaseException]]:
@@ -126,12 +140,15 @@ def test_tasks_become_results_and_a_rejected_task_is_dead_lettered(
     bad = upload_tasks(object_store, folder, chosen[:1], kafka_cleanup + "-bad")[0]
     del bad.bands[:]
     bad.bands.extend(["red", "green"])  # the chip has three bands: Triton refuses the request
+    empty = upload_tasks(object_store, folder, chosen[:1], kafka_cleanup + "-empty")[0]
+    empty.chip.key = f"empty-{kafka_cleanup}.tif"  # a chip of the same size, every pixel the declared no-data
+    object_store.put_bytes(object_store.settings.chips_bucket, empty.chip.key, _empty_chip(folder, chosen[0]))
     settings = service_settings(kafka_cleanup, object_store, TritonSettings())
     service = InferenceService(settings, options=fast_options())
     thread, errors = run_in_thread(service)
     try:
         with EventProducer(settings.kafka, client_id="test-promptgen") as producer:
-            for task in [*tasks[:3], bad, *tasks[3:]]:
+            for task in [*tasks[:3], bad, empty, *tasks[3:]]:
                 producer.publish_and_wait(settings.input_topic, task.scene_id, task)
         results = results_by_task(settings, len(tasks), timeout_s=240)
         assert sorted(results) == sorted(t.task_id for t in tasks)
@@ -139,6 +156,7 @@ def test_tasks_become_results_and_a_rejected_task_is_dead_lettered(
         by_task = {r[0].task: r[0] for r in results.values()}
         for result in by_task.values():
             assert result.model_version == version and result.answer.text
+            assert result.HasField("answer_parsed") and result.nodata_fraction == 0.0
             assert {"read_chip", "triton", "total"} <= set(result.timings_ms)
             assert result.header.trace_id.startswith("trace-")
         assert by_task["counting"].answer.count == int(by_task["counting"].answer.text)
@@ -146,13 +164,14 @@ def test_tasks_become_results_and_a_rejected_task_is_dead_lettered(
         assert mask.bucket == settings.masks_bucket and object_store.exists(mask.bucket, mask.key)
         assert len(by_task["grounding"].answer.boxes) >= 1
         assert len(by_task["relation"].answer.relations) == 1
-        [letter] = dead_letters(settings.kafka, settings.group_id, 1)
-        assert letter.cause == DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT
-        assert (
-            bad.task_id in letter.reason
-            and "the image has 3 bands but 2 band names were given" in letter.reason
-        )
-        assert PromptTask.FromString(letter.payload).task_id == bad.task_id
+        letters = {
+            PromptTask.FromString(d.payload).task_id: d
+            for d in dead_letters(settings.kafka, settings.group_id, 2)
+        }
+        assert sorted(letters) == sorted([bad.task_id, empty.task_id])
+        assert all(d.cause == DeadLetterCause.DEAD_LETTER_CAUSE_PERMANENT for d in letters.values())
+        assert "the image has 3 bands but 2 band names were given" in letters[bad.task_id].reason
+        assert "every pixel of the 128 x 128 chip is no-data or NaN" in letters[empty.task_id].reason
     finally:
         stop(service, thread, errors)
         remove_bucket(object_store, settings.masks_bucket)
