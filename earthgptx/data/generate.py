@@ -117,6 +117,14 @@ def scene_name(index: int) -> str:
     return f"scene{index:06d}"
 
 
+def scene_is_randomised(seed: int, index: int, options: SceneOptions) -> bool:
+    """Whether scene ``index`` is drawn with domain randomisation (the same draw as :func:`build_scene`'s, without
+    building the scene)."""
+    if options.randomise == 0.0:
+        return False
+    return bool(np.random.default_rng([seed, index, _OPTIONS]).random(2)[1] < options.randomise)
+
+
 def build_scene(seed: int, index: int, chip_size: int, options: SceneOptions = PLAIN) -> Scene:
     """The scene ``index`` of the dataset with ``seed`` and ``options`` (layout only, nothing written)."""
     layout = np.random.default_rng([seed, index, _LAYOUT])

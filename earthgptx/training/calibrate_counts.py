@@ -25,7 +25,7 @@ import numpy as np
 import rasterio
 import torch
 
-from earthgptx.data.generate import PLAIN, SceneOptions
+from earthgptx.data.generate import PLAIN, SceneOptions, scene_is_randomised
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.counting_earthgptx import centre_peaks
 from earthgptx.model.modeling_earthgptx import run_vision_side
@@ -108,12 +108,20 @@ def true_centre_map(
 ) -> torch.Tensor | None:
     """``(C, S/2, S/2)`` float: 1.0 in the pixel-feature cell of each object's centre in the record's chip (rebuilt
     from dataset seed ``seed`` and the generator ``options`` it was written with), or ``None`` for a record that is
-    not synthetic or whose scene is domain-randomised: the threshold is chosen on chips drawn like the held-out set."""
+    not synthetic."""
     scene = synthetic_scene(record, seed, chip_size, options)
-    if scene is None or scene.style is not None:
+    if scene is None:
         return None
     grid = model.config.vision_config.grid_size // model.config.projector_downsample
     return torch.from_numpy(chip_targets(scene, grid, chip_size // 2).centre_map).float()
+
+
+def is_randomised(record: dict[str, Any], seed: int, options: SceneOptions) -> bool:
+    """Whether the record's scene was drawn with domain randomisation (never, with ``options.randomise`` 0)."""
+    scene_id = str(record.get("scene_id", ""))
+    if record.get("source") != "synthetic" or not scene_id.startswith("scene"):
+        return False
+    return scene_is_randomised(seed, int(scene_id[len("scene") :]), options)
 
 
 def calibrate(
@@ -126,10 +134,15 @@ def calibrate(
     options: SceneOptions = PLAIN,
 ) -> dict[str, Any]:
     """Sweep thresholds and windows on ``n_chips`` chips of ``records`` (synthetic, dataset seed ``seed``, generator
-    ``options``; the randomised ones among them are left out)."""
+    ``options``). The domain-randomised chips among them are left out, so the threshold is chosen on chips drawn like
+    the held-out set, unless no other chip is there."""
+    maps = [
+        (record, true_centre_map(record, seed, model, processor.image_size, options))
+        for record in chip_records(records, n_chips, seed)
+    ]
+    plain = [(r, m) for r, m in maps if m is not None and not is_randomised(r, seed, options)]
     pixels, modalities, truths = [], [], []
-    for record in chip_records(records, n_chips, seed):
-        centre_map = true_centre_map(record, seed, model, processor.image_size, options)
+    for record, centre_map in plain or maps:
         if centre_map is None:
             continue
         with rasterio.open(root / str(record["image"])) as src:

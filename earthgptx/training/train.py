@@ -358,10 +358,16 @@ def calibrate(
     if prepared.model_config.count_classes <= 0 or prepared.aux_spec is None or not prepared.val_records:
         return None
     t0 = time.perf_counter()
-    calibration = calibrate_counts(
-        model, prepared.processor, prepared.val_records, prepared.records_path.parent, prepared.aux_spec.seed,
-        COUNT_CALIBRATION_CHIPS, prepared.aux_spec.options,
-    )  # fmt: skip
+    try:
+        calibration = calibrate_counts(
+            model, prepared.processor, prepared.val_records, prepared.records_path.parent, prepared.aux_spec.seed,
+            COUNT_CALIBRATION_CHIPS, prepared.aux_spec.options,
+        )  # fmt: skip
+    except ValueError as exc:  # no synthetic val chips: the saved config keeps the threshold it started from
+        logger.warning(
+            "count calibration skipped (%s); the model keeps its configured threshold and window", exc
+        )
+        return None
     write_calibration(out_dir, calibration)
     best: dict[str, Any] = calibration["best"]
     prepared.timings["count_calibration_s"] = time.perf_counter() - t0

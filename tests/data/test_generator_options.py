@@ -18,7 +18,7 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 
 from earthgptx.answers import parse_answer_strict
-from earthgptx.data.generate import SceneOptions, build_scene, generate_dataset
+from earthgptx.data.generate import SceneOptions, build_scene, generate_dataset, scene_is_randomised
 from earthgptx.data.record_format import load_records, validate_record
 from earthgptx.data.render import render
 from earthgptx.data.tasks import NEGATIVE_KINDS, NO_OBJECT
@@ -122,12 +122,17 @@ def test_empty_scenes_ask_no_object_level_questions(negatives_dataset: Path) -> 
 def test_randomised_scenes_are_rebuilt_exactly_for_the_auxiliary_targets(negatives_dataset: Path) -> None:
     scenes = [json.loads(s) for s in (negatives_dataset / "scenes.jsonl").read_text().splitlines()]
     styled = [s for s in scenes if "style" in s]
+    plain = [s for s in scenes if "style" not in s]
+    assert not any(
+        scene_is_randomised(31, int(s["scene_id"][len("scene") :]), SceneOptions(True, 0.5)) for s in plain
+    )
     assert 8 <= len(styled) <= 32, len(styled)  # half of 40, give or take
     options = SceneOptions(negatives=True, randomise=0.5)
     for truth in styled[:5]:
         record = {"source": "synthetic", "scene_id": truth["scene_id"]}
         scene = synthetic_scene(record, 31, 128, options)
         assert scene is not None and scene.style is not None
+        assert scene_is_randomised(31, int(truth["scene_id"][len("scene") :]), options)
         assert [o.bbox_px for o in scene.objects] == [tuple(o["bbox_px"]) for o in truth["objects"]]
         # Without the options the same index is another layout: the options must travel with the dataset.
         assert json.loads((negatives_dataset / "dataset.json").read_text())["randomise"] == 0.5
