@@ -98,9 +98,9 @@ function showImagery(scenes) {
     imagery.add(scene.id);
     const id = `imagery-${scene.id}`;
     const [west, , east] = bounds(scene.geometry);
-    // The API refuses imagery tiles over 64 times as wide as the scene (services/api/routers/imagery.py,
+    // The API refuses imagery tiles over 32 times as wide as the scene (services/api/routers/imagery.py,
     // MAX_TILE_OVER_SCENE): below that zoom the map shows the footprint only and asks for no imagery.
-    const minzoom = Math.max(0, Math.min(22, Math.ceil(Math.log2(360 / (64 * Math.max(east - west, 1e-9))))));
+    const minzoom = Math.max(0, Math.min(22, Math.ceil(Math.log2(360 / (32 * Math.max(east - west, 1e-9))))));
     map.addSource(id, { type: "raster", tiles: [`${origin}/v1/scenes/${scene.id}/tiles/{z}/{x}/{y}.png`], tileSize: 256, bounds: bounds(scene.geometry), minzoom });
     map.addLayer({ id, type: "raster", source: id, paint: { "raster-opacity": 0.9 } }, "scene-footprints");
   }

@@ -299,7 +299,7 @@ def test_scene_imagery_tiles_from_minio(api: RunningApi, object_store: ObjectSto
         assert client.get("/imagery/point/10.05,50.05", params={"scene": scene}).json()["values"][0] == 40
         _refusal(client.get("/ogc/collections/ogc.scenes/tiles/UTM31WGS84Quad/0/0/0"), 422, "invalid")
         _refusal(client.get("/imagery/point/3.5e70,-4.5e16", params={"scene": scene}), 422, "invalid")
-        # A tile hundreds of times wider than the scene is refused at once (GDAL took minutes over it).
+        # A tile hundreds of times as wide as the scene is refused at once (GDAL took minutes over it).
         wide = client.get("/imagery/tiles/WGS1984Quad/1/1/1", params={"scene": scene, "expression": "b1/b2"})
         assert "zoom in" in _refusal(wide, 404, "not_found")["reason"]
         assert client.get("/imagery/tiles/WebMercatorQuad/8/135/86.png", params={"scene": scene}).status_code == 200
