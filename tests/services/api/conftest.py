@@ -1,7 +1,9 @@
 """Fixtures of the api service tests (``tests/services/api/test_api_*.py``): the API as it runs in production
 (uvicorn serving ``create_app``) against the real PostGIS, Kafka and MinIO of the local stack, with a database,
 buckets and a ``queries.requested`` topic of its own (unique names, removed afterwards), and helpers that seed
-scenes, tasks and results through the real tables the way the pipeline writes them.
+scenes, tasks and results through the real tables the way the pipeline writes them. The API's upstreams run for
+real too: Martin (``martin``, the cached binary) and the ingest service (``ingest``, its app on the same database
+and buckets), each started by the module that needs it.
 
 Shared fixtures (``migrated_db_url``, ``object_store``) come from ``tests/conftest.py``; Kafka, database and
 object-store helpers from ``tests/kits/``.
