@@ -147,11 +147,15 @@ class Dependency(Protocol):
 
 
 def outage(dependency: Dependency, seconds: float, service: ServiceProcess, flow: Flow, *, bound_s: float,
-           what: str = "the first unit of progress after the outage") -> float:
+           what: str = "the first unit of progress after the outage", during: Callable[[], None] | None = None,
+           ) -> float:
     """Stop ``dependency`` for ``seconds`` while the service runs; meanwhile the service must stay alive and
     dead-letter nothing. Start it again; returns the seconds until ``flow.done()`` grows (failing after
-    ``bound_s``). Call it while inputs are still waiting, so that there is progress to measure."""
+    ``bound_s``). Call it while inputs are still waiting, or send them in ``during`` (called once the dependency
+    is down), so that there is progress to measure."""
     dependency.stop()
+    if during is not None:
+        during()
     started = time.monotonic()
     try:
         while time.monotonic() - started < seconds:
