@@ -18,10 +18,11 @@
 # The whole script ends within BUDGET_S seconds (default 420): training stops at a deadline (train --deadline), every
 # later step runs under a timeout taken from what is left, and each step's files reach $OUT before the next starts.
 # Packages the GPU host lacks (rasterio, shapely, pyproj, affine, cligj, click-plugins, jsonschema, referencing, rpds-py,
-# jsonschema-specifications; the host has sacrebleu, lxml, attrs, click, certifi) come from .whl/: wheels
-# (.whl/*.whl), or .whl/site-cp312.tar.xz, the same cp312 wheels (our venv's versions) installed with
-# `pip install --target` and packed with xz: 31 MB against 48 MB of wheels, and the working tree and .whl must stay
-# under 64 MiB together.
+# jsonschema-specifications; the host has sacrebleu, lxml, attrs, click, certifi) and our venv's transformers (5.24;
+# the host has 5.17) come from .whl/: site-cp312.tar.xz and transformers-cp312.tar.xz, the cp312 wheels of our
+# venv's versions installed with `pip install --target` and packed with xz (36 MB against 62 MB of wheels; the
+# working tree and .whl must stay under 64 MiB together), and any wheels .whl/*.whl, installed after them. If the
+# imports fail with the carried transformers, it is dropped for the host's.
 set -uo pipefail
 
 OUT=${OUT:?set OUT to the output folder}
@@ -91,20 +92,30 @@ log "stage 14 on $(hostname): SMOKE=$SMOKE, budget ${BUDGET_S}s, $N_SCENES train
 SITE=${SITE:-/tmp/site}
 if [ "$SMOKE" != 1 ] || [ "${SMOKE_INSTALL:-0}" = 1 ]; then
     mkdir -p "$SITE"
+    for packed in .whl/*.tar.xz; do
+        [ -f "$packed" ] || continue
+        # Python's own tarfile/lzma, so the host needs no xz binary.
+        step 120 "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$packed" "$SITE"
+    done
     if compgen -G ".whl/*.whl" >/dev/null; then
         step 120 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" .whl/*.whl
-    elif [ -f .whl/site-cp312.tar.xz ]; then
-        # Python's own tarfile/lzma, so the host needs no xz binary.
-        step 120 "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' \
-            .whl/site-cp312.tar.xz "$SITE"
-    else
-        log "no .whl/ packages found; relying on the host's"
     fi
     export PYTHONPATH="$SITE:$PWD"
 else
     export PYTHONPATH="$PWD"
 fi
-step 120 "$PY" tools/gpu_retrain.py imports || { log "missing packages: stopping"; exit 1; }
+if ! step 120 "$PY" tools/gpu_retrain.py imports; then
+    # The carried transformers (our venv's 5.24, which ran on this host before) is dropped for the host's own if it
+    # is what fails, e.g. on a dependency's version.
+    if [ -d "$SITE/transformers" ]; then
+        log "retrying the imports with the host's transformers"
+        rm -rf "$SITE/transformers" "$SITE"/transformers-*.dist-info
+        step 120 "$PY" tools/gpu_retrain.py imports || { log "missing packages: stopping"; exit 1; }
+    else
+        log "missing packages: stopping"
+        exit 1
+    fi
+fi
 if [ "$DEVICE" = cuda ]; then
     nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv 2>&1 | tee -a "$LOG"
 fi
