@@ -18,6 +18,9 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+# The shipped model's in-distribution report (its ID figures; the run measures only its OOD and abstention ones).
+SHIPPED_REPORT = Path("models/earthgptx-tiny/eval_report.json")
+
 # What the run imports, in the order the script uses it.
 MODULES = (
     "numpy",
@@ -102,9 +105,17 @@ def summary(out_dir: Path) -> int:
     new = _read(out_dir / "eval" / "eval_report.json") or _read(out_dir / "eval" / "eval_report.partial.json")
     shipped = _read(out_dir / "shipped" / "eval_report.partial.json")
     log = _read(out_dir / "training_log.json")
+    shipped_figures = _figures(shipped)
+    shipped_id = _figures(_read(SHIPPED_REPORT))
+    if shipped_id.get("id"):
+        shipped_figures = {
+            "id": shipped_id["id"],
+            "id_passed": shipped_id.get("id_passed"),
+            **shipped_figures,
+        }
     result: dict[str, Any] = {
         "new_model": _figures(new),
-        "shipped_model": _figures(shipped),
+        "shipped_model": shipped_figures,
         "training": None
         if log is None
         else {k: log.get(k) for k in ("steps", "planned_steps", "stopped_by_time_budget", "samples_seen",
