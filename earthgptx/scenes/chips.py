@@ -38,13 +38,20 @@ def read_chip(dataset: DatasetReader, tile: TileWindow, resampling: Resampling =
     return dataset.read(window=window, out_shape=shape, resampling=Resampling.nearest if same_size else resampling)
 
 
-def chip_geotiff(pixels: np.ndarray, tile: TileWindow, *, band_names: tuple[str, ...] = ()) -> bytes:
-    """A chip's pixels ``(bands, H, W)`` as GeoTIFF bytes, georeferenced by the tile (when it has a georeference)."""
+def chip_geotiff(
+    pixels: np.ndarray, tile: TileWindow, *, band_names: tuple[str, ...] = (), nodata: float | None = None
+) -> bytes:
+    """A chip's pixels ``(bands, H, W)`` as GeoTIFF bytes, georeferenced by the tile (when it has a georeference).
+
+    ``nodata`` (the scene's no-data value) is written into the chip, so whoever reads the chip (the inference service)
+    masks the same pixels the scene declared empty."""
     count, height, width = pixels.shape
     profile: dict[str, object] = {
         "driver": "GTiff", "width": width, "height": height, "count": count, "dtype": pixels.dtype.name,
         "compress": "deflate",
     }  # fmt: skip
+    if nodata is not None:
+        profile["nodata"] = nodata
     if is_georeferenced(tile):
         profile.update(transform=affine_from_message(tile.chip_transform), crs=CRS.from_user_input(tile.crs))
     with MemoryFile() as memory:

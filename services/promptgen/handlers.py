@@ -224,6 +224,8 @@ class PromptgenHandler:
             self.objects.download_file(scene.object_bucket, scene.object_key, local)
             with rasterio.open(local) as dataset:
                 nodata = list(dataset.nodatavals)
+                # A GeoTIFF holds one no-data value for all its bands: the scene's (GDAL writes the same one to each).
+                declared = next((v for v in nodata if v is not None), None)
                 for tile in missing:
                     pixels = read_chip(dataset, tile)
                     ref = refs[tile.tile_index]
@@ -232,7 +234,7 @@ class PromptgenHandler:
                         empty.append(tile.tile_index)
                         del refs[tile.tile_index]
                         continue
-                    data = chip_geotiff(pixels, tile, band_names=scene.bands)
+                    data = chip_geotiff(pixels, tile, band_names=scene.bands, nodata=declared)
                     self.objects.put_bytes(self.chips_bucket, ref.key, data, content_type=CHIP_MEDIA_TYPE)
                     ref.size_bytes = len(data)
                     self._remember_nodata(ref.key, fraction)

@@ -68,6 +68,13 @@ def test_empty_tiles_are_skipped_and_tasks_carry_the_no_data_share(
         empty_keys = [f"{scene.id}/0_{row}_128x128_128x128.tif" for row in (0, 112, 128)]
         assert not any(world.objects.exists(world.objects.settings.chips_bucket, key) for key in empty_keys)
         assert all(world.objects.exists(t.chip.bucket, t.chip.key) for t in tasks)
+        # The chips declare the scene's no-data value, so the inference service masks the same pixels.
+        edge = next(t for t in tasks if t.tile.col_off == 112)
+        chip_file = tmp_path / "edge-chip.tif"
+        world.objects.download_file(edge.chip.bucket, edge.chip.key, chip_file)
+        with rasterio.open(chip_file) as chip:
+            assert chip.nodatavals == (0.0,) * chip.count
+            assert float((chip.read() == 0).all(axis=0).mean()) == pytest.approx(0.125)
 
         # Re-delivery: the same tasks with the same shares, and the empty tiles skipped again.
         world.handler.on_scene_ingested(SceneIngested(scene_id=scene.id, width=256, height=256))
