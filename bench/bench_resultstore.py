@@ -360,19 +360,24 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += [
             "## Recovery under faults (`tests/chaos`, marker `chaos`)",
             "",
-            "| scenario | results | recovery (s) | bound (s) |",
-            "|---|---:|---:|---:|",
+            "| scenario | inputs | outage (s) | recovery (s) | bound (s) |",
+            "|---|---:|---:|---:|---:|",
         ]
         for name, values in sorted(chaos.items()):
-            lines.append(f"| {name} | {values.get('results', '')} | {values.get('recovery_s', '-')} | "
-                         f"{values.get('bound_s', '-')} |")
+            lines.append(f"| {name} | {values.get('results', '')} | {values.get('outage_s', '-')} | "
+                         f"{values.get('recovery_s', '-')} | {values.get('bound_s', '-')} |")
         lines += [
             "",
-            "Recovery: seconds from the service restarted (kill -9) or the dependency answering again (PostgreSQL "
-            "after 90 s down, the broker after a restart) to the next result stored. Every scenario ends with 0 "
-            "lost, 0 duplicate rows and 0 valid records dead-lettered.",
+            "Inputs: results (resultstore), scenes (promptgen), drops (ingest), tasks (inference) flowing through "
+            "the fault. Recovery: seconds from the service restarted (kill -9) or the dependency answering again "
+            "(after the outage given, or a broker restart) to the service's next unit of progress (result stored, "
+            "scene tiled, drop ingested, task answered). Every scenario ends with 0 lost, 0 duplicates and 0 valid "
+            "inputs dead-lettered; refusing_topic measures no recovery (nothing goes down).",
             "",
         ]
+        lines += [f"- {name}: {values['note']}." for name, values in sorted(chaos.items()) if values.get("note")]
+        if any(values.get("note") for values in chaos.values()):
+            lines.append("")
     lines += [HISTORY, ""]
     env = report["environment"]
     lines.append(
