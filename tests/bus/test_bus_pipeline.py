@@ -136,6 +136,26 @@ def test_a_permanent_failure_of_the_write_splits_the_batch_and_prepares_each_rec
     assert loop._progress == {TopicPartition(TOPIC, 0): 3}
 
 
+def test_a_partition_lost_and_assigned_again_is_handled_again_not_skipped_as_lost() -> None:
+    """Before the fix, a partition lost in one rebalance stayed in ``_lost`` when a later one gave it back with
+    nothing in flight, and its records were skipped (never marked done) until the process restarted."""
+    written: list[list[str]] = []
+    loop = unit_loop([staged_batch_route(TOPIC, SceneIngested, lambda events: [e.scene_id for e in events],
+                                         written.append)], RecordingProducer(), pipeline=True)
+    tp = TopicPartition(TOPIC, 0)
+
+    class Assignment:  # what the loop asks kafka-python's consumer after a rebalance: which partitions are ours
+        def assignment(self) -> set[TopicPartition]:
+            return {tp}
+
+    loop._lost = {tp}
+    loop._consumer = Assignment()  # type: ignore[assignment]
+    loop._forget_lost()
+    records = _poll(scene_bytes("a"))
+    loop._process_batch(records, loop._prepare_poll(records))
+    assert written == [["a"]] and loop._progress == {tp: 1}
+
+
 # -- against the real broker -------------------------------------------------------------------------------
 
 
