@@ -76,12 +76,24 @@ class ModelShapes:
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """Serving settings the configs carry (bench/results/triton.md measures them on the development host).
+
+    - ``entry_instances``: one on the 2-core development host. A second instance lets the next batch's preprocessing
+      and vision run while ``llm`` generates, but it also splits the waiting requests into two smaller batches, and
+      with both networks on the same two cores the smaller ``llm`` batches cost more than the overlap gains
+      (bench/results/triton.md). Where the networks run on a GPU the overlap may be worth a second one (not measured).
+    - Queue delays are short: the entry model sends a batch's ``vision_encoder`` inputs in one request and its
+      ``llm`` requests back to back, so a batch reaches them together; when a model is busy, requests gather in
+      its queue anyway, and a long delay only adds latency to every request that finds it idle.
+    """
+
     vision_backend: VisionBackend = "python"
     gpu: bool = False
     max_batch_size: int = 16
-    vision_queue_delay_us: int = 2000
-    llm_queue_delay_us: int = 10000
+    vision_queue_delay_us: int = 500
+    llm_queue_delay_us: int = 1000
     entry_queue_delay_us: int = 2000
+    entry_instances: int = 1
     threads: int = 2
     default_max_new_tokens: int = 48
 
@@ -232,7 +244,7 @@ def entry_config(options: BuildOptions) -> str:
         f"dynamic_batching {{ max_queue_delay_microseconds: {options.entry_queue_delay_us} }}\n"
         + _io("input", inputs)
         + _io("output", outputs)
-        + _instances(options)
+        + _instances(options, options.entry_instances)
         + "parameters [\n"
         + _param("threads", 1)
         + ",\n"
@@ -356,6 +368,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=2, help="intra-op threads of the vision and llm models"
     )
+    parser.add_argument(
+        "--entry-instances",
+        type=int,
+        default=BuildOptions.entry_instances,
+        help="instances of the entry model",
+    )
     parser.add_argument("--if-stale", action="store_true", help="do nothing when the repository is current")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -364,6 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         gpu=args.gpu,
         max_batch_size=args.max_batch_size,
         threads=args.threads,
+        entry_instances=args.entry_instances,
     )
     version = build_repository(args.model, args.out, options, if_stale=args.if_stale)
     log.info("model version %s", version)

@@ -5,8 +5,9 @@
 - ``LlmModel`` (``llm``): batched greedy generation over all the requests of an ``execute``
   (``earthgptx.serving.generation``); returns the new ids and one mask-logit map per ``[SEG]``.
 - ``EntryModel`` (``earthgptx``): what clients call. Preprocesses with the project's processor, then calls
-  ``vision_encoder`` and ``llm`` through BLS (all the requests of its ``execute`` concurrently, so the llm's dynamic
-  batcher sees them together) and parses the answer.
+  ``vision_encoder`` through BLS with the whole batch of its ``execute`` in one request (one hand-off, one graph
+  run; each request alone only if that fails, so a bad one gets its own error) and ``llm`` with one request per
+  item, sent back to back so the llm's dynamic batcher sees them together, and parses the answer.
 
 Every model returns exactly one response per request, in order; a bad request gets its own ``TritonError``
 (``INVALID_ARG``), a cancelled one a ``CANCELLED`` error, and the rest of the batch is answered normally. Tensors
@@ -38,7 +39,7 @@ from earthgptx.serving.requests import (
 )
 from earthgptx.serving.text import decode_text, text_tensor
 from earthgptx.serving.version import checkpoint_version
-from earthgptx.serving.vision import BatchedVisionEncoder, VisionInputs
+from earthgptx.serving.vision import PROMPT_OUTPUTS, BatchedVisionEncoder, VisionInputs
 
 log = logging.getLogger(__name__)
 
@@ -284,27 +285,68 @@ class EntryModel:
             [[int(v) for v in parameters.get("stop_ids", "").split(",") if v.strip()]]
         )
 
-    def _vision_request(self, prepared: PreparedRequest) -> Any:
+    def _vision_request(self, batch: list[PreparedRequest]) -> Any:
+        """One ``vision_encoder`` request for all of ``batch`` (its own batch dimension, prompt slots padded to the
+        largest count with ``PROMPT_VALID=False``, as the processor pads an in-process batch): one BLS hand-off and
+        one graph run instead of one per request."""
         pb = _pb()
+        slots = max(p.prompt_masks.shape[0] for p in batch)
+
+        def padded(value: torch.Tensor, fill: float | bool) -> torch.Tensor:
+            if value.shape[0] == slots:
+                return value
+            pad = torch.full((slots - value.shape[0], *value.shape[1:]), fill, dtype=value.dtype)
+            return torch.cat([value, pad])
+
         inputs = [
-            make_tensor("PIXEL_VALUES", prepared.pixel_values[None].float()),
-            make_tensor("MODALITY_IDS", torch.tensor([[prepared.modality_id]], dtype=torch.int64)),
-            make_tensor("PROMPT_MASKS", prepared.prompt_masks[None].float()),
-            make_tensor("PROMPT_VALID", prepared.prompt_valid[None].bool()),
+            make_tensor("PIXEL_VALUES", torch.stack([p.pixel_values.float() for p in batch])),
+            make_tensor("MODALITY_IDS", torch.tensor([[p.modality_id] for p in batch], dtype=torch.int64)),
+            make_tensor("PROMPT_MASKS", torch.stack([padded(p.prompt_masks.float(), 0.0) for p in batch])),
+            make_tensor("PROMPT_VALID", torch.stack([padded(p.prompt_valid.bool(), False) for p in batch])),
         ]
         return pb.InferenceRequest(model_name=self.vision_model, inputs=inputs, requested_output_names=[])
 
-    def _llm_request(self, prepared: PreparedRequest, vision: Any) -> Any:
+    @staticmethod
+    def _vision_rows(vision: Any, batch: list[PreparedRequest]) -> list[dict[str, torch.Tensor]]:
+        """Each request's outputs of a batched ``vision_encoder`` response: its row, cut to its own prompt slots."""
+        outputs = {name: get_output(vision, name) for name in VISION_OUTPUTS}
+        rows = []
+        for row, prepared in enumerate(batch):
+            slots = prepared.prompt_masks.shape[0]
+            rows.append(
+                {
+                    name: value[row : row + 1, :slots] if name in PROMPT_OUTPUTS else value[row : row + 1]
+                    for name, value in outputs.items()
+                    if value is not None
+                }
+            )
+        return rows
+
+    async def _vision(self, batch: dict[int, PreparedRequest]) -> dict[int, Any]:
+        """``vision_encoder`` outputs per request (``{name: tensor}``), or the error response of a request it refused.
+        The batch goes in one request; should that fail, each request is sent alone, so only a bad one fails."""
+        order = list(batch)
+        response = await self._vision_request([batch[i] for i in order]).async_exec()
+        if not response.has_error():
+            return dict(zip(order, self._vision_rows(response, [batch[i] for i in order]), strict=True))
+        if len(order) == 1:
+            return {order[0]: self._bls_error(self.vision_model, response)}
+        alone = await asyncio.gather(*(self._vision_request([batch[i]]).async_exec() for i in order))
+        return {
+            index: self._bls_error(self.vision_model, single)
+            if single.has_error()
+            else self._vision_rows(single, [batch[index]])[0]
+            for index, single in zip(order, alone, strict=True)
+        }
+
+    def _llm_request(self, prepared: PreparedRequest, vision: dict[str, torch.Tensor]) -> Any:
         pb = _pb()
         inputs = [
             make_tensor("INPUT_IDS", prepared.input_ids[None]),
             make_tensor("PROMPT_VALID", prepared.prompt_valid[None].bool()),
             make_tensor("MAX_NEW_TOKENS", torch.tensor([[prepared.max_new_tokens]], dtype=torch.int32)),
         ]
-        for name in VISION_OUTPUTS:
-            value = get_output(vision, name)
-            if value is not None:
-                inputs.append(make_tensor(name, value))
+        inputs += [make_tensor(name, value) for name, value in vision.items()]
         if self.stop_ids.numel():
             inputs.append(make_tensor("STOP_IDS", self.stop_ids))
         return pb.InferenceRequest(model_name=self.llm_model, inputs=inputs, requested_output_names=[])
@@ -355,15 +397,13 @@ class EntryModel:
                 )
             except InvalidRequest as exc:
                 responses[index] = error_response(str(exc))
-        order = list(prepared)
-        visions = await asyncio.gather(*(self._vision_request(prepared[i]).async_exec() for i in order))
+        visions = await self._vision(prepared) if prepared else {}
         llm_calls = {}
-        for index, vision in zip(order, visions, strict=True):
-            failed = self._bls_error(self.vision_model, vision)
-            if failed is not None:
-                responses[index] = failed
-            else:
+        for index, vision in visions.items():
+            if isinstance(vision, dict):
                 llm_calls[index] = self._llm_request(prepared[index], vision)
+            else:
+                responses[index] = vision
         answers = await asyncio.gather(*(call.async_exec() for call in llm_calls.values()))
         for index, llm in zip(llm_calls, answers, strict=True):
             failed = self._bls_error(self.llm_model, llm)
