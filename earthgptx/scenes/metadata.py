@@ -81,6 +81,7 @@ class SceneMetadata:
     @classmethod
     def parse(cls, values: Mapping[str, Any]) -> SceneMetadata:
         """Metadata from form fields, tags or a JSON object; ``SceneRejected`` naming the field it cannot read."""
+        _refuse_nul(values)
         modality = _text("modality", values.get("modality"))
         extra = {
             str(k): str(v)[:_MAX_TEXT] for k, v in values.items() if k not in METADATA_FIELDS and v is not None
@@ -113,6 +114,22 @@ class SceneMetadata:
         values["bands"] = list(self.bands) if self.bands else None
         values["acquired_at"] = self.acquired_at.isoformat() if self.acquired_at else None
         return {k: v for k, v in values.items() if v not in (None, {}, [])}
+
+
+def _refuse_nul(value: Any, where: str = "metadata") -> None:
+    """NUL characters cannot be stored (PostgreSQL text and JSONB refuse them): refuse them here, by field."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise SceneRejected(f"{where} contains a NUL character")
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            name = str(key)
+            if "\x00" in name:
+                raise SceneRejected(f"a {where} field name contains a NUL character")
+            _refuse_nul(item, f"metadata field {name!r}")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _refuse_nul(item, where)
 
 
 def parse_sidecar(data: bytes) -> SceneMetadata:

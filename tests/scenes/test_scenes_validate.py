@@ -237,3 +237,13 @@ def test_writing_a_cog_leaves_gdal_a_usable_block_cache(tmp_path: Path) -> None:
     with rasterio.open(path) as src:
         write_cog(src, tmp_path / "cog.tif", cache_mb=64)
     assert int(rasterio.env.get_gdal_config("GDAL_CACHEMAX")) >= 64 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "values",
+    [{"modality": "opt\x00ical"}, {"note\x00": "x"}, {"extra": {"deep": ["a", "b\x00"]}}, {"sensor": "S2\x00"}],
+)
+def test_metadata_with_a_nul_character_is_refused(values: dict) -> None:
+    # PostgreSQL cannot store NUL in text or JSONB: refused up front with the field named, never a 500 later.
+    with pytest.raises(SceneRejected, match="NUL"):
+        SceneMetadata.parse(values)

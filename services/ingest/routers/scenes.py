@@ -147,6 +147,8 @@ async def upload_scene(request: Request, resources: ResourcesDep) -> JSONRespons
             return JSONResponse({"error": "disconnected"}, status_code=400)
         received = spool.finish()
     try:
+        if name is not None and "\x00" in name:
+            raise SceneRejected("the file name contains a NUL character")
         metadata = _metadata(fields)
     except SceneRejected:
         received.discard()

@@ -100,7 +100,7 @@ def live_api(
 
 def _config(identifiers: dict[str, list[str]]) -> str:
     """schemathesis's configuration: real identifiers for the parameters that name a stored thing (most generated
-    values are then real ones, the rest random), and no NUL bytes in the upload's generated metadata."""
+    values are then real ones, the rest random)."""
     bindings = {
         "query.scene": "scenes", "path.scene_id": "scenes", "path.aoi_id": "aois", "path.query_id": "queries",
         "path.itemId": "items",
@@ -110,10 +110,6 @@ def _config(identifiers: dict[str, list[str]]) -> str:
         lines += [f"[dictionaries.{name}]", f"values = {json.dumps(values)}", ""]
     lines.append("[parameters]")
     lines += [f'"{key}" = {{ dictionary = "{name}", probability = 0.8 }}' for key, name in bindings.items()]
-    # Ingest answers 500 to metadata holding a NUL character (PostgreSQL's JSONB cannot store \u0000; the API
-    # answers 502 for it): a bug of the ingest service, reported to its owner. Until it is fixed, the uploads
-    # are fuzzed without NUL bytes; every other operation gets them.
-    lines += ["", "[[operations]]", 'include-name = "POST /v1/uploads"', "generation = { allow-x00 = false }"]
     return "\n".join(lines) + "\n"
 
 
