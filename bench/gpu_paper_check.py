@@ -578,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--onnx", choices=["auto", "off"], default="auto", help="the vision-engine stage")
     parser.add_argument(
-        "--compile-budget-s", type=float, default=60.0,
+        "--compile-budget-s", type=float, default=50.0,
         help="start a torch.compile only while the run is younger than this",
     )  # fmt: skip
     args = parser.parse_args(argv)
