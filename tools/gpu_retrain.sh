@@ -20,9 +20,10 @@
 # Packages the GPU host lacks (rasterio, shapely, pyproj, affine, cligj, click-plugins, jsonschema, referencing, rpds-py,
 # jsonschema-specifications; the host has sacrebleu, lxml, attrs, click, certifi) and our venv's transformers (5.24;
 # the host has 5.17) come from .whl/: site-cp312.tar.xz and transformers-cp312.tar.xz, the cp312 wheels of our
-# venv's versions installed with `pip install --target` and packed with xz (36 MB against 62 MB of wheels; the
+# venv's versions installed with `pip install --target` and packed with xz (39 MB against 62 MB of wheels; the
 # working tree and .whl must stay under 64 MiB together), and any wheels .whl/*.whl, installed after them. If the
 # imports fail with the carried transformers, it is dropped for the host's.
+# .whl/ is ignored by git; `bash tools/pack_gpu_wheels.sh` rebuilds its two archives (39 MB, about 2 min).
 set -uo pipefail
 
 OUT=${OUT:?set OUT to the output folder}
