@@ -40,7 +40,9 @@ def test_smoke_without_onnx(tmp_path: Path) -> None:
 def test_smoke_vision_engines(tmp_path: Path) -> None:
     """fp32 on CPU: the exported ONNX vision side run by ONNX Runtime matches PyTorch eager at batch 1 and 8."""
     out = tmp_path / "report.json"
-    assert load_script().main(["--smoke", "--dtype", "fp32", "--compile-budget-s", "0", "--out", str(out)]) == 0
+    assert (
+        load_script().main(["--smoke", "--dtype", "fp32", "--compile-budget-s", "0", "--out", str(out)]) == 0
+    )
     report = json.loads(out.read_text())
     check_report(report, "tiny")
     engines = report["vision"]["engines"]
@@ -55,7 +57,9 @@ def test_smoke_vision_engines(tmp_path: Path) -> None:
 def test_smoke_bf16(tmp_path: Path) -> None:
     """bf16: the model and the eager vision figures run in bfloat16; ONNX (fp32) agrees to bf16 precision."""
     out = tmp_path / "report.json"
-    assert load_script().main(["--smoke", "--dtype", "bf16", "--compile-budget-s", "0", "--out", str(out)]) == 0
+    assert (
+        load_script().main(["--smoke", "--dtype", "bf16", "--compile-budget-s", "0", "--out", str(out)]) == 0
+    )
     report = json.loads(out.read_text())
     check_report(report, "tiny")
     assert report["dtype"] == "bfloat16"
