@@ -61,7 +61,7 @@ lock: ## re-resolve requirements.in into the pinned requirements.lock
 bench: up ## run the benchmarks; results land in bench/results/
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
-train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-training + training), stages 2-13
+train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-training + training), stages 2-14
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage1.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage2.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage3.yaml
@@ -74,6 +74,7 @@ train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-traini
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage10.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage11.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage12.yaml
+	@$(PY) -m earthgptx.training.train --config configs/tiny-stage13.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny.yaml
 
 model: env ## build the Triton model repository of models/earthgptx-tiny (ONNX vision graph, llm, entry model)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Stage 14 on a GPU host (issue 25): fine-tune the shipped model on fresh scenes with negatives and domain
-# randomisation (configs/tiny-stage14.yaml), then evaluate it in distribution (ID), out of distribution (OOD) and on
-# abstention, and the shipped model's OOD and abstention figures if time is left. docs/training.md, "Stage 14".
+# A GPU continuation of the shipped model (stage 14) for issue 25: fine-tune it on 3,000 fresh scenes with negatives
+# and domain randomisation (configs/tiny-gpu-stage15.yaml), then evaluate it in distribution (ID), out of
+# distribution (OOD) and on abstention, and the shipped model's OOD and abstention figures if time is left.
+# docs/training.md, "Stage 14".
 #
 # Run from the repository root:   OUT=/some/empty/dir bash tools/gpu_retrain.sh
 # Smoke test on a CPU (minutes):  SMOKE=1 OUT=/tmp/x bash tools/gpu_retrain.sh
@@ -9,7 +10,7 @@
 # Everything is written to $OUT as soon as it exists (at most 8 files, each < 16 MB, none deeper than $OUT/a/file):
 #   run.log                     this script's log and every command's output (tee'd as it goes)
 #   training_log.json           the training run's log (steps, losses, timings, count calibration)
-#   tiny-stage14-model.tar.gz   runs/tiny-stage14-model/ (untar in the repository root)
+#   tiny-stage15-model.tar.gz   runs/tiny-stage15-model/ (untar in the repository root)
 #   eval/eval_report.{json,md}  the new model: ID (acceptance), OOD beside ID, abstention
 #   shipped/eval_report.partial.{json,md}  the shipped model: OOD and abstention, when more than 60 s are left (its
 #                               ID figures are in models/earthgptx-tiny/eval_report.json)
@@ -77,17 +78,17 @@ else
     WORKERS=0
     N_EVAL=300 N_OOD=300 N_ABSTENTION=100  # the recipe's (configs/tiny-common.yaml, recipe defaults)
 fi
-CONFIG=configs/tiny-stage14.yaml
-TRAIN_DIR=data/generated/${PREFIX}tiny-train-s10
+CONFIG=configs/tiny-gpu-stage15.yaml
+TRAIN_DIR=data/generated/${PREFIX}tiny-train-s11
 EVAL_DIR=data/generated/${PREFIX}tiny-eval
 OOD_DIR=data/generated/${PREFIX}tiny-ood
 ABSTENTION_DIR=data/generated/${PREFIX}tiny-abstention
-MODEL_DIR=runs/${PREFIX}tiny-stage14-model
-CHECKPOINT_DIR=runs/${PREFIX}tiny-stage14
+MODEL_DIR=runs/${PREFIX}tiny-stage15-model
+CHECKPOINT_DIR=runs/${PREFIX}tiny-stage15
 SHIPPED=models/earthgptx-tiny
 DIRS=(--eval-dir "$EVAL_DIR" --ood-dir "$OOD_DIR" --abstention-dir "$ABSTENTION_DIR")
 
-log "stage 14 on $(hostname): SMOKE=$SMOKE, budget ${BUDGET_S}s, $N_SCENES training scenes, device $DEVICE, $(nproc) cores"
+log "stage 15 (GPU continuation) on $(hostname): SMOKE=$SMOKE, budget ${BUDGET_S}s, $N_SCENES training scenes, device $DEVICE, $(nproc) cores"
 
 # (a) packages --------------------------------------------------------------------------------------------------
 SITE=${SITE:-/tmp/site}
@@ -124,7 +125,7 @@ fi
 # (b) data: the training scenes on every core; the held-out sets while nothing else runs ---------------------------
 NEG_ARGS=(--negatives --randomise 0.5)
 step $(($(left) - 300 > 120 ? 120 : $(left) - 60)) "$PY" -m earthgptx.data.generate --out "$TRAIN_DIR" --scenes "$N_SCENES" \
-    --seed 10 "${NEG_ARGS[@]}" --workers "$( [ "$WORKERS" = 0 ] && nproc || echo "$WORKERS")" --no-progress
+    --seed 11 "${NEG_ARGS[@]}" --workers "$( [ "$WORKERS" = 0 ] && nproc || echo "$WORKERS")" --no-progress
 GEN_RC=$?
 [ "$GEN_RC" = 0 ] || log "training data generation failed (rc $GEN_RC); training will try to generate it itself"
 EVAL_DATA_LOG=$(mktemp)  # not under $OUT: at most 8 files come back, and the log is appended to run.log
@@ -145,9 +146,9 @@ step $(($(left) - 130)) "$PY" -m earthgptx.training.train --config "$CONFIG" --d
 TRAIN_RC=$?
 if [ -f "$MODEL_DIR/training_log.json" ]; then
     cp "$MODEL_DIR/training_log.json" "$OUT/training_log.json"
-    tar -czf "$OUT/tiny-stage14-model.tar.gz" --exclude='eval_report*' \
-        --transform "s,^${MODEL_DIR#runs/},tiny-stage14-model," -C runs "${MODEL_DIR#runs/}"
-    log "model packed: $(du -b "$OUT/tiny-stage14-model.tar.gz" | cut -f1) bytes (train rc $TRAIN_RC)"
+    tar -czf "$OUT/tiny-stage15-model.tar.gz" --exclude='eval_report*' \
+        --transform "s,^${MODEL_DIR#runs/},tiny-stage15-model," -C runs "${MODEL_DIR#runs/}"
+    log "model packed: $(du -b "$OUT/tiny-stage15-model.tar.gz" | cut -f1) bytes (train rc $TRAIN_RC)"
 else
     log "training wrote no model (rc $TRAIN_RC)"
 fi

@@ -1,4 +1,4 @@
-"""Stage 14's recipe and the data settings it relies on (issue 25)."""
+"""Stage 14 (the shipped model), its GPU continuation, and the data settings they rely on (issue 25)."""
 
 from __future__ import annotations
 
@@ -14,26 +14,49 @@ from earthgptx.training.recipe import DataSettings, load_recipe
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def test_stage14_fine_tunes_the_shipped_model_with_negatives_and_randomisation() -> None:
-    stage14 = load_recipe(CONFIGS / "tiny-stage14.yaml")
-    stage13 = load_recipe(CONFIGS / "tiny.yaml")
-    assert stage14.model.init_from == stage13.train.output_dir == "models/earthgptx-tiny"
-    # Its output never lands on the shipped model: the lead copies it in after `make eval` passes on it.
-    assert stage14.train.output_dir == "runs/tiny-stage14-model"
+def test_stage14_is_the_shipped_model_and_fine_tunes_stage13_with_negatives_and_randomisation() -> None:
+    stage14 = load_recipe(CONFIGS / "tiny.yaml")
+    stage13 = load_recipe(CONFIGS / "tiny-stage13.yaml")
+    assert stage14.name == "tiny-stage14" and stage14.train.output_dir == "models/earthgptx-tiny"
+    assert stage14.model.init_from == stage13.train.output_dir == "runs/tiny-stage13-model"
     assert stage14.data.negatives is True and stage14.data.randomise == 0.5
     held_out = {stage14.data.eval_seed, stage14.data.ood_seed, stage14.data.abstention_seed}
     earlier = {
-        load_recipe(p).data.train_seed for p in CONFIGS.glob("tiny*.yaml") if p.name != "tiny-stage14.yaml"
+        load_recipe(p).data.train_seed
+        for p in CONFIGS.glob("tiny*.yaml")
+        if p.name not in {"tiny.yaml", "tiny-gpu-stage15.yaml"}
     }
     assert stage14.data.train_seed not in held_out | earlier  # fresh scenes
     assert stage14.train.task_weights == stage13.train.task_weights
-    assert stage14.optim.lr < stage13.optim.lr  # a fine-tune keeps what the shipped model knows
-    # The held-out sets are those `make eval` reads for the shipped model.
+    assert stage14.optim.lr < stage13.optim.lr  # a fine-tune keeps what stage 13 knows
+    assert stage14.train.time_budget_s == 0  # a fixed number of steps: the recipe does not depend on the host
+    # The held-out sets are those `make eval` read for stage 13.
     assert (stage14.data.eval_seed, stage14.data.n_eval_scenes) == (
         stage13.data.eval_seed,
         stage13.data.n_eval_scenes,
     )
     assert stage13.data.negatives is False and stage13.data.randomise == 0.0
+
+
+def test_the_gpu_continuation_starts_from_the_shipped_model_on_fresh_scenes() -> None:
+    gpu = load_recipe(CONFIGS / "tiny-gpu-stage15.yaml")
+    shipped = load_recipe(CONFIGS / "tiny.yaml")
+    assert gpu.model.init_from == shipped.train.output_dir == "models/earthgptx-tiny"
+    # Its output never lands on the shipped model: the lead copies it in after `make eval` passes on it.
+    assert gpu.train.output_dir == "runs/tiny-stage15-model"
+    assert (gpu.data.negatives, gpu.data.randomise) == (shipped.data.negatives, shipped.data.randomise)
+    others = {
+        load_recipe(p).data.train_seed
+        for p in CONFIGS.glob("tiny*.yaml")
+        if p.name != "tiny-gpu-stage15.yaml"
+    }
+    assert gpu.data.train_seed not in others | {
+        gpu.data.eval_seed,
+        gpu.data.ood_seed,
+        gpu.data.abstention_seed,
+    }
+    assert gpu.train.task_weights == shipped.train.task_weights
+    assert "tiny-gpu-stage15.yaml" in (CONFIGS.parent / "tools" / "gpu_retrain.sh").read_text()
 
 
 @pytest.mark.parametrize("field", ["eval_seed", "ood_seed", "abstention_seed"])
