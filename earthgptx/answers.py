@@ -98,6 +98,21 @@ def _is_abstention(label: str) -> bool:
     return any(normalised == a or normalised.startswith(a + " ") for a in ABSTENTIONS)
 
 
+def _degenerate(label: str) -> str | None:
+    """Why ``label`` is a degenerate generation (a loop), or None: the abstention phrase more than once, or a run of
+    one to three words repeated three times in a row ("object object object", "built object built object built
+    object"). No well-formed answer of any task does either; an empty scene's caption says "with no object" once."""
+    words = _words(label)
+    repeats = sum(1 for pair in zip(words, words[1:], strict=False) if pair == ("no", "object"))
+    if repeats > 1:
+        return f"degenerate answer: 'no object' {repeats} times"
+    for n in (1, 2, 3):
+        for i in range(len(words) - 3 * n + 1):
+            if words[i : i + n] == words[i + n : i + 2 * n] == words[i + 2 * n : i + 3 * n]:
+                return f"degenerate answer: {' '.join(words[i : i + n])!r} three times in a row"
+    return None
+
+
 def _count(label: str) -> int | None:
     for word in _words(label):
         if word.isdigit():
@@ -166,6 +181,9 @@ def parse_answer_strict(
     label = re.sub(r"\s+", " ", rest).strip(" .,;:")
     has_seg = SEG_TOKEN in clean
     abstained = _is_abstention(label) and not boxes and not has_seg
+    degenerate = _degenerate(label)
+    if degenerate is not None:
+        return failed(degenerate)
     if task is not None:
         reason = _task_failure(task, label, boxes, has_seg, abstained)
         if reason is not None:

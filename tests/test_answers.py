@@ -119,3 +119,33 @@ def test_every_answer_of_the_dataset_parses(tmp_path: Path) -> None:
             assert answer.boxes == [record["answer"]["box"]]
         if record["task"] == "counting":
             assert answer.count == record["answer"]["count"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a large yellow no object no object yellow no object yellow no object object object object object",
+        "a large warm no object no object no object built object object object",
+        "a small ship ship ship",
+        "a small warm no object no object warm ship object warm ship object",
+        "a large no object built object built object built object",
+    ],
+)
+def test_a_degenerate_generation_is_reported_unparsed(text: str) -> None:
+    """The stage-14 model loops like this when asked to describe a large polygon over several things (an AOI)."""
+    answer = parse_answer_strict(text)
+    assert not answer.parsed and answer.failure.startswith("degenerate answer")
+    assert answer.text == text and answer.label == ""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "A water area with no object.",
+        "a water area beside bare soil with 2 ships and 1 building",
+        "no object",
+        "yes",
+    ],
+)
+def test_well_formed_answers_are_not_degenerate(text: str) -> None:
+    assert parse_answer_strict(text).parsed

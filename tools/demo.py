@@ -42,6 +42,7 @@ from pydantic import ValidationError
 from rasterio.windows import Window
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -282,14 +283,17 @@ def report(console: Console, engine: sa.Engine, scenes: Sequence[DemoScene], que
             by_level[LEVEL_NAMES[row["level"]]] = by_level.get(LEVEL_NAMES[row["level"]], 0) + 1
         summary["scenes"][scene.scene_id] = {"name": scene.name, "answers": by_level, "objects": objects[0]["n"]}
 
-    aoi = _answers(engine, "SELECT scene_id, answer_text, lon, lat FROM v_aoi_answers WHERE aoi_id = :id "
+    aoi = _answers(engine, "SELECT scene_id, answer_text, answer_parsed, parse_failure, lon, lat FROM v_aoi_answers "
+                           "WHERE aoi_id = :id "
                            "AND scene_id = ANY(:scenes) AND answer_text IS NOT NULL ORDER BY scene_id, task_id",
                    id=AOI_ID, scenes=[s.scene_id for s in scenes])  # fmt: skip
     table = Table(title=f"standing query {AOI_ID!r}: {AOI_INSTRUCTION}", title_justify="left")
     for column in ("scene", "answer", "where (lon, lat)"):
         table.add_column(column)
     for row in aoi:
-        table.add_row(row["scene_id"][:8] + "…", _short(row["answer_text"], 70), _where(row))
+        # An answer the strict parser refused (e.g. a degenerate loop) is shown as such, with the reason.
+        text = row["answer_text"] if row["answer_parsed"] else f"(unparsed: {row['parse_failure']}) {row['answer_text']}"
+        table.add_row(row["scene_id"][:8] + "…", escape(_short(text, 70)), _where(row))
     console.print(table)
     summary["aoi"] = [{k: row[k] for k in ("scene_id", "answer_text", "lon", "lat")} for row in aoi]
 
