@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PLACEHOLDER_SECRETS = frozenset({"changeme", "change-me", "password", "minioadmin", "secret", ""})
@@ -62,6 +62,9 @@ class ObjectStoreSettings(BaseSettings):
     secure: bool = False
     scenes_bucket: str = "scenes"
     chips_bucket: str = "chips"
+    # Seconds a request may wait for the next bytes of MinIO's answer. A connection that went dead without being
+    # closed (seen once when MinIO was stopped mid-request) otherwise stalls a consumer's partition this long.
+    read_timeout_s: float = Field(default=20.0, gt=0)
 
 
 class TritonSettings(BaseSettings):

@@ -211,12 +211,15 @@ class ObjectStore:
         client: Minio | None = None,
         retries: int = 3,
         connect_timeout_s: float = 5.0,
-        read_timeout_s: float = 60.0,
+        read_timeout_s: float | None = None,
     ) -> None:
         self.settings = settings or ObjectStoreSettings()  # type: ignore[call-arg]
+        if read_timeout_s is None:
+            read_timeout_s = self.settings.read_timeout_s
         if client is None:
-            # The SDK's default pool retries for ~6 s and waits 5 min on reads; an event consumer would rather
-            # get StoreUnavailable quickly and apply its own backoff without blocking its poll loop.
+            # The SDK's default pool retries for ~6 s and waits 5 min on reads (here EGX_S3_READ_TIMEOUT_S, 20 s):
+            # an event consumer would rather get StoreUnavailable quickly and apply its own backoff without
+            # blocking its poll loop.
             http = urllib3.PoolManager(
                 timeout=urllib3.Timeout(connect=connect_timeout_s, read=read_timeout_s),
                 maxsize=10,

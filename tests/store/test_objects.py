@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import socket
+import threading
+import time
 import tracemalloc
 import uuid
 from collections.abc import Iterator
@@ -169,6 +172,33 @@ def test_unreachable_server_is_transient() -> None:
     with pytest.raises(StoreUnavailable):
         store.put_stream("scenes", "key", io.BytesIO(b"x"), 1)
     assert not issubclass(StoreUnavailable, StoreError)  # `except StoreError` must not swallow outages
+
+
+def test_a_server_that_never_answers_is_an_outage_after_the_read_timeout() -> None:
+    """MinIO stopped mid-request can leave a connection open and silent (seen in the ingest chaos test): the
+    request must end as StoreUnavailable after ``EGX_S3_READ_TIMEOUT_S``, not hang the consumer."""
+    held: list[socket.socket] = []
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+
+        def hold() -> None:  # accept and never answer
+            with contextlib.suppress(OSError):
+                held.append(server.accept()[0])
+
+        thread = threading.Thread(target=hold, daemon=True)
+        thread.start()
+        settings = ObjectStoreSettings(endpoint=f"127.0.0.1:{port}", access_key=SecretStr("test-user"),
+                                       secret_key=SecretStr("test-secret"), read_timeout_s=0.5)
+        store = ObjectStore(settings, retries=0, connect_timeout_s=1)
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.stat("scenes", "key")
+        assert time.monotonic() - started < 10, "the read timeout of the settings was not applied"
+        assert held, "the request never reached the silent server"
+        for connection in held:
+            connection.close()
 
 
 def test_hashing_reader_reassembles_uneven_chunks() -> None:
