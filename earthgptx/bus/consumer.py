@@ -18,7 +18,8 @@ the producer flush) then stores; ``write`` returns the rejected records like a b
 ``ConsumerOptions(pipeline=True)`` the loop overlaps them: while poll N is in ``write`` on the worker thread (a
 database call that waits without the GIL), poll N+1 is fetched by ``run`` and decoded and prepared on a second
 thread. Offsets of poll N are committed only once its ``write`` returned (events acknowledged), and poll N+1 is
-written only after that, so partition order and at-least-once hold as in the sequential mode. A ``prepare`` that
+written only after that returned (the commit itself runs while poll N+1 is written), so partition order and
+at-least-once hold as in the sequential mode. A ``prepare`` that
 raises counts as the first failed attempt of its batch; every retry and the one-by-one split after a permanent
 failure call ``prepare`` and ``write`` again. On ``stop()`` or a rebalance while a prepared poll waits, it is
 dropped uncommitted and fetched again (its records are delivered again; handlers are idempotent). Outages behave
@@ -527,7 +528,8 @@ class ConsumerLoop:
 
         The run thread polls and commits; the worker thread writes (one poll at a time, in poll order); a second
         thread decodes and prepares. Poll N+1 is handed to the worker only after poll N's write returned and its
-        offsets were committed; after a rebalance or ``stop()`` it is dropped and its partitions seek back.
+        offsets are committed while poll N+1 is written; after a rebalance or ``stop()`` poll N's offsets are
+        committed first and poll N+1 is dropped, its partitions seeking back.
         """
         consumer = self._consumer
         assert consumer is not None
@@ -560,8 +562,8 @@ class ConsumerLoop:
                     writing = self._start_write(worker, following)
                     continue
                 carry = self._await(writing.future, liveness_s)
-                self._commit()
                 if self._rebalanced_in_batch or self._stop.is_set() or (stop_when is not None and stop_when()):
+                    self._commit()
                     # The prepared poll is not written: its records (and any the liveness polls brought) are
                     # fetched again from what was handled. The preparer is waited for, membership kept.
                     polls = [writing.records, carry]
@@ -574,6 +576,9 @@ class ConsumerLoop:
                 if consumer.paused():
                     consumer.resume(*consumer.paused())
                 writing = self._start_write(worker, following)
+                # Poll N's offsets are committed while poll N+1 is written: the commit's round trip to the group
+                # coordinator is off the critical path (progress only ever covers records already done).
+                self._commit()
         finally:
             preparer.shutdown(wait=True)
             self._active = set()
@@ -703,7 +708,7 @@ class ConsumerLoop:
         owned = consumer.assignment()
         pending = {
             tp: OffsetAndMetadata(offset, "", -1)
-            for tp, offset in list(self._progress.items())
+            for tp, offset in self._progress.copy().items()  # the worker may be marking records done
             if tp in owned and self._committed.get(tp) != offset
         }
         if not pending:

@@ -179,7 +179,7 @@ def _committed(settings: KafkaSettings, group: str, topic: str) -> int:
 
 
 @pytest.mark.kafka
-def test_polls_are_written_in_order_each_committed_only_after_its_write_while_the_next_is_prepared(
+def test_polls_are_written_in_order_each_committed_after_its_write_while_the_next_is_prepared_and_written(
     kafka_settings: KafkaSettings, new_topic: Callable[[str], str], unique_name: str
 ) -> None:
     topic, group = _one_partition_topic(kafka_settings, "pipeline", unique_name), f"pipeline-{unique_name}"
@@ -197,17 +197,26 @@ def test_polls_are_written_in_order_each_committed_only_after_its_write_while_th
         started = clock()
         committed = _committed(kafka_settings, group, topic)
         time.sleep(0.3)  # a database write, waiting without the GIL
-        writes.append({"ids": batch, "committed_at_start": committed, "started": started, "ended": clock()})
+        # The previous poll's offsets are committed while this one is written: wait (bounded) until they are.
+        before = sum(len(w["ids"]) for w in writes)
+        deadline = clock() + 15
+        while (during := _committed(kafka_settings, group, topic)) < before and clock() < deadline:
+            time.sleep(0.05)
+        writes.append({"ids": batch, "committed_at_start": committed, "committed_during": during,
+                       "started": started, "ended": clock()})
 
     loop = ConsumerLoop(group, [staged_batch_route(topic, SceneIngested, prepare, write)], kafka_settings,
                         fast_options(max_poll_records=10, pipeline=True))
     run_loop(loop, lambda: sum(len(w["ids"]) for w in writes) == len(ids), timeout_s=60)
 
     assert [i for w in writes for i in w["ids"]] == ids, "every record written once, in offset order"
-    # Poll N's offsets were committed before poll N+1's write began, and nothing of poll N before its own write.
-    done = 0
+    # Nothing of poll N is committed before its own write returned; poll N's offsets are committed while poll
+    # N+1 is written (before N+1's write, only polls up to N-1 may be committed).
+    done, previous = 0, 0
     for w in writes:
-        assert w["committed_at_start"] == done, (w, done)
+        assert done - previous <= w["committed_at_start"] <= done, (w, done)
+        assert w["committed_during"] == done, ("poll N not committed while N+1 was written", w, done)
+        previous = len(w["ids"])
         done += len(w["ids"])
     assert _committed(kafka_settings, group, topic) == len(ids)
     # The next poll was prepared while the previous one was being written.
