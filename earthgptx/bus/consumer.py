@@ -19,8 +19,7 @@ the producer flush) then stores; ``write`` returns the rejected records like a b
 database call that waits without the GIL), poll N+1 is fetched by ``run`` and decoded and prepared on a second
 thread. Offsets of poll N are committed only once its ``write`` returned (events acknowledged), and poll N+1 is
 written only after that returned (the commit itself runs while poll N+1 is written), so partition order and
-at-least-once hold as in the sequential mode. A ``prepare`` that
-raises counts as the first failed attempt of its batch; every retry and the one-by-one split after a permanent
+at-least-once hold as in the sequential mode. A ``prepare`` that raises counts as the first failed attempt of its batch; every retry and the one-by-one split after a permanent
 failure call ``prepare`` and ``write`` again. On ``stop()`` or a rebalance while a prepared poll waits, it is
 dropped uncommitted and fetched again (its records are delivered again; handlers are idempotent). Outages behave
 as in the sequential mode (the prepared poll waits, partitions are paused, membership is kept).
@@ -527,8 +526,8 @@ class ConsumerLoop:
         """The pipelined mode's poll loop (module docstring): poll N+1 and prepare it while poll N is written.
 
         The run thread polls and commits; the worker thread writes (one poll at a time, in poll order); a second
-        thread decodes and prepares. Poll N+1 is handed to the worker only after poll N's write returned and its
-        offsets are committed while poll N+1 is written; after a rebalance or ``stop()`` poll N's offsets are
+        thread decodes and prepares. Poll N+1 is handed to the worker only after poll N's write returned; poll N's
+        offsets are then committed while poll N+1 is written. After a rebalance or ``stop()`` poll N's offsets are
         committed first and poll N+1 is dropped, its partitions seeking back.
         """
         consumer = self._consumer
