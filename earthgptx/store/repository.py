@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from itertools import islice
 from typing import Any, TypeVar, cast
@@ -38,7 +39,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
 from earthgptx.settings import DatabaseSettings
-from earthgptx.store.db import make_engine
+from earthgptx.store.db import dump_json, encode_json, make_engine
 from earthgptx.store.errors import IntegrityViolation, InvalidRecord, StoreError, StoreUnavailable
 from earthgptx.store.models import SRID_WGS84, Aoi, Result, Scene, Task
 from earthgptx.store.records import AoiRecord, ResultRecord, SceneRecord, TaskRecord, TaskResults
@@ -93,6 +94,26 @@ def _changed(table: sa.Table, excluded: Any, columns: Sequence[str]) -> sa.Colum
     )
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+def _encoder(engine: Engine) -> Callable[[Any], Any]:
+    """How row builders hand JSON columns over: encoded already where the engine passes ``EncodedJson`` through
+    (``make_engine``'s), as Python values for any other engine."""
+    return encode_json if getattr(engine.dialect, "_json_serializer", None) is dump_json else _same
+
+
+@dataclass(frozen=True)
+class PlannedResults:
+    """A ``record_results`` batch as statement parameters (``Repository.plan_results``), for ``write_planned``."""
+
+    task_ids: tuple[str, ...]  # per item of the batch, in order (the outcome counts per item)
+    task_chunks: list[list[dict[str, Any]]]
+    result_chunks: list[list[dict[str, Any]]]
+    engine: Engine  # the plan's parameters are in the form this engine's dialect takes
+
+
 def _scene_row(scene: SceneRecord) -> dict[str, Any]:
     if scene.footprint is not None and not isinstance(scene.footprint, Polygon):
         raise InvalidRecord(f"scene {scene.id}: footprint must be a Polygon, got {scene.footprint.geom_type}")
@@ -119,7 +140,7 @@ def _scene_row(scene: SceneRecord) -> dict[str, Any]:
     }
 
 
-def _task_row(task: TaskRecord) -> dict[str, Any]:
+def _task_row(task: TaskRecord, encode: Callable[[Any], Any] = _same) -> dict[str, Any]:
     for name in ("scene_id", "task", "instruction", "model_version"):
         _check_text(f"task {task.id}: {name}", getattr(task, name))
     col_off, row_off, width, height = task.window
@@ -135,14 +156,14 @@ def _task_row(task: TaskRecord) -> dict[str, Any]:
         "level": task.level,
         "task": task.task,
         "instruction": task.instruction,
-        "prompts": list(task.prompts),
+        "prompts": encode(list(task.prompts)),
         "model_version": task.model_version,
         "parent_task_id": task.parent_task_id,
         "aoi_id": task.aoi_id,
     }
 
 
-def _result_rows(results: Sequence[ResultRecord]) -> list[dict[str, Any]]:
+def _result_rows(results: Sequence[ResultRecord], encode: Callable[[Any], Any] = _same) -> list[dict[str, Any]]:
     for r in results:
         _check_text(f"result {r.task_id}:{r.ordinal}: answer text", r.answer_text)
         _check_text(f"result {r.task_id}:{r.ordinal}: label", r.label)
@@ -156,7 +177,7 @@ def _result_rows(results: Sequence[ResultRecord]) -> list[dict[str, Any]]:
             "scene_id": r.scene_id,
             "answer_text": r.answer_text,
             "label": r.label,
-            "attributes": r.attributes,
+            "attributes": encode(r.attributes),
             "geom": geom,
             "pixel_geom": pixel_geom,
             "score": r.score,
@@ -368,30 +389,58 @@ class Repository:
         """Write tasks (each inserted if missing) with their results and mark them done, in one transaction.
 
         Returns the rows inserted or changed per item (0 for a replay). Any failure rolls the whole batch back.
+        It is ``write_planned(plan_results(batch))``.
         """
+        return self.write_planned(self.plan_results(batch))
+
+    def plan_results(self, batch: Sequence[TaskResults]) -> PlannedResults:
+        """The database-free half of ``record_results``: checks, then the statements' parameters (hex EWKB, and
+        JSON already encoded where the engine is ``make_engine``'s). A pipelined caller (the resultstore) makes
+        the plan of its next batch while this one's ``write_planned`` waits on PostgreSQL. Raises
+        ``InvalidRecord`` as ``record_results`` does."""
         for item in batch:
             stray = {r.task_id for r in item.results} - {item.task.id}
             if stray:
                 raise InvalidRecord(f"results of other tasks given for task {item.task.id}: {sorted(stray)}")
             _check_timings(item.task.id, item.timings)
-        if not batch:
-            return []
+        encode = _encoder(self.engine)
         # One statement per chunk inserts the missing tasks and marks every task done (a redelivered task keeps
         # its other columns); the last item of a task id in the batch gives its timings.
         task_rows = list({
-            item.task.id: {**_task_row(item.task), "status": "done", "error": None, "timings": dict(item.timings)}
+            item.task.id: {**_task_row(item.task, encode), "status": "done", "error": None,
+                           "timings": encode(dict(item.timings))}
             for item in batch
         }.values())
-        with self._transaction(f"record results of {len(batch)} task(s)") as connection:
-            for chunk in _chunks(task_rows, self.chunk_size):
-                connection.execute(self._done_tasks_stmt, chunk).all()
-            written = self._write_results_by_task(connection, (r for item in batch for r in item.results))
+        result_chunks = [
+            _result_rows(_dedupe_results(chunk), encode)
+            for chunk in _chunks((r for item in batch for r in item.results), self.chunk_size)
+        ]
+        return PlannedResults(
+            tuple(item.task.id for item in batch),
+            list(_chunks(task_rows, self.chunk_size)),
+            result_chunks,
+            self.engine,
+        )
+
+    def write_planned(self, plan: PlannedResults) -> list[int]:
+        """The database half of ``record_results``: one transaction; rows written per item (0 for a replay)."""
+        if plan.engine is not self.engine:
+            raise ValueError("a plan is written by the repository (engine) that made it")
+        if not plan.task_ids:
+            return []
+        with self._transaction(f"record results of {len(plan.task_ids)} task(s)") as connection:
+            for task_rows in plan.task_chunks:
+                connection.execute(self._done_tasks_stmt, task_rows).all()
+            written: dict[str, int] = {}
+            for rows in plan.result_chunks:
+                for task_id, _ in connection.execute(self._upsert_results_stmt, rows):
+                    written[task_id] = written.get(task_id, 0) + 1
         outcome: list[int] = []
         seen: set[str] = set()
-        for item in batch:
+        for task_id in plan.task_ids:
             # A task twice in one batch (a redelivery) had its rows written once: they count for the first.
-            outcome.append(0 if item.task.id in seen else written.get(item.task.id, 0))
-            seen.add(item.task.id)
+            outcome.append(0 if task_id in seen else written.get(task_id, 0))
+            seen.add(task_id)
         return outcome
 
     def _mark_done(self, connection: Connection, tasks: Sequence[tuple[str, dict[str, float]]]) -> None:
@@ -417,8 +466,9 @@ class Repository:
     def _write_results_by_task(self, connection: Connection, results: Iterable[ResultRecord]) -> dict[str, int]:
         """Upsert results in chunks; returns the rows really inserted or changed, per task."""
         written: dict[str, int] = {}
+        encode = _encoder(self.engine)
         for chunk in _chunks(results, self.chunk_size):
-            rows = _result_rows(_dedupe_results(chunk))
+            rows = _result_rows(_dedupe_results(chunk), encode)
             for task_id, _ in connection.execute(self._upsert_results_stmt, rows):
                 written[task_id] = written.get(task_id, 0) + 1
         return written

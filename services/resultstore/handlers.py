@@ -55,6 +55,7 @@ from earthgptx.geo import is_georeferenced
 from earthgptx.geo.crs import lonlat_transformer
 from earthgptx.geo.masks import mask_from_png, mask_polygons
 from earthgptx.geo.validation import check_chip_georeferences
+from earthgptx.store.errors import StoreError
 from earthgptx.store.records import ResultRecord, TaskRecord, TaskResults
 from earthgptx.v1.events_pb2 import (
     Answer,
@@ -78,7 +79,9 @@ CLAIM_CONTENT_TYPE = "application/x-protobuf; messageType=earthgptx.v1.DetectedB
 
 
 class ResultRepository(Protocol):
-    """The part of ``earthgptx.store.repository.Repository`` the handler uses (tests pass a fake)."""
+    """The part of ``earthgptx.store.repository.Repository`` the handler uses (tests pass a fake). A repository
+    that also has ``plan_results``/``write_planned`` (the real one) gets each batch planned in the prepare stage,
+    so that only the statements themselves are left for the write stage."""
 
     def record_results(self, batch: Sequence[TaskResults]) -> list[int]: ...
 
@@ -124,6 +127,7 @@ class PreparedBatch:
     size: int
     prepared: list[_Prepared]
     rejected: dict[int, PermanentError]
+    plan: Any = None  # the repository's plan of the prepared items (``plan_results``), when it makes one
 
 
 class ResultStoreHandler:
@@ -184,13 +188,27 @@ class ResultStoreHandler:
                 prepared.append(self._prepare(index, draft.event, task, results))
             except PermanentError as exc:
                 rejected[index] = exc
-        return PreparedBatch(started, len(batch), prepared, rejected)
+        return PreparedBatch(started, len(batch), prepared, rejected, self._plan(prepared))
+
+    def _plan(self, prepared: list[_Prepared]) -> Any:
+        """The repository's parameters for the batch, made here rather than in the write stage (None: the write
+        stage makes them itself, where a refused batch then raises as it always did)."""
+        plan_results = getattr(self.repository, "plan_results", None)
+        if plan_results is None or not prepared:
+            return None
+        try:
+            return plan_results([p.item for p in prepared])
+        except StoreError:
+            return None
 
     def write_results(self, batch: PreparedBatch) -> dict[int, PermanentError]:
         """The second stage: one transaction for the prepared results, their events published and flushed once;
         returns the rejected records (by index into the poll's batch) with the reason."""
         started, prepared, rejected = batch.started, batch.prepared, dict(batch.rejected)
-        written = self.repository.record_results([p.item for p in prepared]) if prepared else []
+        if batch.plan is not None:
+            written = self.repository.write_planned(batch.plan)  # type: ignore[attr-defined]
+        else:
+            written = self.repository.record_results([p.item for p in prepared]) if prepared else []
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         futures = []
         for p in prepared:
