@@ -371,3 +371,25 @@ def test_unreachable_database_is_transient() -> None:
     with pytest.raises(StoreUnavailable):
         repository.upsert_results(_results("t", "s", 1))
     repository.close()
+
+
+def test_a_plan_made_ahead_writes_what_record_results_writes_with_json_encoded_once(repository: Repository) -> None:
+    # The resultstore plans a batch on its preparer thread and writes it later: the JSON columns are encoded in the
+    # plan and must reach PostgreSQL as objects, not as JSON strings encoded a second time.
+    scene = _scene(_uid("scene"), 500_000, 4_600_000)
+    repository.upsert_scene(scene)
+    task = _task(_uid("task"), scene.id)
+    rows = tuple(replace(r, attributes={"count": 2, "colour": "red"}) for r in _results(task.id, scene.id, 2))
+    plan = repository.plan_results([TaskResults(task, rows, {"infer_ms": 3.0})])
+    assert repository.write_planned(plan) == [2]
+    assert repository.write_planned(repository.plan_results([TaskResults(task, rows, {})])) == [0]
+    with repository.engine.connect() as connection:
+        kinds = connection.execute(sa.text("SELECT DISTINCT jsonb_typeof(attributes) FROM results WHERE task_id = :t"),
+                                   {"t": task.id}).scalars().all()
+    assert kinds == ["object"]
+    stored = repository.get_task(task.id)
+    assert stored is not None and stored.timings == {"infer_ms": 3.0} and stored.status == "done"
+    elsewhere = Repository(make_engine(url=repository.engine.url.render_as_string(hide_password=False)))
+    with pytest.raises(ValueError, match="repository"):
+        elsewhere.write_planned(plan)
+    elsewhere.close()
