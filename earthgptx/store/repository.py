@@ -431,10 +431,7 @@ class Repository:
         with self._transaction(f"record results of {len(plan.task_ids)} task(s)") as connection:
             for task_rows in plan.task_chunks:
                 connection.execute(self._done_tasks_stmt, task_rows).all()
-            written: dict[str, int] = {}
-            for rows in plan.result_chunks:
-                for task_id, _ in connection.execute(self._upsert_results_stmt, rows):
-                    written[task_id] = written.get(task_id, 0) + 1
+            written = self._upsert_result_rows(connection, plan.result_chunks)
         outcome: list[int] = []
         seen: set[str] = set()
         for task_id in plan.task_ids:
@@ -465,10 +462,14 @@ class Repository:
 
     def _write_results_by_task(self, connection: Connection, results: Iterable[ResultRecord]) -> dict[str, int]:
         """Upsert results in chunks; returns the rows really inserted or changed, per task."""
-        written: dict[str, int] = {}
         encode = _encoder(self.engine)
-        for chunk in _chunks(results, self.chunk_size):
-            rows = _result_rows(_dedupe_results(chunk), encode)
+        chunks = (_result_rows(_dedupe_results(chunk), encode) for chunk in _chunks(results, self.chunk_size))
+        return self._upsert_result_rows(connection, chunks)
+
+    def _upsert_result_rows(self, connection: Connection, chunks: Iterable[list[dict[str, Any]]]) -> dict[str, int]:
+        """Run the results upsert once per chunk of rows; returns the rows really inserted or changed, per task."""
+        written: dict[str, int] = {}
+        for rows in chunks:
             for task_id, _ in connection.execute(self._upsert_results_stmt, rows):
                 written[task_id] = written.get(task_id, 0) + 1
         return written
