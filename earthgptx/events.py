@@ -94,7 +94,10 @@ def deterministic_id(kind: str, *parts: object) -> str:
     id is stable across processes, Python versions and protobuf runtimes, unlike ``SerializeToString``, whose
     byte layout protobuf does not promise to keep.
     """
-    canonical = json.dumps([kind, *(_canonical(p) for p in parts)], sort_keys=True, separators=(",", ":"))
+    if all(type(p) is str for p in parts):  # the common case (ids, digests): no mapping to canonicalise
+        canonical = json.dumps([kind, *parts], separators=(",", ":"))
+    else:
+        canonical = json.dumps([kind, *(_canonical(p) for p in parts)], sort_keys=True, separators=(",", ":"))
     return str(uuid.uuid5(ID_NAMESPACE, canonical))
 
 

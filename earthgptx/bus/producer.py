@@ -23,6 +23,7 @@ from typing import Any
 from google.protobuf.message import Message
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, MessageSizeTooLargeError
+from kafka.partitioner.default import DefaultPartitioner, murmur2
 from kafka.producer.future import FutureRecordMetadata, RecordMetadata
 
 from earthgptx.bus import metrics
@@ -49,6 +50,32 @@ PRODUCER_DEFAULTS: Mapping[str, Any] = {
 }
 
 
+class KeyHashPartitioner(DefaultPartitioner):
+    """kafka-python's default partitioner (murmur2 of the key, as the Java client), remembering each key's hash.
+
+    kafka-python hashes in pure Python, about 5 µs a key; a scene's events (tasks, results) share their key, so
+    the result store's batches hash the same few keys thousands of times. The partition chosen is unchanged.
+    """
+
+    def __init__(self, max_keys: int = 4096) -> None:
+        self._hashes: dict[bytes, int] = {}
+        self._max_keys = max_keys
+
+    def partition(self, topic: str, key: Any, serialized_key: bytes | None, value: Any, serialized_value: Any,
+                  cluster: Any) -> int:
+        partitions = cluster.partitions_for_topic(topic) if serialized_key is not None else None
+        if not partitions:  # no key, or a topic not known yet: as the default partitioner (which names the error)
+            return int(super().partition(topic, key, serialized_key, value, serialized_value, cluster))
+        assert serialized_key is not None
+        hashed = self._hashes.get(serialized_key)
+        if hashed is None:
+            if len(self._hashes) >= self._max_keys:
+                self._hashes.clear()
+            hashed = self._hashes[serialized_key] = murmur2(serialized_key) & 0x7FFFFFFF
+        ordered = sorted(partitions)
+        return int(ordered[hashed % len(ordered)])
+
+
 def producer_config(settings: KafkaSettings, client_id: str, **overrides: Any) -> dict[str, Any]:
     """The kafka-python ``KafkaProducer`` configuration used by the bus (also used by the benchmark baseline)."""
     config: dict[str, Any] = {
@@ -58,6 +85,7 @@ def producer_config(settings: KafkaSettings, client_id: str, **overrides: Any) -
         "max_request_size": max(settings.max_message_bytes + 64 * 1024, 1_048_576),
         # Topics are created explicitly; a typo in a topic name must fail, not create a topic.
         "allow_auto_create_topics": False,
+        "partitioner": KeyHashPartitioner(),
     }
     config.update(overrides)
     return config

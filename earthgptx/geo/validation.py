@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from functools import lru_cache
 
+import numpy as np
 from affine import Affine
 from pyproj import CRS, Transformer
 from pyproj.exceptions import CRSError, ProjError
@@ -80,38 +81,90 @@ def check_transform_in_crs(transform: Affine, crs: str, width: int, height: int)
 
 
 def check_chip_georeferences(tiles: list[TileWindow]) -> list[str | None]:
-    """``check_chip_georeference`` for many tiles at once (one pyproj call per CRS): the reason each is refused,
-    or None. A batch of results costs a few array operations instead of a transform per tile."""
+    """``check_chip_georeference`` for many tiles at once: the reason each is refused, or None.
+
+    The checks run as array operations per CRS (one pyproj call for every corner of its tiles); a tile they flag
+    is then checked alone (``_tile_reason``), which words the reason. A batch of results costs a few array
+    operations instead of a transform and a few dozen Python steps per tile.
+    """
     reasons: list[str | None] = [None] * len(tiles)
-    corners_by_crs: dict[str, list[tuple[int, list[tuple[float, float]]]]] = {}
+    by_crs: dict[str, list[int]] = {}
     for index, tile in enumerate(tiles):
+        by_crs.setdefault(tile.crs.strip(), []).append(index)
+    for crs, indices in by_crs.items():
         try:
-            if not tile.HasField("chip_transform"):
-                raise GeoreferenceError("tile has no chip transform")
-            t = tile.chip_transform
-            coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
-            if not all(math.isfinite(v) for v in coefficients):
-                raise GeoreferenceError(f"chip transform has a non-finite coefficient {list(coefficients)}")
-            _check_units(coefficients, tile.crs)
-        except GeoreferenceError as exc:
-            reasons[index] = str(exc)
-            continue
-        a, b, c, d, e, f = coefficients
-        corners = [(a * col + b * row + c, d * col + e * row + f)
-                   for col in (0, tile.chip_width) for row in (0, tile.chip_height)]
-        corners_by_crs.setdefault(tile.crs.strip(), []).append((index, corners))
-    for crs, entries in corners_by_crs.items():
-        xs = [x for _, corners in entries for x, _ in corners]
-        ys = [y for _, corners in entries for _, y in corners]
-        facts = _facts(crs)
-        if facts.to_lonlat is not None:
-            lons, lats = facts.to_lonlat.transform(xs, ys, errcheck=False)
-        else:
-            lons, lats = xs, ys
-        for n, (index, corners) in enumerate(entries):
-            lon, lat = list(lons[4 * n:4 * n + 4]), list(lats[4 * n:4 * n + 4])
-            reasons[index] = _outside_area_of_use(facts, crs, corners, lon, lat)
+            facts = _facts(crs) if crs else None
+        except CRSError:
+            facts = None
+        flagged = indices if facts is None else [indices[k] for k in _flag(facts, [tiles[i] for i in indices])]
+        for index in flagged:
+            reasons[index] = _tile_reason(tiles[index])
     return reasons
+
+
+def _flag(facts: _CrsFacts, tiles: list[TileWindow]) -> list[int]:
+    """Positions of the tiles (all of one CRS) that any check of ``_tile_reason`` might refuse."""
+    has = np.array([tile.HasField("chip_transform") for tile in tiles])
+    coefficients = np.array([(t.a, t.b, t.c, t.d, t.e, t.f) for t in (tile.chip_transform for tile in tiles)],
+                            dtype=float).reshape(-1, 6)
+    a, b, c, d, e, f = coefficients.T
+    with np.errstate(invalid="ignore", over="ignore"):
+        suspect = ~has | ~np.isfinite(coefficients).all(axis=1)
+        suspect |= (coefficients == (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)).all(axis=1) | (a * e - b * d == 0.0)
+        pixel = np.maximum(np.hypot(a, d), np.hypot(b, e))
+        if facts.crs.is_geographic:
+            suspect |= pixel > MAX_PIXEL_DEGREES
+        if facts.metres_per_unit is not None:
+            metres = pixel * facts.metres_per_unit
+            suspect |= (metres < MIN_PIXEL_METRES) | (metres > MAX_PIXEL_METRES)
+        sizes = np.array([(tile.chip_width, tile.chip_height) for tile in tiles], dtype=float).reshape(-1, 2)
+        # The corners in _tile_reason's order: (0, 0), (0, h), (w, 0), (w, h) as (col, row).
+        cols = sizes[:, :1] * np.array([0.0, 0.0, 1.0, 1.0])
+        rows = sizes[:, 1:] * np.array([0.0, 1.0, 0.0, 1.0])
+        xs = a[:, None] * cols + b[:, None] * rows + c[:, None]
+        ys = d[:, None] * cols + e[:, None] * rows + f[:, None]
+        checked = ~suspect
+        if facts.to_lonlat is not None and checked.any():
+            lon, lat = facts.to_lonlat.transform(xs[checked].ravel(), ys[checked].ravel(), errcheck=False)
+            xs[checked] = np.asarray(lon, dtype=float).reshape(-1, 4)
+            ys[checked] = np.asarray(lat, dtype=float).reshape(-1, 4)
+        suspect |= ~(np.isfinite(xs).all(axis=1) & np.isfinite(ys).all(axis=1))
+        if facts.bounds is not None:
+            margin = GEOGRAPHIC_MARGIN_DEGREES if facts.crs.is_geographic else PROJECTED_MARGIN_DEGREES
+            west, south, east, north = facts.bounds
+            if facts.crs.is_geographic and (west, east) == (-180.0, 180.0):
+                west, east = -360.0, 360.0
+            inside = ((ys >= south - margin) & (ys <= north + margin)).all(axis=1)
+            if west <= east:
+                inside &= ((xs >= west - margin) & (xs <= east + margin)).all(axis=1)
+            else:
+                inside &= ((xs >= west - margin) | (xs <= east + margin)).all(axis=1)
+            suspect |= ~inside
+    return np.flatnonzero(suspect).tolist()
+
+
+def _tile_reason(tile: TileWindow) -> str | None:
+    """Every check of one tile, worded (what ``_flag`` screens for in bulk)."""
+    try:
+        if not tile.HasField("chip_transform"):
+            raise GeoreferenceError("tile has no chip transform")
+        t = tile.chip_transform
+        coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
+        if not all(math.isfinite(v) for v in coefficients):
+            raise GeoreferenceError(f"chip transform has a non-finite coefficient {list(coefficients)}")
+        facts = _check_units(coefficients, tile.crs)
+    except GeoreferenceError as exc:
+        return str(exc)
+    a, b, c, d, e, f = coefficients
+    corners = [(a * col + b * row + c, d * col + e * row + f)
+               for col in (0, tile.chip_width) for row in (0, tile.chip_height)]
+    crs = tile.crs.strip()
+    if facts.to_lonlat is not None:
+        lons, lats = facts.to_lonlat.transform([x for x, _ in corners], [y for _, y in corners], errcheck=False)
+        lons, lats = list(lons), list(lats)
+    else:
+        lons, lats = [x for x, _ in corners], [y for _, y in corners]
+    return _outside_area_of_use(facts, crs, corners, lons, lats)
 
 
 def _check_units(coefficients: tuple[float, ...], crs: str) -> _CrsFacts:

@@ -361,7 +361,8 @@ def _has_nul(event: InferenceResult, answer: Answer) -> bool:
     """The fast test (one join, no names built) for what ``_reject_nul`` then names."""
     texts = [answer.text, answer.label, event.scene_id, event.task, event.model_version, event.task_id,
              event.parse_failure]  # fmt: skip
-    texts += [k + v for k, v in answer.attributes.items()]
+    if answer.attributes:  # (a protobuf map's items() costs microseconds even when it is empty)
+        texts += [k + v for k, v in answer.attributes.items()]
     texts += [d.label for d in answer.boxes]
     texts += [r.predicate for r in answer.relations]
     return "\x00" in "".join(texts)
@@ -407,7 +408,7 @@ def task_record(event: InferenceResult) -> TaskRecord:
 
 
 def _answer_attributes(event: InferenceResult, answer: Answer) -> dict[str, Any]:
-    attributes: dict[str, Any] = dict(answer.attributes)
+    attributes: dict[str, Any] = dict(answer.attributes) if answer.attributes else {}
     if answer.count or event.task in COUNT_TASKS:
         attributes["count"] = answer.count
     if answer.relations:
@@ -518,6 +519,7 @@ def _place(drafts: list[_Draft]) -> tuple[dict[int, PermanentError], list[list[R
     scene_shapes = shapely.transform(shapes, lambda xy: _apply(scene_params[draft_of], xy))
     world_shapes: np.ndarray[Any, Any] = np.full(len(shapes), None, dtype=object)
     placed = [i for i in georeferenced if i not in failed]
+    placed_set = set(placed)
     if placed:
         chip_params = np.zeros((len(drafts), 6))
         chip_params[placed] = np.array([_chip_params(drafts[i].event.tile) for i in placed], dtype=float)
@@ -529,8 +531,9 @@ def _place(drafts: list[_Draft]) -> tuple[dict[int, PermanentError], list[list[R
             if transformer is not None:
                 lon, lat = transformer.transform(world_xy[mask, 0], world_xy[mask, 1], errcheck=False)
                 world_xy[mask] = np.column_stack([lon, lat])
-        for i in placed:
-            if not np.isfinite(world_xy[draft_of == i]).all():
+        # Drafts with a coordinate that did not project (one pass over the coordinates, not one per draft).
+        for i in np.unique(draft_of[~np.isfinite(world_xy).all(axis=1)]).tolist():
+            if i in placed_set:
                 failed[i] = _reject(drafts[i].event, f"geometry does not project from {drafts[i].event.tile.crs} "
                                                      "to EPSG:4326")
         in_world = np.isin(owner, [i for i in placed if i not in failed])  # per shape

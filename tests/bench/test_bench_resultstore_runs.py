@@ -24,7 +24,7 @@ RESULTS = 300
 def test_a_small_run_stores_every_result_both_ways(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, str(REPO_ROOT / "bench" / "bench_resultstore.py"), "--results", str(RESULTS),
-         "--out", str(tmp_path)],
+         "--pairs", "3", "--out", str(tmp_path)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     # Exit 1 means "ran, targets not met" (expected at this size: the group join dominates); 2+ is a crash.
@@ -38,6 +38,11 @@ def test_a_small_run_stores_every_result_both_ways(tmp_path: Path) -> None:
     assert report["service_to_batch_ratio"] == pytest.approx(
         service["results_per_s"] / batch["results_per_s"], rel=1e-2
     )
+    # Three pairs, alternating which path runs first; the ratio reported is their median, the pair shown in full
+    # is the median one.
+    ratios = sorted(pair["ratio"] for pair in report["pairs"])
+    assert len(ratios) == 3 and report["service_to_batch_ratio"] == pytest.approx(ratios[1], abs=1e-3)
+    assert [pair["order"] for pair in report["pairs"]] == ["service first", "batch upsert first", "service first"]
     assert report["meets_targets"] is (run.returncode == 0)
     markdown = (tmp_path / "resultstore.md").read_text()
     assert f"{RESULTS:,} `InferenceResult`s" in markdown and "Service / batch upsert" in markdown

@@ -248,3 +248,35 @@ def test_routes_must_be_unique_and_non_empty() -> None:
         ConsumerLoop("g", [])
     with pytest.raises(ValueError, match="one route only"):
         ConsumerLoop("g", [route(TOPIC, SceneIngested, print), route(TOPIC, SceneIngested, print)])
+
+
+def test_the_producers_partitioner_picks_the_partition_kafka_pythons_default_picks() -> None:
+    """``KeyHashPartitioner`` remembers key hashes; a scene's events must land where the Java client and
+    kafka-python's default put them, whatever the partition count, keyless events included."""
+    from kafka.partitioner.default import DefaultPartitioner
+
+    from earthgptx.bus.producer import KeyHashPartitioner
+
+    class Cluster:
+        def __init__(self, count: int) -> None:
+            self.count = count
+
+        def topics(self) -> set[str]:
+            return {"t"}
+
+        def partitions_for_topic(self, topic: str) -> set[int] | None:
+            return set(range(self.count)) if topic == "t" else None
+
+        def available_partitions_for_topic(self, topic: str) -> set[int]:
+            return set(range(self.count))
+
+    ours, default = KeyHashPartitioner(max_keys=50), DefaultPartitioner()
+    keys = [f"scene-{i:05d}".encode() for i in range(200)] + [b"", b"\xff" * 37]
+    for count in (1, 3, 12):
+        cluster = Cluster(count)
+        for key in keys * 2:  # the second round is answered from the remembered hashes (and after evictions)
+            assert ours.partition("t", key, key, None, None, cluster) == default.partition("t", key, key, None, None,
+                                                                                           cluster)
+        assert ours.partition("t", None, None, None, None, cluster) in range(count)
+    with pytest.raises(ValueError, match="not found"):
+        ours.partition("unknown", b"k", b"k", None, None, Cluster(3))

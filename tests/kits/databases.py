@@ -6,6 +6,7 @@ Databases are created from ``template1``, which the local stack gives PostGIS.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,9 +36,24 @@ def throwaway_database(prefix: str = "egx_test") -> Iterator[str]:
     try:
         yield make_url(base).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        try:
+            _drop(admin, name)
+        finally:
+            admin.dispose()
+
+
+def _drop(admin: sa.Engine, name: str, attempts: int = 20) -> None:
+    """DROP ... WITH (FORCE), retried while an autovacuum worker is in the database: the server's own process,
+    which a non-superuser may not terminate ("must be a member of the role whose process is being terminated")."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            return
+        except sa.exc.ProgrammingError as exc:
+            if "pg_signal_backend" not in str(exc) or attempt == attempts:
+                raise
+            time.sleep(0.25)
 
 
 @contextmanager
