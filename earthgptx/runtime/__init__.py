@@ -31,6 +31,7 @@ from earthgptx.runtime.logs import JsonFormatter, configure_logging
 from earthgptx.runtime.service import (
     ConsumerService,
     ServiceStartError,
+    freeze_heap,
     run_consumer_service,
     run_http_service,
     start_service,
@@ -44,6 +45,7 @@ __all__ = [
     "ServiceSettings",
     "ServiceStartError",
     "configure_logging",
+    "freeze_heap",
     "run_consumer_service",
     "run_http_service",
     "start_service",

@@ -4,8 +4,9 @@
 stack's ``.stack/stack.env`` if there is one, build the settings once (a placeholder secret in production stops
 here), configure logging, start the Prometheus metrics server.
 
-``run_consumer_service``: ``start_service``, build the ``ConsumerService`` from the settings, create its topics
-(once, at start), run its ``ConsumerLoop`` until SIGTERM/SIGINT, close its producer and resources, exit 0.
+``run_consumer_service``: ``start_service``, build the ``ConsumerService`` from the settings, freeze the heap
+built so far (``freeze_heap``), create its topics (once, at start), run its ``ConsumerLoop`` until SIGTERM/SIGINT,
+close its producer and resources, exit 0.
 
 ``run_http_service``: ``start_service``, then uvicorn on ``create_app(settings)`` until SIGTERM/SIGINT.
 
@@ -14,6 +15,7 @@ Exit codes: 0 after a clean stop, 2 when the process cannot start (arguments giv
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -123,6 +125,21 @@ def start_service(name: str, argv: Sequence[str] | None, settings_type: type[S])
     return settings
 
 
+def freeze_heap() -> int:
+    """Collect, then move every object alive to the collector's permanent generation (``gc.freeze``); returns
+    how many were moved.
+
+    A service's start leaves some 10^5 objects that live as long as the process (modules, classes, clients,
+    settings). The cyclic collector would walk all of them in every full collection, which a busy consumer
+    triggers several times a minute: in the result store's benchmark, collections took about 1 s of a 7.5 s run
+    (under the GIL, so every thread waited), 0.4 s once the start's objects were frozen. Objects frozen are still
+    freed when their last reference goes; only a reference cycle among them would be kept.
+    """
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
+
+
 def _start_or_report(name: str, argv: Sequence[str] | None, settings_type: type[S]) -> S | None:
     """``start_service``, or ``None`` after writing why it could not start (the caller exits 2)."""
     try:
@@ -143,10 +160,11 @@ def run_consumer_service(
     if settings is None:
         return 2
     service = build(settings)
+    frozen = freeze_heap()
     log.info(
-        "%s starting (%s): group %s consumes %s, publishes %s (kafka %s)",
+        "%s starting (%s): group %s consumes %s, publishes %s (kafka %s); %d objects of the start frozen",
         name, settings.environment, service.group_id, service.input_topics, list(service.output_topics),
-        service.kafka.bootstrap,
+        service.kafka.bootstrap, frozen,
     )
     stats = service.run()
     log.info(

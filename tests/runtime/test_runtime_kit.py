@@ -99,3 +99,36 @@ def test_consumer_service_names_its_topics_and_closes_everything_once(caplog: py
     service.close()
     assert closed == ["client", "pool"]  # reverse order of creation; a failure does not stop the others
     assert "closing Closing failed" in caplog.text
+
+
+def test_a_consumer_service_runs_with_the_heap_of_its_start_frozen(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``run_consumer_service`` freezes what the start built (``gc.freeze``) before the loop runs, so that the
+    collector's full passes skip the start's objects; the service's own objects are among those frozen."""
+    import gc
+
+    from earthgptx.bus import LoopStats
+    from earthgptx.runtime import run_consumer_service
+
+    monkeypatch.delenv("EGX_KITTEST_METRICS_PORT", raising=False)  # no metrics server
+    seen: dict[str, object] = {}
+
+    class Built:
+        group_id, input_topics, output_topics = "kittest", ["in.topic"], ["out.topic"]
+        kafka = KafkaSettings(bootstrap="127.0.0.1:1")
+
+        def __init__(self) -> None:
+            self.client = {"made": "at start"}
+
+        def run(self) -> LoopStats:
+            tracked = {id(o) for o in gc.get_objects()}
+            seen["frozen"] = gc.get_freeze_count()
+            seen["client tracked"] = id(self.client) in tracked
+            return LoopStats()
+
+    gc.unfreeze()
+    try:
+        assert run_consumer_service("kittest", [], DemoSettings, lambda settings: Built()) == 0  # type: ignore[arg-type, return-value]
+    finally:
+        gc.unfreeze()
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000  # the imports alone are tens of thousands
+    assert seen["client tracked"] is False  # frozen: no longer among the objects the collector walks
