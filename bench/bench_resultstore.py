@@ -76,8 +76,11 @@ HISTORY = (
     "checks record CRCs in C instead of Python) - 1,709/s, 0.44, sequential batch mode, database 5.23 s and the "
     "rest (polling, decoding, validation, georeferencing, events, commits) 5.36 s in series; pipelined mode, load "
     "7.8 - 1,318/s, 0.495; pipelined, quiet host (load 1.5, 2026-12-05) - 2,508/s, 0.45; pipelined, quiet host (2026-12-05 07:57) - 2,692/s, "
-    "0.46; after the repository's parameters moved to the preparer thread (plan_results), two runs - 0.50, 0.48 "
-    "(the run before the one above)."
+    "0.46; after the repository's parameters moved to the preparer thread (plan_results), three runs - 0.50, "
+    "0.48, 0.58. Since then as median of 3 pairs (2026-12-05 evening, quiet host): after array screening of the "
+    "georeference checks and other trims of the preparer and the producer - 0.51, 0.54, 0.50 (pairs 0.48-0.58); "
+    "with the start's heap frozen (earthgptx.runtime.freeze_heap; collections fell from ~1.0 s to ~0.4 s of the "
+    "service's run) - 0.56, 0.63, 0.53 and the run above (11 of 12 pairs >= 0.5, the lowest 0.46)."
 )
 TARGET_RESULTS_PER_S = 1_000
 TARGET_RATIO = 0.5
