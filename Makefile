@@ -58,8 +58,9 @@ lock: ## re-resolve requirements.in into the pinned requirements.lock
 	@python3 -m venv /tmp/egx-lock && /tmp/egx-lock/bin/pip install -q -r requirements.in \
 	  && /tmp/egx-lock/bin/pip freeze --exclude-editable | grep -v '^earthgptx' > requirements.lock
 
-bench: up ## run the benchmarks; results land in bench/results/
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+bench: up ## run every benchmark; results land in bench/results/; exit 1 if any missed its targets or failed
+	@missed=""; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || missed="$$missed $$b"; done; \
+	if [ -n "$$missed" ]; then echo "targets missed or run failed:$$missed"; exit 1; fi
 
 train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-training + training), stages 2-14
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage1.yaml
