@@ -144,27 +144,19 @@ def _flag(facts: _CrsFacts, tiles: list[TileWindow]) -> list[int]:
 
 
 def _tile_reason(tile: TileWindow) -> str | None:
-    """Every check of one tile, worded (what ``_flag`` screens for in bulk)."""
+    """Every check of one tile, worded (what ``_flag`` screens for in bulk): ``check_transform_in_crs`` on the
+    chip's transform and size."""
+    if not tile.HasField("chip_transform"):
+        return "tile has no chip transform"
+    t = tile.chip_transform
+    coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
+    if not all(math.isfinite(v) for v in coefficients):
+        return f"chip transform has a non-finite coefficient {list(coefficients)}"
     try:
-        if not tile.HasField("chip_transform"):
-            raise GeoreferenceError("tile has no chip transform")
-        t = tile.chip_transform
-        coefficients = (t.a, t.b, t.c, t.d, t.e, t.f)
-        if not all(math.isfinite(v) for v in coefficients):
-            raise GeoreferenceError(f"chip transform has a non-finite coefficient {list(coefficients)}")
-        facts = _check_units(coefficients, tile.crs)
+        check_transform_in_crs(Affine(*coefficients), tile.crs, tile.chip_width, tile.chip_height)
     except GeoreferenceError as exc:
         return str(exc)
-    a, b, c, d, e, f = coefficients
-    corners = [(a * col + b * row + c, d * col + e * row + f)
-               for col in (0, tile.chip_width) for row in (0, tile.chip_height)]
-    crs = tile.crs.strip()
-    if facts.to_lonlat is not None:
-        lons, lats = facts.to_lonlat.transform([x for x, _ in corners], [y for _, y in corners], errcheck=False)
-        lons, lats = list(lons), list(lats)
-    else:
-        lons, lats = [x for x, _ in corners], [y for _, y in corners]
-    return _outside_area_of_use(facts, crs, corners, lons, lats)
+    return None
 
 
 def _check_units(coefficients: tuple[float, ...], crs: str) -> _CrsFacts:

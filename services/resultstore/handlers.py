@@ -40,7 +40,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import shapely
@@ -79,11 +79,21 @@ CLAIM_CONTENT_TYPE = "application/x-protobuf; messageType=earthgptx.v1.DetectedB
 
 
 class ResultRepository(Protocol):
-    """The part of ``earthgptx.store.repository.Repository`` the handler uses (tests pass a fake). A repository
-    that also has ``plan_results``/``write_planned`` (the real one) gets each batch planned in the prepare stage,
-    so that only the statements themselves are left for the write stage."""
+    """The part of ``earthgptx.store.repository.Repository`` the handler uses (tests pass a fake)."""
 
     def record_results(self, batch: Sequence[TaskResults]) -> list[int]: ...
+
+
+@runtime_checkable
+class PlanningRepository(Protocol):
+    """A ``ResultRepository`` that splits ``record_results`` in two (the real one): each batch is then planned in
+    the prepare stage, so that only the statements themselves are left for the write stage."""
+
+    def record_results(self, batch: Sequence[TaskResults]) -> list[int]: ...
+
+    def plan_results(self, batch: Sequence[TaskResults]) -> Any: ...
+
+    def write_planned(self, plan: Any) -> list[int]: ...
 
 
 class EventPublisher(Protocol):
@@ -193,11 +203,10 @@ class ResultStoreHandler:
     def _plan(self, prepared: list[_Prepared]) -> Any:
         """The repository's parameters for the batch, made here rather than in the write stage (None: the write
         stage makes them itself, where a refused batch then raises as it always did)."""
-        plan_results = getattr(self.repository, "plan_results", None)
-        if plan_results is None or not prepared:
+        if not prepared or not isinstance(self.repository, PlanningRepository):
             return None
         try:
-            return plan_results([p.item for p in prepared])
+            return self.repository.plan_results([p.item for p in prepared])
         except StoreError:
             return None
 
@@ -205,8 +214,8 @@ class ResultStoreHandler:
         """The second stage: one transaction for the prepared results, their events published and flushed once;
         returns the rejected records (by index into the poll's batch) with the reason."""
         started, prepared, rejected = batch.started, batch.prepared, dict(batch.rejected)
-        if batch.plan is not None:
-            written = self.repository.write_planned(batch.plan)  # type: ignore[attr-defined]
+        if batch.plan is not None and isinstance(self.repository, PlanningRepository):
+            written = self.repository.write_planned(batch.plan)
         else:
             written = self.repository.record_results([p.item for p in prepared]) if prepared else []
         elapsed_ms = (time.perf_counter() - started) * 1000.0
