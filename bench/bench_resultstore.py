@@ -28,6 +28,7 @@ Writes bench/results/resultstore.json and .md. Needs the local stack (``make up`
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -80,7 +81,7 @@ HISTORY = (
     "0.48, 0.58. Since then as median of 3 pairs (2026-12-05 evening, quiet host): after array screening of the "
     "georeference checks and other trims of the preparer and the producer - 0.51, 0.54, 0.50 (pairs 0.48-0.58); "
     "with the start's heap frozen (earthgptx.runtime.freeze_heap; collections fell from ~1.0 s to ~0.4 s of the "
-    "service's run) - 0.56, 0.63, 0.53 and the run above (11 of 12 pairs >= 0.5, the lowest 0.46)."
+    "service's run) - 0.56, 0.63, 0.53, 0.58, and the run above (14 of 15 pairs >= 0.5, the lowest 0.46)."
 )
 TARGET_RESULTS_PER_S = 1_000
 TARGET_RATIO = 0.5
@@ -151,6 +152,35 @@ class _Timed:
         return timed
 
 
+class _InterpreterTime:
+    """This process's CPU time (every thread) and the cyclic garbage collector's wall time over a ``with`` block:
+    the service runs here, so its Python is what the GIL serialises."""
+
+    def __init__(self) -> None:
+        self.cpu_s = self.gc_s = 0.0
+        self._cpu_started = 0.0
+        self._gc_started: float | None = None
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        elif self._gc_started is not None:
+            self.gc_s += time.perf_counter() - self._gc_started
+            self._gc_started = None
+
+    def __enter__(self) -> _InterpreterTime:
+        gc.callbacks.append(self._on_gc)
+        self._cpu_started = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cpu_s = time.process_time() - self._cpu_started
+        gc.callbacks.remove(self._on_gc)
+
+    def figures(self) -> dict[str, float]:
+        return {"python_cpu_s": round(self.cpu_s, 2), "gc_s": round(self.gc_s, 2)}
+
+
 def _timed_call(function: Any, seconds: dict[str, float], label: str) -> Any:
     def timed(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -195,6 +225,7 @@ def run_service(
     )
     thread = threading.Thread(target=service.run, name="resultstore-under-bench", daemon=True)
     freeze_heap()  # as run_consumer_service does once the service is built (the baseline gets the same)
+    interpreter = _InterpreterTime().__enter__()
     started = time.perf_counter()
     thread.start()
     first_row_s: float | None = None
@@ -212,6 +243,7 @@ def run_service(
         if now > 900:
             raise RuntimeError(f"the service stored {tasks} of {len(results)} results in 900 s")
     elapsed = time.perf_counter() - started
+    interpreter.__exit__()
     stats = service.loop.stats
     service.stop()
     thread.join(timeout=60)
@@ -231,6 +263,8 @@ def run_service(
         "batches": stats.batches,
         "dead_lettered": dead,
         "pipeline": pipeline,
+        # Includes this bench's own watch (a count query every 0.2 s).
+        **interpreter.figures(),
         "seconds_in": {
             **{k: round(v, 2) for k, v in spent.items()},
             # Decoding, validation, georeferencing, building events, polling and committing offsets ("plan", the
@@ -251,15 +285,16 @@ def run_batch_upsert(results: list[InferenceResult], url: str) -> dict[str, Any]
         items.append(TaskResults(task, tuple(result_records(event, task.id)), dict(event.timings_ms)))
     repository = Repository(make_engine(url=url, pool_size=1))
     freeze_heap()  # the heap as the service's run finds it (earthgptx.runtime.freeze_heap)
-    started = time.perf_counter()
-    for start in range(0, len(items), BATCH):
-        repository.record_results(items[start:start + BATCH])
-    elapsed = time.perf_counter() - started
+    with _InterpreterTime() as interpreter:
+        started = time.perf_counter()
+        for start in range(0, len(items), BATCH):
+            repository.record_results(items[start:start + BATCH])
+        elapsed = time.perf_counter() - started
     tasks, rows = count_done(repository.engine)
     repository.close()
     assert tasks == len(results), (tasks, len(results))
     return {"seconds": round(elapsed, 2), "results_per_s": round(len(results) / elapsed, 1), "rows": rows,
-            "rows_per_s": round(rows / elapsed, 1)}
+            "rows_per_s": round(rows / elapsed, 1), **interpreter.figures()}
 
 
 def run_pair(count: int, kafka: KafkaSettings, *, pipeline: bool, service_first: bool) -> dict[str, Any]:
@@ -348,6 +383,12 @@ def main() -> int:
     return 0 if report["meets_targets"] else 1
 
 
+def _interpreter_note(path: dict[str, Any]) -> str:
+    if "python_cpu_s" not in path:  # reports from before these figures
+        return ""
+    return f"; Python CPU {path['python_cpu_s']} s (all threads), garbage collector {path['gc_s']} s"
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     s, b = report["service"], report["batch_upsert"]
     pairs = report.get("pairs") or [{"order": "service first", "service_results_per_s": s["results_per_s"],
@@ -378,9 +419,9 @@ def render_markdown(report: dict[str, Any]) -> str:
         f"| resultstore service (Kafka in -> PostGIS rows committed -> `ResultStored` acknowledged) | "
         f"{s['results_per_s']:,.0f} | {s['rows_per_s']:,.0f} | {s['seconds']} | {s['batches']} batches; first "
         f"rows after {s['first_row_after_s']} s (group join); steady {s['steady_results_per_s']:,.0f} results/s; "
-        f"{s['dead_lettered']} dead letters |",
+        f"{s['dead_lettered']} dead letters{_interpreter_note(s)} |",
         f"| `Repository.record_results`, 500 tasks per transaction (no Kafka, rows prepared beforehand) | "
-        f"{b['results_per_s']:,.0f} | {b['rows_per_s']:,.0f} | {b['seconds']} | baseline |",
+        f"{b['results_per_s']:,.0f} | {b['rows_per_s']:,.0f} | {b['seconds']} | baseline{_interpreter_note(b)} |",
         "",
         "Where the service's time goes (seconds of its run): "
         + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in s["seconds_in"].items() if k != "plan")

@@ -35,6 +35,9 @@ def test_a_small_run_stores_every_result_both_ways(tmp_path: Path) -> None:
     assert service["dead_lettered"] == 0
     assert service["rows"] == batch["rows"] > RESULTS  # 1-2 boxes each, the same rows both ways
     assert service["results_per_s"] > 0 and batch["results_per_s"] > 0
+    # Where the interpreter's time went: CPU of every thread, and the collector's share of the wall time.
+    for path in (service, batch):
+        assert path["python_cpu_s"] > 0 and 0 <= path["gc_s"] < path["seconds"]
     assert report["service_to_batch_ratio"] == pytest.approx(
         service["results_per_s"] / batch["results_per_s"], rel=1e-2
     )
