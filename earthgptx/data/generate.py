@@ -15,7 +15,7 @@ Output layout (paths in records are relative to ``records.jsonl``)::
 Every scene draws its randomness from ``(seed, scene index)`` alone, so a scene is the same whatever
 ``n_scenes``, the worker count or the chosen tasks, and a scene's split never changes when more are added.
 
-Two settings, both off by default (and then the output is bit for bit what it always was):
+Three settings, all off by default (and then the output is bit for bit what it always was):
 
 - ``negatives``: a share (``EMPTY_SCENE_FRACTION``) of scenes hold no object (their captions name none, their
   counts are 0, and no object-level question is asked of them), and every chip gains a prompt over background
@@ -23,6 +23,9 @@ Two settings, both off by default (and then the output is bit for bit what it al
   record carries ``answer["negative"]`` (``tasks.NEGATIVE_KINDS``).
 - ``randomise``: the share of scenes drawn with domain randomisation (``scene.SceneStyle``: object shape variants,
   texture, sensor gains and offsets, display stretch, SAR calibration and looks, thermal offset).
+- ``effects``: randomised scenes also draw sensor and scene effects (``scene.SceneStyle``: a point-spread function,
+  cast shadows, shaded roof slopes, SAR clutter texture) and composite roofs (notched blocks, T- and cross-shaped
+  wings). It acts on randomised scenes only; with it off they are drawn exactly as before it existed.
 
 Which scenes are empty or randomised is drawn from each scene's own stream, so ``build_scene`` with the same
 settings rebuilds any scene exactly (the auxiliary targets rely on it).
@@ -76,6 +79,7 @@ class SceneOptions:
 
     negatives: bool = False
     randomise: float = 0.0
+    effects: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.randomise <= 1.0:
@@ -133,7 +137,7 @@ def build_scene(seed: int, index: int, chip_size: int, options: SceneOptions = P
     # Both draws are made whatever the settings, so turning one setting on never changes the other's scenes.
     draws = np.random.default_rng([seed, index, _OPTIONS])
     empty_draw, style_draw = draws.random(2)
-    style = draw_style(draws) if style_draw < options.randomise else None
+    style = draw_style(draws, options.effects) if style_draw < options.randomise else None
     n_objects = 0 if options.negatives and empty_draw < EMPTY_SCENE_FRACTION else None
     return make_scene(layout, scene_name(index), chip_size, n_objects=n_objects, style=style)
 
@@ -269,6 +273,7 @@ def generate_dataset(
         "split_fractions": {"val": val_fraction, "test": test_fraction},
         "negatives": options.negatives,
         "randomise": options.randomise,
+        **({"effects": True} if options.effects else {}),
         "counts": dict(sorted(counts.items())),
         "vocabulary": {
             "land_covers": list(LAND_COVERS),
@@ -311,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         "--negatives", action="store_true", help="add negatives (empty scenes, background prompts)"
     )
     parser.add_argument("--randomise", type=float, default=0.0, help="share of domain-randomised scenes")
+    parser.add_argument(
+        "--effects", action="store_true", help="randomised scenes also get blur, shadows, clutter, composite roofs"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -326,7 +334,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         workers=args.workers,
-        options=SceneOptions(args.negatives, args.randomise),
+        options=SceneOptions(args.negatives, args.randomise, args.effects),
     )
     logger.info("records: %s", path)
 

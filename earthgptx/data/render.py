@@ -14,7 +14,10 @@ the rendered pixels in every modality.
 A randomised scene (``scene.style``, a :class:`~earthgptx.data.scene.SceneStyle`) is rendered with its own sensor:
 texture strength, noise, per-band gains and a haze offset, the optical display stretch (square root, a gamma or a
 clipped linear stretch), a multispectral DN offset, a SAR calibration offset and number of looks, a thermal offset
-and contrast gain. A plain scene (``style`` ``None``) renders exactly as it always has.
+and contrast gain. A style drawn with effects (``style.effects``) adds a Gaussian point-spread function over every
+modality's radiometry (before noise), shadows cast by buildings and tanks onto the ground in the reflective bands,
+a shaded roof slope on one side of a building's ridge, and a Gamma-distributed clutter texture under the SAR
+speckle (K-distributed intensity). A plain scene (``style`` ``None``) renders exactly as it always has.
 """
 
 from __future__ import annotations
@@ -153,8 +156,74 @@ def reflectance(scene: Scene) -> np.ndarray:
     for obj in scene.objects:
         spectrum = np.array(COLOUR_REFLECTANCE[obj.colour], dtype=np.float32) * obj.paint_gain
         refl[:, obj.mask] = spectrum[:, None] * _object_pattern(obj)[None, :]
+    style = scene.style
+    if style is not None and style.effects:
+        for obj in scene.objects:
+            if obj.cls == "building" and style.roof_shading != 1.0:
+                refl[:, obj.mask] *= np.where(
+                    _far_slope(obj), np.float32(style.roof_shading), np.float32(1.0)
+                )
+        shadow = cast_shadows(scene)
+        refl[:, shadow] *= np.float32(style.shadow_darkness)
+        refl = gaussian_blur(refl, style.psf_sigma_px)
     refl.flags.writeable = False
     return refl
+
+
+def _far_slope(obj: SceneObject) -> np.ndarray:
+    """Over the object's pixels: whether each lies on the far side of the line along its major axis through its
+    centroid (one slope of a gabled roof)."""
+    rows, cols = np.nonzero(obj.mask)
+    theta = np.radians(obj.angle_deg)
+    cx, cy = obj.centroid_px
+    return (cols + 0.5 - cx) * np.sin(theta) + (rows + 0.5 - cy) * np.cos(theta) > 0
+
+
+def _shifted(mask: np.ndarray, dx: int, dy: int) -> np.ndarray:
+    """``mask`` moved by ``(dx, dy)`` pixels, with nothing wrapping round the edges."""
+    out = np.zeros_like(mask)
+    h, w = mask.shape
+    out[max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = mask[
+        max(-dy, 0) : h - max(dy, 0), max(-dx, 0) : w - max(dx, 0)
+    ]
+    return out
+
+
+def cast_shadows(scene: Scene) -> np.ndarray:
+    """(H, W) bool: ground pixels in the shadow that the scene's buildings and tanks cast along the style's
+    azimuth, over a share of each object's length (none on a plain scene or a style without shadows)."""
+    size = scene.chip_size
+    shadow = np.zeros((size, size), dtype=bool)
+    style = scene.style
+    if style is None or style.shadow_length <= 0.0:
+        return shadow
+    dx, dy = np.cos(np.radians(style.shadow_azimuth_deg)), np.sin(np.radians(style.shadow_azimuth_deg))
+    occupied = np.zeros_like(shadow)
+    for obj in scene.objects:
+        occupied |= obj.mask
+        if obj.cls not in ("building", "storage tank"):
+            continue
+        for step in range(1, max(1, round(style.shadow_length * obj.length_px)) + 1):
+            shadow |= _shifted(obj.mask, round(step * dx), round(step * dy))
+    return shadow & ~occupied
+
+
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """``image`` (..., H, W) convolved with a Gaussian of ``sigma`` px along both axes (edges mirrored); the image
+    itself when ``sigma`` is 0."""
+    if sigma <= 0.0:
+        return image
+    radius = max(1, int(np.ceil(3.0 * sigma)))
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2).astype(np.float32)
+    taps /= taps.sum()
+    out = image.astype(np.float32)
+    for axis in (-2, -1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (radius, radius)
+        padded = np.pad(out, pad, mode="reflect")
+        n = out.shape[axis]
+        out = sum(tap * np.take(padded, np.arange(i, i + n), axis=axis) for i, tap in enumerate(taps))
+    return out.astype(np.float32)
 
 
 def render_optical(scene: Scene, rng: np.random.Generator, object_rng: np.random.Generator) -> np.ndarray:
@@ -215,7 +284,13 @@ def render_sar(scene: Scene, rng: np.random.Generator, object_rng: np.random.Gen
             scene.style.sar_calibration_db + 10.0 * np.log10(_noise_gain(scene))
         )
         looks = scene.style.sar_looks
-    intensity = 10.0 ** (sigma_db / 10.0) + (10.0 ** (noise_floor / 10.0))[:, None, None]
+    sigma0 = 10.0 ** (sigma_db / 10.0)
+    if scene.style is not None and scene.style.effects:
+        sigma0 = gaussian_blur(sigma0, scene.style.psf_sigma_px)
+        shape = scene.style.sar_texture_shape
+        if shape > 0.0:  # clutter texture: the same for both polarisations, mean 1
+            sigma0 = sigma0 * (rng.standard_gamma(shape, size=sigma0.shape[1:], dtype=np.float32) / shape)
+    intensity = sigma0 + (10.0 ** (noise_floor / 10.0))[:, None, None]
     intensity *= rng.standard_gamma(looks, size=intensity.shape, dtype=np.float32) / looks
     amplitude = np.sqrt(intensity).astype(np.float32)
     return amplitude[: len(scene.conditions.sar_polarisations)]
@@ -237,5 +312,7 @@ def render_infrared(scene: Scene, rng: np.random.Generator, object_rng: np.rando
         kelvin[obj.mask] = surroundings + sign * contrast
     if scene.style is not None:
         kelvin = kelvin + np.float32(scene.style.thermal_offset_k)
+        if scene.style.effects:
+            kelvin = gaussian_blur(kelvin, scene.style.psf_sigma_px)
     kelvin = kelvin + NETD_K * _noise_gain(scene) * rng.standard_normal(kelvin.shape, dtype=np.float32)
     return np.clip(np.rint(kelvin * 100.0), 0, 65_535).astype(np.uint16)[None]

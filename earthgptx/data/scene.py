@@ -108,13 +108,38 @@ class SceneStyle:
     sar_looks: int
     thermal_offset_k: float
     thermal_contrast_gain: float
+    # Sensor and scene effects (``generate``'s ``effects`` setting, stage 15); their defaults change nothing, so a
+    # style drawn without them renders, and is written, exactly as before they existed.
+    effects: bool = False
+    psf_sigma_px: float = 0.0  # a Gaussian point-spread function over the radiometry, before noise
+    shadow_azimuth_deg: float = (
+        0.0  # direction the cast shadows of buildings and tanks fall (image angle, y down)
+    )
+    shadow_length: float = 0.0  # shadow length as a share of the object's length (0: no shadows)
+    shadow_darkness: float = 1.0  # reflectance factor inside a shadow
+    roof_shading: float = (
+        1.0  # reflectance factor on one side of a building's ridge (a lit and a shaded slope)
+    )
+    sar_texture_shape: float = 0.0  # shape of a Gamma-distributed clutter texture under the speckle (0: none)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        out = dataclasses.asdict(self)
+        if not self.effects:
+            for name in EFFECT_FIELDS:
+                del out[name]
+        return out
 
 
-def draw_style(rng: np.random.Generator) -> SceneStyle:
-    """A random :class:`SceneStyle` (ranges chosen to stay inside what real products of each sensor show)."""
+EFFECT_FIELDS = ("effects", "psf_sigma_px", "shadow_azimuth_deg", "shadow_length", "shadow_darkness",
+                 "roof_shading", "sar_texture_shape")  # fmt: skip
+
+
+def draw_style(rng: np.random.Generator, effects: bool = False) -> SceneStyle:
+    """A random :class:`SceneStyle` (ranges chosen to stay inside what real products of each sensor show).
+
+    ``effects`` also draws the sensor and scene effects (blur, cast shadows, roof shading, SAR clutter texture),
+    after every other draw, so the other settings are the same draws with or without them.
+    """
     stretch = str(rng.choice(["sqrt", "gamma", "linear"]))
     param = {"sqrt": 0.5, "gamma": float(rng.uniform(0.35, 0.8)), "linear": float(rng.uniform(1.5, 4.0))}[
         stretch
@@ -132,7 +157,24 @@ def draw_style(rng: np.random.Generator) -> SceneStyle:
         sar_looks=int(rng.integers(1, 10)),
         thermal_offset_k=float(rng.uniform(-5.0, 5.0)),
         thermal_contrast_gain=float(rng.uniform(0.6, 1.4)),
+        **(_draw_effects(rng) if effects else {}),
     )
+
+
+def _draw_effects(rng: np.random.Generator) -> dict[str, Any]:
+    """The effect settings of a style: each is off on part of the scenes, so the plain look stays common."""
+    psf, shadow, length, darkness, shading, texture = rng.random(6)
+    return {
+        "effects": True,
+        # A sharp product to one blurred by about two pixels' width (a 10 m band resampled, an older sensor).
+        "psf_sigma_px": float(0.3 + 0.9 * psf) if psf < 0.7 else 0.0,
+        "shadow_azimuth_deg": float(rng.uniform(0.0, 360.0)),
+        "shadow_length": float(0.15 + 0.55 * length) if shadow < 0.6 else 0.0,
+        "shadow_darkness": float(0.35 + 0.4 * darkness),
+        "roof_shading": float(0.65 + 0.3 * shading) if shading < 0.8 else 1.0,
+        # Heterogeneous clutter (K-distributed intensity): small shapes are rough, large ones nearly uniform.
+        "sar_texture_shape": float(np.exp(rng.uniform(np.log(1.5), np.log(30.0)))) if texture < 0.6 else 0.0,
+    }
 
 
 @dataclass(frozen=True, eq=False)  # identity semantics: renderers cache per-scene intermediates
@@ -241,8 +283,10 @@ def count_components(mask: np.ndarray) -> int:
     return sum(1 for _ in shapes)
 
 
-def draw_variant(cls: str, rng: np.random.Generator) -> dict[str, float]:
-    """Shape parameters of one object of a randomised scene (``object_outline``'s ``variant``)."""
+def draw_variant(cls: str, rng: np.random.Generator, effects: bool = False) -> dict[str, float]:
+    """Shape parameters of one object of a randomised scene (``object_outline``'s ``variant``). With ``effects``
+    buildings also take composite roofs: a block with a notch cut from one side (a U, or an L when the notch
+    reaches an end) and two crossing wings (a T, or a cross)."""
     if cls == "ship":
         return {"beam": float(rng.uniform(0.2, 0.36)), "bow": float(rng.uniform(0.5, 1.3))}
     if cls == "airplane":
@@ -255,9 +299,15 @@ def draw_variant(cls: str, rng: np.random.Generator) -> dict[str, float]:
     if cls == "vehicle":
         return {"width": float(rng.uniform(0.3, 0.6)), "cut": float(rng.uniform(0.0, 0.35))}
     if cls == "building":
-        # 0: L-shaped roof with arms of a random thickness; 1: a rectangle, axis-aligned
-        return {"kind": float(rng.integers(2)), "arm": float(rng.uniform(0.35, 0.65)),
+        # 0: L-shaped roof with arms of a random thickness; 1: a rectangle, axis-aligned; with effects also
+        # 2: a notched block, 3: two crossing wings
+        kind = {"kind": float(rng.integers(4 if effects else 2)), "arm": float(rng.uniform(0.35, 0.65)),
                 "aspect": float(rng.uniform(0.45, 1.0))}  # fmt: skip
+        if effects:
+            kind["at"] = float(
+                rng.uniform(0.0, 1.0)
+            )  # where along the block the notch or the second wing sits
+        return kind
     return {}
 
 
@@ -372,15 +422,44 @@ def _variant_outline(
         ]  # fmt: skip
         return _place(local, angle_deg, centre)
     if cls == "building":
-        if v["kind"] >= 1:  # an axis-aligned rectangle
+        if v["kind"] == 1:  # an axis-aligned rectangle
             across = max(v["aspect"] * length, 4.0) / 2
             cx, cy = centre
             return box(cx - half, cy - across, cx + half, cy + across)
+        if v["kind"] >= 2:
+            return _place(_composite_roof(length, v), angle_deg, centre)
         arm = max(v["arm"] * length, 3.5)
         local = [(-half, -half), (half, -half), (half, -half + arm), (-half + arm, -half + arm),
                  (-half + arm, half), (-half, half)]  # fmt: skip
         return _place(local, angle_deg, centre)
     return object_outline(cls, length, angle_deg, centre)
+
+
+def _composite_roof(length: float, v: dict[str, float]) -> list[tuple[float, float]]:
+    """The local outline (u along the major axis, v across) of a notched block (kind 2) or of two crossing wings
+    (kind 3), within ``length`` each way. Every part keeps at least 3.5 px across (a part that would be thinner
+    is dropped: a notch then reaches the block's end), so the roof rasterises as one region."""
+    half = length / 2.0
+    depth = min(max(v["aspect"] * length, 7.5), length)  # the block's extent across its major axis
+    width = max(0.3 * length, 3.5)  # the notch's or the second wing's extent along the major axis
+    start = -half + v["at"] * (length - width)
+    if start - -half < 3.5:
+        start = -half
+    if half - (start + width) < 3.5:
+        start = half - width if start > -half else start
+    end = start + width
+    if v["kind"] == 2:  # a notch cut from the front (v > 0) side, leaving a strip along the back
+        top, bottom = -depth / 2, depth / 2
+        cut = top + min(max(v["arm"] * depth, 3.5), depth - 3.5)
+        right = [(half, bottom), (end, bottom), (end, cut)] if end < half else [(half, cut)]
+        left = [(start, cut), (start, bottom), (-half, bottom)] if start > -half else [(-half, cut)]
+        return [(-half, top), (half, top), *right, *left]
+    # kind 3: a bar along the major axis and a wing across it on one side of the bar (a T) or both (a cross)
+    bar = max(v["arm"] * depth * 0.5, 3.5) / 2
+    reach = max(depth / 2, bar + 3.5)
+    far = -reach if v["at"] < 0.5 else -bar
+    return [(-half, -bar), (start, -bar), (start, far), (end, far), (end, -bar), (half, -bar), (half, bar),
+            (end, bar), (end, reach), (start, reach), (start, bar), (-half, bar)]  # fmt: skip
 
 
 def _place(local: list[tuple[float, float]], angle_deg: float, centre: tuple[float, float]) -> Polygon:
@@ -444,9 +523,10 @@ def make_scene(
     streets = _streets(rng, size, scale) & urban if urban.any() else np.zeros_like(urban)
     target = int(rng.integers(1, MAX_OBJECTS + 1)) if n_objects is None else n_objects
     shapes = np.random.default_rng(style.shape_seed) if style is not None else None
-    objects = _place_objects(rng, cover_map, target, scale, shapes) if target else []
+    effects = style is not None and style.effects
+    objects = _place_objects(rng, cover_map, target, scale, shapes, effects) if target else []
     while target and not objects:  # a scene asked to hold objects has one; an empty draw is vanishingly rare
-        objects = _place_objects(rng, cover_map, target, scale, shapes)
+        objects = _place_objects(rng, cover_map, target, scale, shapes, effects)
     conditions = SceneConditions(
         daytime=bool(rng.random() < 0.6),
         sar_looks=int(rng.integers(3, 7)),
@@ -475,6 +555,7 @@ def _place_objects(
     target: int,
     scale: float,
     shapes: np.random.Generator | None = None,
+    effects: bool = False,
 ) -> list[SceneObject]:
     size = cover_map.shape[0]
     gap = max(3.0, 4.0 * scale)
@@ -508,8 +589,8 @@ def _place_objects(
         # Centres are drawn on the allowed cover so ships rarely need many tries to find water.
         flat = int(allowed_pixels[cls][int(rng.integers(allowed_pixels[cls].size))])
         centre = (flat % size + float(rng.uniform(0, 1)), flat // size + float(rng.uniform(0, 1)))
-        variant = draw_variant(cls, shapes) if shapes is not None else None
-        if variant and cls == "building" and variant["kind"] >= 1:
+        variant = draw_variant(cls, shapes, effects) if shapes is not None else None
+        if variant and cls == "building" and variant["kind"] == 1:
             angle = 90.0 * (angle // 90.0)  # rectangular roofs are axis-aligned
         polygon = object_outline(cls, length, angle, centre, variant)
         if not chip_inner.contains(polygon):
@@ -519,8 +600,9 @@ def _place_objects(
         mask = rasterize_polygon(polygon, size)
         if not mask.any() or allowed_masks[cls][mask].mean() < COVER_AGREEMENT:
             continue
-        # Only the swept wings of a small airplane are thin enough to break apart when rasterised.
-        if cls == "airplane" and count_components(mask) != 1:
+        # Only the swept wings of a small airplane are thin enough to break apart when rasterised (and, with
+        # effects, a composite roof's narrow parts).
+        if (cls == "airplane" or effects) and count_components(mask) != 1:
             continue
         bbox, centroid, area = measure_mask(mask)
         placed.append(

@@ -91,6 +91,7 @@ def ensure_dataset(
         same_options = (
             bool(meta.get("negatives", False)) == options.negatives
             and float(meta.get("randomise", 0.0)) == options.randomise
+            and bool(meta.get("effects", False)) == options.effects
         )
         if (
             all(meta.get(k) == v for k, v in wanted.items())
@@ -115,7 +116,9 @@ def ensure_dataset(
 
 def dataset_options(meta: Mapping[str, Any]) -> SceneOptions:
     """The generator options a dataset was written with (its ``dataset.json``; both off when not named)."""
-    return SceneOptions(bool(meta.get("negatives", False)), float(meta.get("randomise", 0.0)))
+    return SceneOptions(
+        bool(meta.get("negatives", False)), float(meta.get("randomise", 0.0)), bool(meta.get("effects", False))
+    )
 
 
 def ensure_eval_dataset(data: DataSettings, workers: int = 1, progress: bool = True) -> Path:

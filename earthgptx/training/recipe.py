@@ -47,6 +47,9 @@ class DataSettings:
     # with domain randomisation.
     negatives: bool = False
     randomise: float = 0.0
+    # Randomised scenes also draw sensor and scene effects (blur, cast shadows, roof shading, SAR clutter texture)
+    # and composite roofs (stage 15).
+    effects: bool = False
     # The out-of-distribution split (``earthgptx.data.ood_render``, the second renderer) and the abstention split
     # (the generator with negatives on, randomisation off), evaluated with ``evaluate --ood --abstention``.
     ood_dir: str = "data/generated/tiny-ood"

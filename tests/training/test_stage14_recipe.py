@@ -85,3 +85,22 @@ def test_a_dataset_is_reused_only_with_the_same_options(tmp_path: Path) -> None:
     assert not any(r["answer"].get("negative") for r in records)
     # A dataset written before the options existed reads as both off.
     assert dataset_options({"seed": 5}) == SceneOptions()
+
+
+def test_stage15_continues_the_shipped_model_with_effects_on_fresh_scenes() -> None:
+    stage15 = load_recipe(CONFIGS / "tiny-stage15.yaml")
+    shipped = load_recipe(CONFIGS / "tiny.yaml")
+    assert stage15.model.init_from == "models/earthgptx-tiny"
+    # its output never lands on the shipped model by itself: it is copied in only after `make eval` passes on it
+    assert stage15.train.output_dir == "runs/tiny-stage15-model"
+    assert (stage15.data.negatives, stage15.data.effects) == (True, True)
+    assert stage15.data.randomise > shipped.data.randomise
+    others = {load_recipe(p).data.train_seed for p in CONFIGS.glob("tiny*.yaml") if p.name != "tiny-stage15.yaml"}
+    held_out = {stage15.data.eval_seed, stage15.data.ood_seed, stage15.data.abstention_seed}
+    assert stage15.data.train_seed not in others | held_out
+    assert stage15.train.task_weights == shipped.train.task_weights
+
+
+def test_the_effects_setting_is_read_from_a_recipe() -> None:
+    assert DataSettings().effects is False
+    assert DataSettings(randomise=0.5, effects=True).effects is True

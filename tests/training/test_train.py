@@ -116,7 +116,7 @@ def test_shipped_recipe_evaluates_as_before() -> None:
         "eval_dir": "data/generated/tiny-eval", "eval_seed": 90210, "n_eval_scenes": 300, "eval_splits": ["all"],
         "chip_size": 128, "workers": 0,
         # issue 25: negatives and randomised scenes in training (stage 14), and the OOD and abstention splits
-        "negatives": True, "randomise": 0.5,
+        "negatives": True, "randomise": 0.5, "effects": False,
         "ood_dir": "data/generated/tiny-ood", "ood_seed": 4242, "n_ood_scenes": 300,
         "abstention_dir": "data/generated/tiny-abstention", "abstention_seed": 90211, "n_abstention_scenes": 100,
     }  # fmt: skip
