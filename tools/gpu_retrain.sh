@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# A GPU continuation of the shipped model (stage 14) for issue 25: fine-tune it on 3,000 fresh scenes with negatives
-# and domain randomisation (configs/tiny-gpu-stage15.yaml), then evaluate it in distribution (ID), out of
+# A GPU continuation of the shipped model (stage 16) for issue 25: fine-tune it on 3,000 fresh scenes with negatives
+# and domain randomisation with effects (configs/tiny-gpu-continuation.yaml), then evaluate it in distribution (ID), out of
 # distribution (OOD) and on abstention, and the shipped model's OOD and abstention figures if time is left.
-# docs/training.md, "Stage 14".
+# docs/training.md, "The GPU continuation".
 #
 # Run from the repository root:   OUT=/some/empty/dir bash tools/gpu_retrain.sh
 # Smoke test on a CPU (minutes):  SMOKE=1 OUT=/tmp/x bash tools/gpu_retrain.sh
@@ -10,7 +10,7 @@
 # Everything is written to $OUT as soon as it exists (at most 8 files, each < 16 MB, none deeper than $OUT/a/file):
 #   run.log                     this script's log and every command's output (tee'd as it goes)
 #   training_log.json           the training run's log (steps, losses, timings, count calibration)
-#   tiny-stage15-model.tar.gz   runs/tiny-stage15-model/ (untar in the repository root)
+#   tiny-gpu-model.tar.gz       runs/tiny-gpu-model/ (untar in the repository root)
 #   eval/eval_report.{json,md}  the new model: ID (acceptance), OOD beside ID, abstention
 #   shipped/eval_report.partial.{json,md}  the shipped model: OOD and abstention, when more than 60 s are left (its
 #                               ID figures are in models/earthgptx-tiny/eval_report.json)
@@ -78,17 +78,17 @@ else
     WORKERS=0
     N_EVAL=300 N_OOD=300 N_ABSTENTION=100  # the recipe's (configs/tiny-common.yaml, recipe defaults)
 fi
-CONFIG=configs/tiny-gpu-stage15.yaml
+CONFIG=configs/tiny-gpu-continuation.yaml
 TRAIN_DIR=data/generated/${PREFIX}tiny-train-s11
 EVAL_DIR=data/generated/${PREFIX}tiny-eval
 OOD_DIR=data/generated/${PREFIX}tiny-ood
 ABSTENTION_DIR=data/generated/${PREFIX}tiny-abstention
-MODEL_DIR=runs/${PREFIX}tiny-stage15-model
-CHECKPOINT_DIR=runs/${PREFIX}tiny-stage15
+MODEL_DIR=runs/${PREFIX}tiny-gpu-model
+CHECKPOINT_DIR=runs/${PREFIX}tiny-gpu
 SHIPPED=models/earthgptx-tiny
 DIRS=(--eval-dir "$EVAL_DIR" --ood-dir "$OOD_DIR" --abstention-dir "$ABSTENTION_DIR")
 
-log "stage 15 (GPU continuation) on $(hostname): SMOKE=$SMOKE, budget ${BUDGET_S}s, $N_SCENES training scenes, device $DEVICE, $(nproc) cores"
+log "GPU continuation of the shipped model on $(hostname): SMOKE=$SMOKE, budget ${BUDGET_S}s, $N_SCENES training scenes, device $DEVICE, $(nproc) cores"
 
 # (a) packages --------------------------------------------------------------------------------------------------
 SITE=${SITE:-/tmp/site}
@@ -146,9 +146,9 @@ step $(($(left) - 130)) "$PY" -m earthgptx.training.train --config "$CONFIG" --d
 TRAIN_RC=$?
 if [ -f "$MODEL_DIR/training_log.json" ]; then
     cp "$MODEL_DIR/training_log.json" "$OUT/training_log.json"
-    tar -czf "$OUT/tiny-stage15-model.tar.gz" --exclude='eval_report*' \
-        --transform "s,^${MODEL_DIR#runs/},tiny-stage15-model," -C runs "${MODEL_DIR#runs/}"
-    log "model packed: $(du -b "$OUT/tiny-stage15-model.tar.gz" | cut -f1) bytes (train rc $TRAIN_RC)"
+    tar -czf "$OUT/tiny-gpu-model.tar.gz" --exclude='eval_report*' \
+        --transform "s,^${MODEL_DIR#runs/},tiny-gpu-model," -C runs "${MODEL_DIR#runs/}"
+    log "model packed: $(du -b "$OUT/tiny-gpu-model.tar.gz" | cut -f1) bytes (train rc $TRAIN_RC)"
 else
     log "training wrote no model (rc $TRAIN_RC)"
 fi

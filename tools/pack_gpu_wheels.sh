@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuilds .whl/ for tools/gpu_retrain.sh (docs/training.md, "Stage 14", "The GPU run" step 1):
+# Rebuilds .whl/ for tools/gpu_retrain.sh (docs/training.md, "The GPU continuation" step 1):
 #   .whl/site-cp312.tar.xz          rasterio, shapely, pyproj, affine, cligj, click-plugins, jsonschema, referencing,
 #                                   rpds-py, jsonschema-specifications
 #   .whl/transformers-cp312.tar.xz  transformers

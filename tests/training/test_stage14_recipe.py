@@ -1,4 +1,4 @@
-"""Stage 14 (the shipped model), its GPU continuation, and the data settings they rely on (issue 25)."""
+"""Stages 14-16 (16 is the shipped model), its GPU continuation, and the data settings they rely on (issue 25)."""
 
 from __future__ import annotations
 
@@ -14,19 +14,18 @@ from earthgptx.training.recipe import DataSettings, load_recipe
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
-def test_stage14_is_the_shipped_model_and_fine_tunes_stage13_with_negatives_and_randomisation() -> None:
-    stage14 = load_recipe(CONFIGS / "tiny.yaml")
+def _train_seeds(*, besides: str) -> set[int]:
+    return {load_recipe(p).data.train_seed for p in CONFIGS.glob("tiny*.yaml") if p.name != besides}
+
+
+def test_stage14_fine_tunes_stage13_with_negatives_and_randomisation() -> None:
+    stage14 = load_recipe(CONFIGS / "tiny-stage14.yaml")
     stage13 = load_recipe(CONFIGS / "tiny-stage13.yaml")
-    assert stage14.name == "tiny-stage14" and stage14.train.output_dir == "models/earthgptx-tiny"
+    assert stage14.name == "tiny-stage14" and stage14.train.output_dir == "runs/tiny-stage14-model"
     assert stage14.model.init_from == stage13.train.output_dir == "runs/tiny-stage13-model"
-    assert stage14.data.negatives is True and stage14.data.randomise == 0.5
+    assert (stage14.data.negatives, stage14.data.randomise, stage14.data.effects) == (True, 0.5, False)
     held_out = {stage14.data.eval_seed, stage14.data.ood_seed, stage14.data.abstention_seed}
-    earlier = {
-        load_recipe(p).data.train_seed
-        for p in CONFIGS.glob("tiny*.yaml")
-        if p.name not in {"tiny.yaml", "tiny-gpu-stage15.yaml"}
-    }
-    assert stage14.data.train_seed not in held_out | earlier  # fresh scenes
+    assert stage14.data.train_seed not in held_out | _train_seeds(besides="tiny-stage14.yaml")  # fresh scenes
     assert stage14.train.task_weights == stage13.train.task_weights
     assert stage14.optim.lr < stage13.optim.lr  # a fine-tune keeps what stage 13 knows
     assert stage14.train.time_budget_s == 0  # a fixed number of steps: the recipe does not depend on the host
@@ -38,25 +37,38 @@ def test_stage14_is_the_shipped_model_and_fine_tunes_stage13_with_negatives_and_
     assert stage13.data.negatives is False and stage13.data.randomise == 0.0
 
 
+def test_stages_15_and_16_add_effects_and_16_is_the_shipped_model() -> None:
+    stage14 = load_recipe(CONFIGS / "tiny-stage14.yaml")
+    stage15 = load_recipe(CONFIGS / "tiny-stage15.yaml")
+    stage16 = load_recipe(CONFIGS / "tiny.yaml")
+    assert (stage15.name, stage16.name) == ("tiny-stage15", "tiny-stage16")
+    assert stage15.model.init_from == stage14.train.output_dir
+    assert stage16.model.init_from == stage15.train.output_dir == "runs/tiny-stage15-model"
+    assert stage16.train.output_dir == "models/earthgptx-tiny"
+    for stage, name in ((stage15, "tiny-stage15.yaml"), (stage16, "tiny.yaml")):
+        assert (stage.data.negatives, stage.data.randomise, stage.data.effects) == (True, 0.6, True)
+        held_out = {stage.data.eval_seed, stage.data.ood_seed, stage.data.abstention_seed}
+        assert stage.data.train_seed not in held_out | _train_seeds(besides=name)
+        assert stage.train.task_weights == stage14.train.task_weights
+        assert stage.train.time_budget_s == 0
+    assert stage16.optim.lr < stage15.optim.lr == stage14.optim.lr
+
+
 def test_the_gpu_continuation_starts_from_the_shipped_model_on_fresh_scenes() -> None:
-    gpu = load_recipe(CONFIGS / "tiny-gpu-stage15.yaml")
+    gpu = load_recipe(CONFIGS / "tiny-gpu-continuation.yaml")
     shipped = load_recipe(CONFIGS / "tiny.yaml")
     assert gpu.model.init_from == shipped.train.output_dir == "models/earthgptx-tiny"
     # Its output never lands on the shipped model: the lead copies it in after `make eval` passes on it.
-    assert gpu.train.output_dir == "runs/tiny-stage15-model"
-    assert (gpu.data.negatives, gpu.data.randomise) == (shipped.data.negatives, shipped.data.randomise)
-    others = {
-        load_recipe(p).data.train_seed
-        for p in CONFIGS.glob("tiny*.yaml")
-        if p.name != "tiny-gpu-stage15.yaml"
-    }
-    assert gpu.data.train_seed not in others | {
+    assert gpu.train.output_dir == "runs/tiny-gpu-model"
+    data = (gpu.data.negatives, gpu.data.randomise, gpu.data.effects)
+    assert data == (shipped.data.negatives, shipped.data.randomise, shipped.data.effects)
+    assert gpu.data.train_seed not in _train_seeds(besides="tiny-gpu-continuation.yaml") | {
         gpu.data.eval_seed,
         gpu.data.ood_seed,
         gpu.data.abstention_seed,
     }
     assert gpu.train.task_weights == shipped.train.task_weights
-    assert "tiny-gpu-stage15.yaml" in (CONFIGS.parent / "tools" / "gpu_retrain.sh").read_text()
+    assert "tiny-gpu-continuation.yaml" in (CONFIGS.parent / "tools" / "gpu_retrain.sh").read_text()
 
 
 @pytest.mark.parametrize("field", ["eval_seed", "ood_seed", "abstention_seed"])
@@ -85,20 +97,6 @@ def test_a_dataset_is_reused_only_with_the_same_options(tmp_path: Path) -> None:
     assert not any(r["answer"].get("negative") for r in records)
     # A dataset written before the options existed reads as both off.
     assert dataset_options({"seed": 5}) == SceneOptions()
-
-
-def test_stage15_continues_the_shipped_model_with_effects_on_fresh_scenes() -> None:
-    stage15 = load_recipe(CONFIGS / "tiny-stage15.yaml")
-    shipped = load_recipe(CONFIGS / "tiny.yaml")
-    assert stage15.model.init_from == "models/earthgptx-tiny"
-    # its output never lands on the shipped model by itself: it is copied in only after `make eval` passes on it
-    assert stage15.train.output_dir == "runs/tiny-stage15-model"
-    assert (stage15.data.negatives, stage15.data.effects) == (True, True)
-    assert stage15.data.randomise > shipped.data.randomise
-    others = {load_recipe(p).data.train_seed for p in CONFIGS.glob("tiny*.yaml") if p.name != "tiny-stage15.yaml"}
-    held_out = {stage15.data.eval_seed, stage15.data.ood_seed, stage15.data.abstention_seed}
-    assert stage15.data.train_seed not in others | held_out
-    assert stage15.train.task_weights == shipped.train.task_weights
 
 
 def test_the_effects_setting_is_read_from_a_recipe() -> None:

@@ -43,7 +43,7 @@ SHIPPED = REPO / "models" / "earthgptx-tiny"
 # ------------------------------------------------------------------------------------------- config
 def _stage_files() -> list[Path]:
     """The chain that made the shipped model: tiny-stage1 ... tiny-stageN, then tiny.yaml (stage N + 1). Recipes that
-    start from the shipped model (the GPU continuation, tiny-gpu-stage15.yaml) come after it and are not part of it."""
+    start from the shipped model (the GPU continuation, tiny-gpu-continuation.yaml) come after it and are not part of it."""
     numbers = sorted(
         int(p.stem.removeprefix("tiny-stage"))
         for p in (REPO / "configs").glob("tiny-stage*.yaml")
@@ -79,7 +79,7 @@ def test_shipped_recipe_loads_and_keeps_eval_seed_apart() -> None:
     assert len({seed for seed, _ in later}) == len({folder for _, folder in later}) == len(later)
     assert all(s.data.eval_seed == run.data.eval_seed != s.data.train_seed for s in stages)
     # stage 10 adds the counting path and warms its centre head up with settings of its own; stage 13 starts the
-    # count copy's pointer afresh; stage 14 (the last, issue 25) trains on negatives and randomised scenes
+    # count copy's pointer afresh; stages 14-16 (issue 25) train on negatives and randomised scenes, 15 and 16 with effects
     assert [stage.model.overrides for stage in stages] == [
         {"prompt_position_features": False},
         {"prompt_position_features": True, "prompt_position_sincos": 0},
@@ -91,9 +91,9 @@ def test_shipped_recipe_loads_and_keeps_eval_seed_apart() -> None:
     assert [stage.model.reinit_parts for stage in stages] == [[]] * 12 + [
         ["count_copy.query", "count_copy.key"]
     ] + [[]] * (len(stages) - 13)
-    assert [(s.data.negatives, s.data.randomise) for s in stages] == [(False, 0.0)] * 13 + [(True, 0.5)] * (
-        len(stages) - 13
-    )
+    assert [(s.data.negatives, s.data.randomise, s.data.effects) for s in stages] == [
+        (False, 0.0, False)
+    ] * 13 + [(True, 0.5, False)] + [(True, 0.6, True)] * (len(stages) - 14)
     assert [stage.model.trainable for stage in stages] == ["all"] * 3 + ["mask_decoder"] + ["all"] * (
         len(stages) - 4
     )
@@ -112,11 +112,12 @@ def test_shipped_recipe_evaluates_as_before() -> None:
     """`make eval` reads configs/tiny.yaml: its data and eval sections are what the shipped report was made with."""
     run = load_recipe(REPO / "configs" / "tiny.yaml")
     assert dataclasses.asdict(run.data) == {
-        "train_dir": "data/generated/tiny-train-s10-1k", "train_seed": 10, "n_scenes": 1000, "records_per_task": 1,
+        "train_dir": "data/generated/tiny-train-s13-effects", "train_seed": 13, "n_scenes": 800, "records_per_task": 1,
         "eval_dir": "data/generated/tiny-eval", "eval_seed": 90210, "n_eval_scenes": 300, "eval_splits": ["all"],
         "chip_size": 128, "workers": 0,
-        # issue 25: negatives and randomised scenes in training (stage 14), and the OOD and abstention splits
-        "negatives": True, "randomise": 0.5, "effects": False,
+        # issue 25: negatives and randomised scenes with effects in training (stage 16), and the OOD and abstention
+        # splits
+        "negatives": True, "randomise": 0.6, "effects": True,
         "ood_dir": "data/generated/tiny-ood", "ood_seed": 4242, "n_ood_scenes": 300,
         "abstention_dir": "data/generated/tiny-abstention", "abstention_seed": 90211, "n_abstention_scenes": 100,
     }  # fmt: skip
