@@ -112,14 +112,12 @@ class SceneStyle:
     # style drawn without them renders, and is written, exactly as before they existed.
     effects: bool = False
     psf_sigma_px: float = 0.0  # a Gaussian point-spread function over the radiometry, before noise
-    shadow_azimuth_deg: float = (
-        0.0  # direction the cast shadows of buildings and tanks fall (image angle, y down)
-    )
+    # the direction the cast shadows of buildings and tanks fall (image angle, y down)
+    shadow_azimuth_deg: float = 0.0
     shadow_length: float = 0.0  # shadow length as a share of the object's length (0: no shadows)
     shadow_darkness: float = 1.0  # reflectance factor inside a shadow
-    roof_shading: float = (
-        1.0  # reflectance factor on one side of a building's ridge (a lit and a shaded slope)
-    )
+    # reflectance factor on one side of a building's ridge (a lit and a shaded slope)
+    roof_shading: float = 1.0
     sar_texture_shape: float = 0.0  # shape of a Gamma-distributed clutter texture under the speckle (0: none)
 
     def to_json(self) -> dict[str, Any]:
@@ -301,13 +299,11 @@ def draw_variant(cls: str, rng: np.random.Generator, effects: bool = False) -> d
     if cls == "building":
         # 0: L-shaped roof with arms of a random thickness; 1: a rectangle, axis-aligned; with effects also
         # 2: a notched block, 3: two crossing wings
-        kind = {"kind": float(rng.integers(4 if effects else 2)), "arm": float(rng.uniform(0.35, 0.65)),
+        roof = {"kind": float(rng.integers(4 if effects else 2)), "arm": float(rng.uniform(0.35, 0.65)),
                 "aspect": float(rng.uniform(0.45, 1.0))}  # fmt: skip
-        if effects:
-            kind["at"] = float(
-                rng.uniform(0.0, 1.0)
-            )  # where along the block the notch or the second wing sits
-        return kind
+        if effects:  # where along the block the notch or the second wing sits
+            roof["at"] = float(rng.uniform(0.0, 1.0))
+        return roof
     return {}
 
 

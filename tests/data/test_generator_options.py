@@ -9,9 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import subprocess
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -28,16 +25,14 @@ from earthgptx.data.render import render
 from earthgptx.data.tasks import NEGATIVE_KINDS, NO_OBJECT
 from earthgptx.data.vocabulary import OBJECT_CLASSES, PLURALS
 from earthgptx.training.auxiliary import synthetic_scene
+from tests.kits.vector_code import run_portably
 
 # sha256 over records.jsonl, scenes.jsonl and every chip's and mask's pixels (name, dtype, bytes) of the first four
 # scenes of seed 90210 (all tasks and modalities, one record per task), generated before the options existed (by
-# commit 764cfa3's parent, with numpy's AVX-512 code off: see PORTABLE_NUMPY).
+# commit 764cfa3's parent, computed portably: tests/kits/vector_code.py).
 REFERENCE_DIGEST = "7ffc871771787e77519043a9e98403e9c65989ae09ebea2bd2ee0e82f816ab09"
-# numpy dispatches float32 exp/log/power to AVX-512 code on hosts that have it, and its last bits differ from the
-# AVX2 and baseline code (which agree with each other), so a few pixels of a chip differ by one DN between hosts:
-# the first reference, bbbae635..., was taken on an AVX-512 host. Digests are therefore taken from a generator
-# process with that code off.
-PORTABLE_NUMPY = {"NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR"}
+# The first reference, bbbae635..., was taken on an AVX-512 host, before digests were computed portably
+# (tests/kits/vector_code.py).
 _GENERATE = (
     "import json, sys; from pathlib import Path; from earthgptx.data.generate import SceneOptions, generate_dataset;"
     "generate_dataset(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), progress=False,"
@@ -46,12 +41,9 @@ _GENERATE = (
 
 
 def portable_generate(out: Path, n_scenes: int, seed: int, options: SceneOptions) -> None:
-    """``generate_dataset`` in a child process whose numpy runs without AVX-512, so its bits are the same on
-    every x86-64 host."""
-    subprocess.run(
-        [sys.executable, "-c", _GENERATE, str(out), str(n_scenes), str(seed), json.dumps(dataclasses.asdict(options))],
-        env=os.environ | PORTABLE_NUMPY, check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    """``generate_dataset`` in a child process without AVX-512 code, so its bits are the same on every x86-64
+    host."""
+    run_portably(_GENERATE, str(out), str(n_scenes), str(seed), json.dumps(dataclasses.asdict(options)))
 
 
 def dataset_digest(out: Path) -> str:

@@ -4,9 +4,6 @@ unchanged model input for the training data (no metadata)."""
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,6 +28,7 @@ from earthgptx.radiometry import (
     EmptyChipError,
     RefusedInput,
 )
+from tests.kits.vector_code import run_portably
 
 RGB = ("red", "green", "blue")
 
@@ -48,14 +46,10 @@ def _training_like_chips() -> Iterator[tuple[str, tuple[str, ...], str, np.ndarr
 
 
 # Computed with the processor of commit 0b40a3f (before the radiometry was wired in), on the chips above, with torch's
-# and numpy's vector code held to AVX2 (PORTABLE_VECTOR_CODE). The first reference, 2d8b0dc6..., was taken without
+# and numpy's vector code held to AVX2 (tests/kits/vector_code.py). The first reference, 2d8b0dc6..., was taken without
 # that on an AVX-512 host; on an AVX2 host the same old processor gives 59e87b09... (checked 2026-12-05), and torch's
 # plain (non-vector) kernels give yet another digest: the resize's float32 sums round differently per kernel.
 DIGEST_BEFORE_WIRING = "59e87b093a1820e76afc08f78df374a9901b7e5fe014d5cd2d5e4bca59b52399"
-PORTABLE_VECTOR_CODE = {
-    "ATEN_CPU_CAPABILITY": "avx2",
-    "NPY_DISABLE_CPU_FEATURES": "X86_V4 AVX512_ICL AVX512_SPR",
-}
 
 
 def _digest_of_training_like_chips() -> str:
@@ -77,11 +71,8 @@ def test_chips_without_metadata_reach_the_model_bit_identical_to_before() -> Non
         "from tests.radiometry.test_radiometry_processor_wiring import _digest_of_training_like_chips as d;"
         "print(d())"
     )
-    child = subprocess.run(
-        [sys.executable, "-c", script, str(Path(__file__).resolve().parents[2])],
-        env=os.environ | PORTABLE_VECTOR_CODE, check=True, capture_output=True, text=True,
-    )  # fmt: skip
-    assert child.stdout.strip() == DIGEST_BEFORE_WIRING
+    digest = run_portably(script, str(Path(__file__).resolve().parents[2]))
+    assert digest == DIGEST_BEFORE_WIRING
 
 
 def test_process_reports_no_data_share_and_that_units_were_taken_from_values() -> None:
