@@ -271,6 +271,11 @@ def centre_focal_loss(
     return (pos.sum() + neg.sum()) / positive.sum().clamp_min(1.0)
 
 
+def weighted_aux_sum(losses: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> torch.Tensor:
+    """The auxiliary loss: the heads' ``losses`` summed, each times its ``weights`` entry (1 where it has none)."""
+    return torch.stack([loss * float(weights.get(name, 1.0)) for name, loss in losses.items()]).sum()
+
+
 def stack_region_targets(per_sample: Sequence[np.ndarray], max_prompts: int) -> torch.Tensor:
     """``(n, max_prompts, F)`` int16 tensor of region targets, ``IGNORE`` in unused slots."""
     out = torch.full((len(per_sample), max_prompts, len(REGION_FIELDS)), IGNORE, dtype=torch.int16)

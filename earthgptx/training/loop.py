@@ -24,7 +24,7 @@ from torch import nn
 from tqdm import tqdm
 
 from earthgptx.model import EarthGPTXForConditionalGeneration
-from earthgptx.training.auxiliary import PerceptionHeads
+from earthgptx.training.auxiliary import PerceptionHeads, weighted_aux_sum
 from earthgptx.training.checkpoints import rng_state, save_checkpoint
 from earthgptx.training.datasets import EncodedDataset, WeightedStepSampler
 from earthgptx.training.devices import DistInfo
@@ -264,7 +264,7 @@ class TrainingLoop:
         image_tokens = out.image_tokens[:, : out.image_tokens.shape[1] - extra]
         prompt_tokens = out.prompt_tokens[:, :, : out.prompt_tokens.shape[2] - extra]
         losses = heads.losses(image_tokens, prompt_tokens, out.mask_features, targets, out.centre_logits)
-        return torch.stack(list(losses.values())).sum()
+        return weighted_aux_sum(losses, self.run_recipe.train.aux_head_weights)
 
     def step(self, step: int) -> dict[str, torch.Tensor | None]:
         """Train one step (``step`` counts from 0); returns its losses (``None`` for a loss the step had not)."""

@@ -90,6 +90,8 @@ class LoraSettings:
     )
 
 
+# The auxiliary heads' loss names (earthgptx.training.auxiliary.PerceptionHeads.losses).
+AUX_HEADS = ("token_semantic", "token_box", "token_centres", "count_path", "region", "pixel_semantic")
 TRAINABLE = ("all", "frozen_encoders_lora", "mask_decoder")
 
 
@@ -189,6 +191,9 @@ class TrainSettings:
     # Weight of the auxiliary perception losses (linear probes on image tokens, region tokens and pixel features
     # against the synthetic scenes' exact ground truth; see earthgptx.training.auxiliary). 0 disables them.
     aux_weight: float = 0.0
+    # Per auxiliary head, a multiplier on its loss within the auxiliary sum (missing heads weigh 1; names as
+    # ``AUX_HEADS``), e.g. ``count_path: 4.0`` so that the shared pixel features learn object centres harder.
+    aux_head_weights: dict[str, float] = field(default_factory=dict)
     # For a model with a counting path (model count_classes > 0): the share of batches whose counts, as the language
     # model reads them, come from the true object centres rather than the centre head's peaks (teacher forcing: the
     # language model learns to read exact counts while the head, trained by its own loss, learns to find them).
@@ -199,6 +204,12 @@ class TrainSettings:
             raise ValueError("train.coordinate_sigma and train.coordinate_weight must be >= 0")
         if self.aux_weight < 0:
             raise ValueError("train.aux_weight must be >= 0")
+        unknown = sorted(set(self.aux_head_weights) - set(AUX_HEADS))
+        if unknown:
+            raise ValueError(f"train.aux_head_weights names unknown heads {unknown}; heads are {list(AUX_HEADS)}")
+        negative = {h: w for h, w in self.aux_head_weights.items() if float(w) < 0}
+        if negative:
+            raise ValueError(f"train.aux_head_weights must be >= 0, got {negative}")
         if not 0.0 <= self.count_teacher_forcing <= 1.0:
             raise ValueError("train.count_teacher_forcing is a share of batches, in [0, 1]")
         unknown = sorted(set(self.task_weights) - set(TASKS))

@@ -321,3 +321,43 @@ def test_counting_probe_answers_with_detected_and_true_counts(tmp_path: Path, tr
     )
     with pytest.raises(ValueError, match="no counting path"):
         probe_counting(plain, processor, counting, train_dir, seed=3)
+
+
+def test_aux_head_weights_name_every_head_and_scale_only_their_own() -> None:
+    """``train.aux_head_weights`` knows exactly the heads ``PerceptionHeads.losses`` gives (the counting path's
+    included), refuses other names and negative weights, and scales each head's loss alone."""
+    from earthgptx.training.auxiliary import weighted_aux_sum
+    from earthgptx.training.recipe import AUX_HEADS, TrainSettings
+
+    torch.manual_seed(0)
+    hidden, dm, batch = 16, 8, 2
+    t = chip_targets(_busy_scene(), GRID, PIXELS)
+    region = torch.full((batch, 2, len(REGION_FIELDS)), IGNORE)
+    region[:, 0, 0] = 1
+    targets = {
+        "aux_token_semantic": torch.from_numpy(t.token_semantic).expand(batch, -1, -1),
+        "aux_token_box": torch.from_numpy(t.token_box).expand(batch, -1, -1),
+        "aux_token_box_valid": torch.from_numpy(t.token_box_valid).expand(batch, -1),
+        "aux_token_centres": torch.from_numpy(t.token_centres).expand(batch, -1, -1),
+        "aux_pixel_labels": torch.from_numpy(t.pixel_labels).long().expand(batch, -1, -1),
+        "aux_centre_map": torch.from_numpy(t.centre_map).expand(batch, -1, -1, -1),
+        "aux_region": region,
+    }
+    heads = PerceptionHeads(hidden, dm)
+    with torch.no_grad():
+        losses = heads.losses(
+            torch.randn(batch, GRID * GRID, hidden), torch.randn(batch, 2, 4, hidden),
+            torch.randn(batch, dm, PIXELS, PIXELS), targets, torch.randn(batch, len(OBJECT_CLASSES), PIXELS, PIXELS),
+        )  # fmt: skip
+    assert set(losses) == set(AUX_HEADS)
+    plain = float(weighted_aux_sum(losses, {}))
+    near = {"rtol": 1e-5, "atol": 1e-5}  # float32 sums
+    torch.testing.assert_close(plain, float(torch.stack(list(losses.values())).sum()), **near)
+    heavier = float(weighted_aux_sum(losses, {"count_path": 4.0}))
+    torch.testing.assert_close(heavier - plain, 3.0 * float(losses["count_path"]), **near)
+    without = float(weighted_aux_sum(losses, {"pixel_semantic": 0.0}))
+    torch.testing.assert_close(plain - without, float(losses["pixel_semantic"]), **near)
+    with pytest.raises(ValueError, match="unknown heads"):
+        TrainSettings(aux_head_weights={"centre": 2.0})
+    with pytest.raises(ValueError, match=">= 0"):
+        TrainSettings(aux_head_weights={"count_path": -1.0})
