@@ -87,7 +87,8 @@ def split_report(
     if not records:
         return {"questions": 0}
     chips: dict[str, int] = {}
-    pixels, modalities = [], []
+    pixels: list[torch.Tensor] = []
+    modalities: list[int] = []
     for record in records:
         if record["image"] in chips:
             continue
