@@ -53,6 +53,21 @@ def chip_records(records: Sequence[dict[str, Any]], n_chips: int, seed: int) -> 
     return chips
 
 
+def encode_chips(
+    processor: EarthGPTXProcessor, records: Sequence[dict[str, Any]], root: Path
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chips of ``records`` (images under ``root``), one per record, encoded without prompts: ``(N, B, S, S)``
+    pixel values and ``(N,)`` modality ids."""
+    pixels, modalities = [], []
+    for record in records:
+        with rasterio.open(root / str(record["image"])) as src:
+            image = src.read()
+        encoded = processor.encode_loaded_record(record, image, [], train=False)
+        pixels.append(encoded.pixel_values)
+        modalities.append(encoded.modality_id)
+    return torch.stack(pixels), torch.tensor(modalities)
+
+
 @torch.no_grad()
 def centre_heat(
     model: EarthGPTXForConditionalGeneration,
@@ -141,21 +156,13 @@ def calibrate(
         for record in chip_records(records, n_chips, seed)
     ]
     plain = [(r, m) for r, m in maps if m is not None and not is_randomised(r, seed, options)]
-    pixels, modalities, truths = [], [], []
-    for record, centre_map in plain or maps:
-        if centre_map is None:
-            continue
-        with rasterio.open(root / str(record["image"])) as src:
-            image = src.read()
-        encoded = processor.encode_loaded_record(record, image, [], train=False)
-        pixels.append(encoded.pixel_values)
-        modalities.append(encoded.modality_id)
-        truths.append(centre_map.sum((-2, -1)))
-    if not pixels:
+    kept = [(record, centre_map) for record, centre_map in plain or maps if centre_map is not None]
+    if not kept:
         raise ValueError("no synthetic chips to calibrate on")
+    pixels, modalities = encode_chips(processor, [record for record, _ in kept], root)
     model.eval()
-    logits = centre_heat(model, torch.stack(pixels), torch.tensor(modalities))
-    rows = sweep(logits, torch.stack(truths))
+    logits = centre_heat(model, pixels, modalities)
+    rows = sweep(logits, torch.stack([centre_map.sum((-2, -1)) for _, centre_map in kept]))
     best = max(rows, key=lambda row: (row["score"], -row["window"]))
     return {"chips": len(pixels), "seed": seed, "split": sorted({str(r.get("split")) for r in records}), "best": best,
             "sweep": rows}  # fmt: skip

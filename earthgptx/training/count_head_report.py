@@ -23,7 +23,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import rasterio
 import torch
 
 from earthgptx.data.generate import SceneOptions
@@ -31,7 +30,7 @@ from earthgptx.data.ood_render import ensure_ood_dataset
 from earthgptx.data.vocabulary import OBJECT_CLASSES
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.counting_earthgptx import centre_peaks
-from earthgptx.training.calibrate_counts import centre_heat, is_randomised
+from earthgptx.training.calibrate_counts import centre_heat, encode_chips, is_randomised
 from earthgptx.training.datasets import ensure_dataset, ensure_eval_dataset, load_split
 from earthgptx.training.recipe import load_recipe
 
@@ -86,27 +85,20 @@ def split_report(
     threshold and window, and the sweep."""
     if not records:
         return {"questions": 0}
-    chips: dict[str, int] = {}
-    pixels: list[torch.Tensor] = []
-    modalities: list[int] = []
+    first: dict[str, dict[str, Any]] = {}
     for record in records:
-        if record["image"] in chips:
-            continue
-        with rasterio.open(root / str(record["image"])) as src:
-            image = src.read()
-        encoded = processor.encode_loaded_record(record, image, [], train=False)
-        chips[record["image"]] = len(pixels)
-        pixels.append(encoded.pixel_values)
-        modalities.append(encoded.modality_id)
+        first.setdefault(str(record["image"]), record)
+    chips = {image: i for i, image in enumerate(first)}
+    pixels, modalities = encode_chips(processor, list(first.values()), root)
     model.eval()
-    logits = centre_heat(model, torch.stack(pixels), torch.tensor(modalities))
+    logits = centre_heat(model, pixels, modalities)
     chip = torch.tensor([chips[r["image"]] for r in records])
     cls = torch.tensor([OBJECT_CLASSES.index(r["answer"]["class"]) for r in records])
     truth = torch.tensor([int(r["answer"]["count"]) for r in records])
     config = model.config
     return {
         "questions": len(records),
-        "chips": len(pixels),
+        "chips": len(chips),
         "model_setting": score_counts(logits, chip, cls, truth, config.count_threshold, config.count_window),
         "sweep": [
             {k: v for k, v in score_counts(logits, chip, cls, truth, t, w).items() if k != "by_class"}
