@@ -99,17 +99,24 @@ def _is_abstention(label: str) -> bool:
 
 
 def _degenerate(label: str) -> str | None:
-    """Why ``label`` is a degenerate generation (a loop), or None: the abstention phrase more than once, or a run of
-    one to three words repeated three times in a row ("object object object", "built object built object built
-    object"). No well-formed answer of any task does either; an empty scene's caption says "with no object" once."""
+    """Why ``label`` is a degenerate generation (a loop), or None. No well-formed answer of any task has any of:
+    the abstention phrase more than once; the abstention phrase with more words after it (an empty scene's caption
+    ends with "with no object", an abstention is "no object" alone); a run of one word repeated three times in a row
+    ("object object object"); a run of two or three words repeated twice in a row ("built-up object built-up
+    object"). The looping descriptions of a large area (several things, not one object) show these."""
     words = _words(label)
-    repeats = sum(1 for pair in zip(words, words[1:], strict=False) if pair == ("no", "object"))
-    if repeats > 1:
-        return f"degenerate answer: 'no object' {repeats} times"
-    for n in (1, 2, 3):
-        for i in range(len(words) - 3 * n + 1):
-            if words[i : i + n] == words[i + n : i + 2 * n] == words[i + 2 * n : i + 3 * n]:
-                return f"degenerate answer: {' '.join(words[i : i + n])!r} three times in a row"
+    pairs = [i for i, pair in enumerate(zip(words, words[1:], strict=False)) if pair == ("no", "object")]
+    if len(pairs) > 1:
+        return f"degenerate answer: 'no object' {len(pairs)} times"
+    if pairs and pairs[0] + 2 < len(words):
+        return f"degenerate answer: 'no object' followed by {' '.join(words[pairs[0] + 2 :])!r}"
+    for i in range(len(words) - 2):
+        if words[i] == words[i + 1] == words[i + 2]:
+            return f"degenerate answer: {words[i]!r} three times in a row"
+    for n in (2, 3):
+        for i in range(len(words) - 2 * n + 1):
+            if words[i : i + n] == words[i + n : i + 2 * n]:
+                return f"degenerate answer: {' '.join(words[i : i + n])!r} twice in a row"
     return None
 
 

@@ -129,10 +129,15 @@ def test_every_answer_of_the_dataset_parses(tmp_path: Path) -> None:
         "a small ship ship ship",
         "a small warm no object no object warm ship object warm ship object",
         "a large no object built object built object built object",
+        # the stage-16 model, asked to describe a large polygon in `make demo`: one "no object", then a loop
+        "a large cold no object built-up object built-up object",
+        "a small no object ship",
+        "a large warm built-up object built-up object",
     ],
 )
 def test_a_degenerate_generation_is_reported_unparsed(text: str) -> None:
-    """The stage-14 model loops like this when asked to describe a large polygon over several things (an AOI)."""
+    """The stage-14 and stage-16 models loop like this when asked to describe a large polygon over several things
+    (an AOI)."""
     answer = parse_answer_strict(text)
     assert not answer.parsed and answer.failure.startswith("degenerate answer")
     assert answer.text == text and answer.label == ""
@@ -144,7 +149,10 @@ def test_a_degenerate_generation_is_reported_unparsed(text: str) -> None:
         "A water area with no object.",
         "a water area beside bare soil with 2 ships and 1 building",
         "no object",
+        "No object.",
         "yes",
+        "a large cold building oriented north-south",
+        "an image of water with no object",
     ],
 )
 def test_well_formed_answers_are_not_degenerate(text: str) -> None:
