@@ -102,8 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     print(f"model {version}, {len(rows)} chips of {SAMPLE} (column,row of the chip's corner):")  # noqa: T201
     for row in rows:
-        print(
-            f"- {row['chip']}: caption {row['caption']!r}; land cover {row['land cover']!r}; "  # noqa: T201
+        print(  # noqa: T201
+            f"- {row['chip']}: caption {row['caption']!r}; land cover {row['land cover']!r}; "
             f"ships {row['ships']!r}; centre box {row['centre box']!r}"
         )
     print(  # noqa: T201
