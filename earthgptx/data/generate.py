@@ -52,7 +52,7 @@ from earthgptx.data.raster_io import write_geotiff, write_mask_png
 from earthgptx.data.record_format import dump_record
 from earthgptx.data.render import render
 from earthgptx.data.scene import Scene, SceneObject, draw_style, make_scene
-from earthgptx.data.tasks import ChipContext, build_negatives, build_records
+from earthgptx.data.tasks import ChipContext, build_areas, build_negatives, build_records
 from earthgptx.data.vocabulary import (
     ATTRIBUTE_VALUES,
     DATASET_VERSION,
@@ -68,18 +68,20 @@ logger = logging.getLogger(__name__)
 
 # Salts that separate the random streams of one scene.
 _LAYOUT, _SPLIT, _RENDER, _RECORDS = 0, 1, 100, 200
-_OPTIONS, _NEGATIVES = 2, 300
+_OPTIONS, _NEGATIVES, _AREAS = 2, 300, 400
 # With negatives on, this share of scenes holds no object.
 EMPTY_SCENE_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
 class SceneOptions:
-    """The generator's optional settings (both off: the plain generator). ``randomise`` is a share of scenes."""
+    """The generator's optional settings (all off: the plain generator). ``randomise`` is a share of scenes;
+    ``areas`` adds descriptions of large areas (``tasks.build_areas``)."""
 
     negatives: bool = False
     randomise: float = 0.0
     effects: bool = False
+    areas: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.randomise <= 1.0:
@@ -87,7 +89,7 @@ class SceneOptions:
 
     @property
     def plain(self) -> bool:
-        return not self.negatives and self.randomise == 0.0
+        return not self.negatives and self.randomise == 0.0 and not self.areas
 
 
 PLAIN = SceneOptions()
@@ -173,6 +175,9 @@ def _generate_one(job: _Job) -> tuple[list[str], dict[str, Any]]:
         if job.options.negatives:
             negatives_rng = np.random.default_rng([job.seed, job.index, _NEGATIVES + m])
             lines.extend(dump_record(r) for r in build_negatives(ctx, negatives_rng, job.tasks))
+        if job.options.areas:
+            areas_rng = np.random.default_rng([job.seed, job.index, _AREAS + m])
+            lines.extend(dump_record(r) for r in build_areas(ctx, areas_rng, job.tasks))
     truth = scene.to_json()
     truth["split"] = split
     return lines, truth
@@ -274,6 +279,7 @@ def generate_dataset(
         "negatives": options.negatives,
         "randomise": options.randomise,
         **({"effects": True} if options.effects else {}),
+        **({"areas": True} if options.areas else {}),
         "counts": dict(sorted(counts.items())),
         "vocabulary": {
             "land_covers": list(LAND_COVERS),
@@ -319,6 +325,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--effects", action="store_true", help="randomised scenes also get blur, shadows, clutter, composite roofs"
     )
+    parser.add_argument(
+        "--areas", action="store_true", help="half the chips also get a description of a large area (not one object)"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -334,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         workers=args.workers,
-        options=SceneOptions(args.negatives, args.randomise, args.effects),
+        options=SceneOptions(args.negatives, args.randomise, args.effects, args.areas),
     )
     logger.info("records: %s", path)
 

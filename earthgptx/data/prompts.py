@@ -130,9 +130,18 @@ def _free_coordinates(low: np.ndarray, high: np.ndarray, size: int) -> np.ndarra
 
 
 def region_prompt(
-    kind: str, objects: tuple[SceneObject, ...], rng: np.random.Generator, size: int, tries: int = 20
+    kind: str,
+    objects: tuple[SceneObject, ...],
+    rng: np.random.Generator,
+    size: int,
+    tries: int = 20,
+    *,
+    allow_empty: bool = False,
+    shortest_share: float = 0.3,
 ) -> tuple[Prompt, Polygon, list[SceneObject]] | None:
     """A box or polygon region that holds some objects whole and leaves the others wholly outside.
+
+    ``allow_empty`` also accepts a region that holds no object; each side is at least ``shortest_share`` of the chip.
 
     Returns the prompt, its geometry and the objects inside, or ``None`` if no clean region was found:
     counting inside a region is only well defined when no object straddles its edge. The box edges are
@@ -142,17 +151,17 @@ def region_prompt(
     if kind not in ("box", "polygon"):
         raise ValueError(f"region prompts are boxes or polygons, not {kind!r}")
     grown = np.array([obj.polygon.buffer(1.0, quad_segs=2) for obj in objects], dtype=object)
-    bounds = shapely.bounds(grown)  # (n, 4) x1, y1, x2, y2
+    bounds = shapely.bounds(grown).reshape(-1, 4)  # (n, 4) x1, y1, x2, y2
     free_x = _free_coordinates(bounds[:, 0], bounds[:, 2], size)
     free_y = _free_coordinates(bounds[:, 1], bounds[:, 3], size)
-    shortest = 0.3 * size
+    shortest = shortest_share * size
     for _ in range(tries):
         x1, x2 = np.sort(rng.choice(free_x, 2))
         y1, y2 = np.sort(rng.choice(free_y, 2))
         if x2 - x1 < shortest or y2 - y1 < shortest:
             continue
         inside = (bounds[:, 0] >= x1) & (bounds[:, 2] <= x2) & (bounds[:, 1] >= y1) & (bounds[:, 3] <= y2)
-        if not inside.any():
+        if not inside.any() and not allow_empty:
             continue
         corners = [float(x1), float(y1), float(x2), float(y2)]
         region: Polygon = shapely_box(*corners)
@@ -161,7 +170,7 @@ def region_prompt(
             cuts = rng.uniform(0.05, 0.3, 4) * min(x2 - x1, y2 - y1)
             for _ in range(3):
                 cut_region = _cut_corners(corners, cuts, size)
-                if bool(np.all(shapely.contains(cut_region, grown[inside]))):
+                if not inside.any() or bool(np.all(shapely.contains(cut_region, grown[inside]))):
                     break
                 cuts = cuts / 2
             else:

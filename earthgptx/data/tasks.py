@@ -22,6 +22,7 @@ from earthgptx.data.record_format import Record
 from earthgptx.data.scene import REFERENCE_CHIP, Scene, SceneObject, measure_mask, rasterize_polygon
 from earthgptx.data.vocabulary import (
     COLOURS,
+    LAND_COVERS,
     OBJECT_CLASSES,
     PLURALS,
     RELATIONS,
@@ -82,6 +83,9 @@ REGION_CAPTION = (
     "What can you tell me about <region1>?",
     "Describe the object marked by <region1> in a few words.",
 )
+# An area (a large region holding several things or none, not one object: a standing query's AOI) is asked about
+# with the generic wordings only; the answer describes it as a scene caption does (areas generator setting).
+AREA_CAPTION = ("Describe <region1>.", "What can you tell me about <region1>?", "Describe the area <region1>.")
 GROUNDING_TEXT = (
     "Where is the {desc}? Answer with a bounding box.",
     "Locate the {desc}.",
@@ -182,6 +186,11 @@ BACKGROUND_CLEARANCE_PX = 4.0
 # Shares of chips that get a background prompt and an extra count of an absent class.
 BACKGROUND_SHARE = 0.4
 ABSENT_COUNT_SHARE = 0.25
+
+# Area descriptions (generate's ``areas`` setting): the share of chips that get one, the shortest side of the area
+# (a share of the chip) and the tag its answer carries in ``answer["area"]``.
+AREA_SHARE = 0.5
+AREA_SHORTEST_SHARE = 0.45
 
 # Relations are only asked when the geometry answers them with a clear margin (pixels at 128 px,
 # area ratio), so the label never hinges on a pixel.
@@ -551,6 +560,36 @@ class _Builder:
         answer = {"count": 0, "class": cls, "negative": NEGATIVE_ABSENT_CLASS}
         return self.record("counting", key, question, "0", answer)
 
+    def area_caption(self, key: str) -> Record | None:
+        """A large box or polygon over part of the chip (several objects, one or none, each whole inside or wholly
+        outside) described as a scene caption describes a chip: the land cover most of the area shows, and the
+        objects inside it, or that it holds none."""
+        scene = self.ctx.scene
+        kind = "box" if self.rng.random() < 0.5 else "polygon"
+        found = region_prompt(
+            kind, scene.objects, self.rng, self.size, allow_empty=True, shortest_share=AREA_SHORTEST_SHARE
+        )
+        if found is None:
+            return None
+        prompt, region, inside = found
+        under = scene.cover_map[rasterize_polygon(region, self.size)]
+        if under.size == 0:
+            return None
+        cover = LAND_COVERS[int(np.bincount(under, minlength=len(LAND_COVERS)).argmax())]
+        place = COVER_PHRASES[cover]
+        counts = [
+            _count_phrase(n, c) for c in OBJECT_CLASSES if (n := sum(1 for o in inside if o.cls == c))
+        ]
+        things = _join(counts) if counts else NO_OBJECT
+        caption = f"{place[0].upper()}{place[1:]} with {things}."
+        references = [caption]
+        if counts:
+            references.append(f"{things[0].upper()}{things[1:]} in {place}.")
+        answer = {"caption": caption, "references": references, "area": True, "cover": cover,
+                  "objects": sorted(o.index for o in inside)}  # fmt: skip
+        question = _pick(self.rng, AREA_CAPTION)
+        return self.record("region_caption", key, question, caption, answer, [prompt])
+
     def background_region(self, key: str) -> Record | None:
         """A visual prompt over background (no object pixel under or near it), answered ``no object``."""
         phantom = background_patch(self.ctx.scene, self.rng)
@@ -618,6 +657,16 @@ def build_negatives(ctx: ChipContext, rng: np.random.Generator, tasks: Sequence[
         if record is not None:
             records.append(record)
     return records
+
+
+def build_areas(ctx: ChipContext, rng: np.random.Generator, tasks: Sequence[str]) -> list[Record]:
+    """The area description of one chip (``generate``'s ``areas`` setting), on ``AREA_SHARE`` of chips: a
+    ``region_caption`` record whose region is a large area, not one object (``_Builder.area_caption``). Drawn
+    from its own stream, so the chip's other records are the same with or without it."""
+    if "region_caption" not in tasks or rng.random() >= AREA_SHARE:
+        return []
+    record = _Builder(ctx, rng).area_caption("area")
+    return [] if record is None else [record]
 
 
 def build_records(

@@ -92,6 +92,7 @@ def ensure_dataset(
             bool(meta.get("negatives", False)) == options.negatives
             and float(meta.get("randomise", 0.0)) == options.randomise
             and bool(meta.get("effects", False)) == options.effects
+            and bool(meta.get("areas", False)) == options.areas
         )
         if (
             all(meta.get(k) == v for k, v in wanted.items())
@@ -117,7 +118,10 @@ def ensure_dataset(
 def dataset_options(meta: Mapping[str, Any]) -> SceneOptions:
     """The generator options a dataset was written with (its ``dataset.json``; both off when not named)."""
     return SceneOptions(
-        bool(meta.get("negatives", False)), float(meta.get("randomise", 0.0)), bool(meta.get("effects", False))
+        bool(meta.get("negatives", False)),
+        float(meta.get("randomise", 0.0)),
+        bool(meta.get("effects", False)),
+        bool(meta.get("areas", False)),
     )
 
 

@@ -50,6 +50,9 @@ class DataSettings:
     # Randomised scenes also draw sensor and scene effects (blur, cast shadows, roof shading, SAR clutter texture)
     # and composite roofs (stage 15).
     effects: bool = False
+    # Half the chips also get a description of a large area that is not one object (a standing query's AOI): the
+    # land cover most of it shows and the objects inside, or "no object" (stage 18).
+    areas: bool = False
     # The out-of-distribution split (``earthgptx.data.ood_render``, the second renderer) and the abstention split
     # (the generator with negatives on, randomisation off), evaluated with ``evaluate --ood --abstention``.
     ood_dir: str = "data/generated/tiny-ood"

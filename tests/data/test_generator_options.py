@@ -22,9 +22,11 @@ from earthgptx.answers import parse_answer_strict
 from earthgptx.data.generate import SceneOptions, build_scene, generate_dataset, scene_is_randomised
 from earthgptx.data.record_format import load_records, validate_record
 from earthgptx.data.render import render
-from earthgptx.data.tasks import NEGATIVE_KINDS, NO_OBJECT
-from earthgptx.data.vocabulary import OBJECT_CLASSES, PLURALS
+from earthgptx.data.scene import rasterize_polygon
+from earthgptx.data.tasks import COVER_PHRASES, NEGATIVE_KINDS, NO_OBJECT
+from earthgptx.data.vocabulary import LAND_COVERS, OBJECT_CLASSES, PLURALS
 from earthgptx.training.auxiliary import synthetic_scene
+from earthgptx.visual_prompts import dict_to_geometry
 from tests.kits.vector_code import run_portably
 
 # sha256 over records.jsonl, scenes.jsonl and every chip's and mask's pixels (name, dtype, bytes) of the first four
@@ -176,3 +178,47 @@ def test_randomisation_changes_the_sensor_and_keeps_the_ground_truth_on_the_pixe
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ValueError, match="randomise"):
         SceneOptions(randomise=1.5)
+
+
+def test_area_descriptions_name_the_cover_and_the_objects_inside(tmp_path: Path) -> None:
+    """``areas``: a large region (not one object) described as a scene caption describes a chip; every other record
+    is the same as without the setting."""
+    options = SceneOptions(negatives=True, randomise=0.5, effects=True, areas=True)
+    generate_dataset(tmp_path / "areas", 16, 33, progress=False, options=options, workers=1)
+    generate_dataset(
+        tmp_path / "plain", 16, 33, progress=False, options=dataclasses.replace(options, areas=False), workers=1
+    )
+    records = load_records(tmp_path / "areas" / "records.jsonl")
+    areas = [r for r in records if r["answer"].get("area")]
+    assert [r for r in records if not r["answer"].get("area")] == load_records(
+        tmp_path / "plain" / "records.jsonl"
+    )
+    assert len(areas) > 10
+    empty = 0
+    for record in areas:
+        validate_record(record)
+        assert record["task"] == "region_caption" and record["prompt_type"] in ("box", "polygon")
+        text = record["conversations"][1]["value"]
+        answer = parse_answer_strict(text, task="region_caption")
+        assert answer.parsed, (text, answer.failure)
+        scene = synthetic_scene(record, 33, 128, options)
+        assert scene is not None
+        # the objects named are exactly those whose footprint lies inside the prompt
+        region = dict_to_geometry(record["prompts"][0], 128, 128)
+        inside = sorted(o.index for o in scene.objects if region.contains(o.polygon.buffer(-0.01)))
+        assert record["answer"]["objects"] == inside, record["id"]
+        counts = Counter(scene.objects[i].cls for i in inside)
+        if counts:
+            for cls, n in counts.items():
+                assert f"{n} {cls if n == 1 else PLURALS[cls]}" in text
+        else:
+            empty += 1
+            assert text.endswith(f"with {NO_OBJECT}.")
+        assert text.lower().startswith(COVER_PHRASES[record["answer"]["cover"]] + " with ")
+        # an area is larger than any one object: each side at least 0.45 of the chip
+        x1, y1, x2, y2 = region.bounds
+        assert min(x2 - x1, y2 - y1) >= 0.45 * 128 - 1e-6
+        # the cover named is the one most of the area shows
+        under = scene.cover_map[rasterize_polygon(region, 128)]
+        assert LAND_COVERS[int(np.bincount(under, minlength=len(LAND_COVERS)).argmax())] == record["answer"]["cover"]
+    assert 0 < empty < len(areas)

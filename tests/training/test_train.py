@@ -117,7 +117,7 @@ def test_shipped_recipe_evaluates_as_before() -> None:
         "chip_size": 128, "workers": 0,
         # issue 25: negatives and randomised scenes with effects in training (stage 16), and the OOD and abstention
         # splits
-        "negatives": True, "randomise": 0.6, "effects": True,
+        "negatives": True, "randomise": 0.6, "effects": True, "areas": False,
         "ood_dir": "data/generated/tiny-ood", "ood_seed": 4242, "n_ood_scenes": 300,
         "abstention_dir": "data/generated/tiny-abstention", "abstention_seed": 90211, "n_abstention_scenes": 100,
     }  # fmt: skip
