@@ -83,8 +83,8 @@ train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-traini
 model: env ## build the Triton model repository of models/earthgptx-tiny (ONNX vision graph, llm, entry model)
 	@$(PY) -m earthgptx.serving.build --model models/earthgptx-tiny --out model_repository
 
-eval: env ## evaluate the shipped model: held-out (ID) targets, OOD and abstention figures; exit 1 iff an ID target is missed
-	@$(PY) -m earthgptx.training.evaluate --config configs/tiny.yaml --ood --abstention
+eval: env ## evaluate the shipped model: held-out (ID) targets, OOD, abstention and area-description figures; exit 1 iff an ID target is missed
+	@$(PY) -m earthgptx.training.evaluate --config configs/tiny.yaml --ood --abstention --areas
 
 clean-state: down ## delete the local stack's data and logs
 	@rm -rf .stack

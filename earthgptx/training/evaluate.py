@@ -2,7 +2,7 @@
 
 Command line (``make eval`` runs the first)::
 
-    python -m earthgptx.training.evaluate --config configs/tiny.yaml --ood --abstention
+    python -m earthgptx.training.evaluate --config configs/tiny.yaml --ood --abstention --areas
     python -m earthgptx.training.evaluate --config configs/tiny.yaml --model runs/try --limit 500 --no-fail
     python -m earthgptx.training.evaluate --config configs/tiny.yaml --model runs/try --tasks pixel_grounding --no-fail
 
@@ -17,7 +17,9 @@ only the named tasks; the targets of the others then count as missed ("task not 
 ``--ood`` adds the out-of-distribution split (the second renderer, ``earthgptx.data.ood_render``): its figures
 beside the in-distribution ones with the ratio OOD/ID per task and modality; ``--abstention`` adds the negatives
 (prompts over background, counts of absent classes, captions of object-free scenes) of the generator with
-negatives on. Both are reported against the goals of issue 25 and never change the exit status: it stays 1 iff an
+negatives on; ``--areas`` adds descriptions of large areas that are not one object (a standing query's AOI: the
+generator with negatives and areas on, ``data.areas_seed``), scored by ``scoring.area_report``. They are reported
+(against the goals of issue 25 where it sets one) and never change the exit status: it stays 1 iff an
 in-distribution target is missed. ``--no-id`` skips the in-distribution split (the report is then partial).
 """
 
@@ -160,7 +162,7 @@ def predict(
     return [r for r in rows if r is not None]
 
 
-SPLITS = ("id", "ood", "abstention")
+SPLITS = ("id", "ood", "abstention", "areas")
 
 
 def _split_records(
@@ -195,9 +197,22 @@ def _split_records(
         )
         records = [r for r in load_split(path, ["all"]) if r["answer"].get("negative")]
         seed, n_scenes = data.abstention_seed, data.n_abstention_scenes
+    elif split == "areas":
+        path = ensure_dataset(
+            data.areas_dir,
+            data.n_areas_scenes,
+            data.areas_seed,
+            data.chip_size,
+            data.records_per_task,
+            workers,
+            progress,
+            SceneOptions(negatives=True, areas=True),
+        )
+        records = [r for r in load_split(path, ["all"]) if r["answer"].get("area")]
+        seed, n_scenes = data.areas_seed, data.n_areas_scenes
     else:
         raise ValueError(f"unknown evaluation split {split!r}; expected some of {list(SPLITS)}")
-    if tasks and split != "abstention":
+    if tasks and split not in ("abstention", "areas"):
         records = [r for r in records if r["task"] in tasks]
     if limit:
         records = records[:limit]
@@ -308,6 +323,8 @@ def evaluate(
             "eval_data": loaded["abstention"][2],
             **scoring.abstention_report(rows["abstention"], rows.get("id", ())),
         }
+    if "areas" in rows:
+        report["areas"] = {"eval_data": loaded["areas"][2], **scoring.area_report(rows["areas"])}
     report["splits"] = chosen
     report["model_dir"] = str(model_dir)
     report["device"] = str(torch_device)
@@ -371,7 +388,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--abstention", action="store_true", help="also evaluate the abstention split (negatives)"
     )
     parser.add_argument(
-        "--no-id", action="store_true", help="skip the in-distribution split (with --ood and/or --abstention)"
+        "--areas", action="store_true", help="also evaluate descriptions of large areas (not one object)"
+    )
+    parser.add_argument(
+        "--no-id",
+        action="store_true",
+        help="skip the in-distribution split (with --ood, --abstention or --areas)",
     )
     parser.add_argument("--ood-dir", help="folder of the generated OOD data")
     parser.add_argument("--abstention-dir", help="folder of the generated abstention data")
@@ -407,10 +429,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.n_abstention_scenes:
         run.data.n_abstention_scenes = args.n_abstention_scenes
     splits = [
-        s for s, on in (("id", not args.no_id), ("ood", args.ood), ("abstention", args.abstention)) if on
+        s
+        for s, on in (
+            ("id", not args.no_id),
+            ("ood", args.ood),
+            ("abstention", args.abstention),
+            ("areas", args.areas),
+        )
+        if on
     ]
     if not splits:
-        build_parser().error("--no-id needs --ood or --abstention")
+        build_parser().error("--no-id needs --ood, --abstention or --areas")
     if args.print_config:
         sys.stdout.write(run.to_yaml())
         return 0

@@ -61,20 +61,27 @@ class DataSettings:
     abstention_dir: str = "data/generated/tiny-abstention"
     abstention_seed: int = 90211
     n_abstention_scenes: int = 100
+    # The area-description split (the generator with negatives and areas on), evaluated with ``evaluate --areas``.
+    areas_dir: str = "data/generated/tiny-areas"
+    areas_seed: int = 90212
+    n_areas_scenes: int = 100
 
     def __post_init__(self) -> None:
         held_out = {
             "eval_seed": self.eval_seed,
             "ood_seed": self.ood_seed,
             "abstention_seed": self.abstention_seed,
+            "areas_seed": self.areas_seed,
         }
         for name, seed in held_out.items():
             if self.train_seed == seed:
                 raise ValueError(f"data.{name} must differ from data.train_seed (both {self.train_seed})")
         if not 0.0 <= self.randomise <= 1.0:
             raise ValueError(f"data.randomise is a share of scenes in [0, 1], got {self.randomise}")
-        if self.n_ood_scenes < 1 or self.n_abstention_scenes < 1:
-            raise ValueError("data.n_ood_scenes and data.n_abstention_scenes must be >= 1")
+        if self.n_ood_scenes < 1 or self.n_abstention_scenes < 1 or self.n_areas_scenes < 1:
+            raise ValueError(
+                "data.n_ood_scenes, data.n_abstention_scenes and data.n_areas_scenes must be >= 1"
+            )
         if self.n_scenes < 1 or self.n_eval_scenes < 1:
             raise ValueError(
                 f"data.n_scenes and data.n_eval_scenes must be >= 1, got {self.n_scenes}, {self.n_eval_scenes}"
@@ -209,7 +216,9 @@ class TrainSettings:
             raise ValueError("train.aux_weight must be >= 0")
         unknown = sorted(set(self.aux_head_weights) - set(AUX_HEADS))
         if unknown:
-            raise ValueError(f"train.aux_head_weights names unknown heads {unknown}; heads are {list(AUX_HEADS)}")
+            raise ValueError(
+                f"train.aux_head_weights names unknown heads {unknown}; heads are {list(AUX_HEADS)}"
+            )
         negative = {h: w for h, w in self.aux_head_weights.items() if float(w) < 0}
         if negative:
             raise ValueError(f"train.aux_head_weights must be >= 0, got {negative}")

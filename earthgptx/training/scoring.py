@@ -493,6 +493,34 @@ def report_markdown(report: Mapping[str, Any], thresholds: bool = True) -> str:
                 f"{'yes' if check['passed'] else '**no**'} | {check['detail']} |"
             )
         lines.append("")
+    areas = report.get("areas")
+    if areas and areas.get("n"):
+        data = areas["eval_data"]
+        lines += [
+            f"## Area descriptions ({data['records']} records of {data['n_scenes']} scenes, seed {data['seed']}, "
+            "negatives and areas on, randomisation off)",
+            "",
+            '"Describe <region1>." over a large box or polygon that is not one object (a standing query\'s AOI); the '
+            'reference names the land cover most of it shows and the objects inside, or "no object". parsed: not a '
+            "degenerate answer; cover: the land cover named right; objects: exactly the objects inside (or none); "
+            "exact: the whole reference caption. Reported, no target.",
+            "",
+            "| areas | n | parsed | cover | objects | exact |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, entry in [
+            ("**all**", areas),
+            ("empty", areas["empty"]),
+            ("holding objects", areas["holding_objects"]),
+            *areas["by_modality"].items(),
+        ]:
+            if entry.get("n"):
+                lines.append(
+                    f"| {name} | {entry['n']} | {_fmt(entry['parsed'])} | {_fmt(entry['cover'])} | "
+                    f"{_fmt(entry['objects'])} | {_fmt(entry['exact'])} |"
+                )
+        wrong = ", ".join(f"{k or '(empty)'}: {v}" for k, v in areas["wrong_answers"].items())
+        lines += ["", f"Most common wrong answers: {wrong or 'none'}.", ""]
     return "\n".join(lines)
 
 
@@ -609,8 +637,64 @@ def abstention_report(
     return out
 
 
+def _area_parts(text: str) -> tuple[str, list[str]]:
+    """A caption of the form "<place> with <things>" → the place and the sorted object phrases ("2 ships"; an
+    empty list for "no object"); the place alone and ``["?"]`` when it has no "with"."""
+    normal = normalize_answer(text)
+    if " with " not in normal:
+        return normal, ["?"]
+    place, things = normal.split(" with ", 1)
+    if things == "no object":
+        return place, []
+    return place, sorted(t.strip() for t in re.split(r",| and ", things) if t.strip())
+
+
+def area_report(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Descriptions of large areas (records whose ``answer`` has ``area``): the share that parse, that name the
+    area's land cover, that name exactly the objects inside it (or "no object" where none is), and that are the
+    whole reference caption; apart for empty areas (must say "no object") and areas holding objects (must not)."""
+    rows = [r for r in rows if r["answer"].get("area")]
+    if not rows:
+        return {"n": 0}
+
+    def figures(group: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        parsed, cover, objects, exact = [], [], [], []
+        for row in group:
+            prediction = str(row["prediction"])
+            truth_place, truth_things = _area_parts(str(row["answer"]["caption"]))
+            place, things = _area_parts(prediction)
+            parsed.append(parse_answer_strict(prediction, task="region_caption").parsed)
+            cover.append(place == truth_place)
+            objects.append(things == truth_things)
+            exact.append(normalize_answer(prediction) == normalize_answer(str(row["answer"]["caption"])))
+        return {
+            "n": len(group),
+            "parsed": float(np.mean(parsed)),
+            "cover": float(np.mean(cover)),
+            "objects": float(np.mean(objects)),
+            "exact": float(np.mean(exact)),
+        }
+
+    empty = [r for r in rows if not r["answer"].get("objects")]
+    holding = [r for r in rows if r["answer"].get("objects")]
+    by_modality: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_modality[str(row["modality"])].append(row)
+    wrong: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if normalize_answer(str(row["prediction"])) != normalize_answer(str(row["answer"]["caption"])):
+            wrong[normalize_answer(str(row["prediction"]))] += 1
+    return {
+        **figures(rows),
+        "empty": figures(empty) if empty else {"n": 0},
+        "holding_objects": figures(holding) if holding else {"n": 0},
+        "by_modality": {m: figures(g) for m, g in sorted(by_modality.items())},
+        "wrong_answers": dict(sorted(wrong.items(), key=lambda kv: -kv[1])[:5]),
+    }
+
+
 def extra_markdown(report: Mapping[str, Any]) -> str:
-    """The OOD comparison and the abstention figures of a report (empty when it has neither)."""
+    """The OOD comparison, the abstention and the area-description figures of a report (empty when it has none)."""
     lines: list[str] = []
     ood = report.get("ood")
     if ood:
@@ -671,4 +755,32 @@ def extra_markdown(report: Mapping[str, Any]) -> str:
                 "answers (a prompted object) were an abstention.",
             ]
         lines.append("")
+    areas = report.get("areas")
+    if areas and areas.get("n"):
+        data = areas["eval_data"]
+        lines += [
+            f"## Area descriptions ({data['records']} records of {data['n_scenes']} scenes, seed {data['seed']}, "
+            "negatives and areas on, randomisation off)",
+            "",
+            '"Describe <region1>." over a large box or polygon that is not one object (a standing query\'s AOI); the '
+            'reference names the land cover most of it shows and the objects inside, or "no object". parsed: not a '
+            "degenerate answer; cover: the land cover named right; objects: exactly the objects inside (or none); "
+            "exact: the whole reference caption. Reported, no target.",
+            "",
+            "| areas | n | parsed | cover | objects | exact |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, entry in [
+            ("**all**", areas),
+            ("empty", areas["empty"]),
+            ("holding objects", areas["holding_objects"]),
+            *areas["by_modality"].items(),
+        ]:
+            if entry.get("n"):
+                lines.append(
+                    f"| {name} | {entry['n']} | {_fmt(entry['parsed'])} | {_fmt(entry['cover'])} | "
+                    f"{_fmt(entry['objects'])} | {_fmt(entry['exact'])} |"
+                )
+        wrong = ", ".join(f"{k or '(empty)'}: {v}" for k, v in areas["wrong_answers"].items())
+        lines += ["", f"Most common wrong answers: {wrong or 'none'}.", ""]
     return "\n".join(lines)

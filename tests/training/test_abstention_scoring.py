@@ -127,3 +127,48 @@ def test_ood_ratio_is_none_where_id_is_zero_or_nan() -> None:
     assert scoring.ood_comparison(id_report, ood_report)["tasks"]["counting"]["overall"]["ratio"] is None
     id_report["tasks"]["counting"]["overall"]["accuracy"] = math.nan
     assert scoring.ood_comparison(id_report, ood_report)["tasks"]["counting"]["overall"]["ratio"] is None
+
+
+def _area(prediction: str, caption: str, objects: list[int], modality: str = "optical") -> dict[str, Any]:
+    answer = {"caption": caption, "references": [caption], "area": True, "objects": objects}
+    return _row("region_caption", modality, prediction, answer, prompt_type="polygon")
+
+
+def test_area_report_judges_cover_objects_and_loops_apart() -> None:
+    rows = [
+        # right, in other words order and case
+        _area(
+            "A water area with 1 building and 2 ships", "A water area with 2 ships and 1 building.", [0, 1, 2]
+        ),
+        # the cover right, one object wrong
+        _area("A water area with 2 ships.", "A water area with 2 ships and 1 building.", [0, 1, 2], "sar"),
+        # an empty area: right
+        _area("An urban area with no object.", "An urban area with no object.", []),
+        # an empty area: an invented object, the wrong cover
+        _area("A vegetated area with 1 vehicle.", "An urban area with no object.", [], "sar"),
+        # the stage-16 loop: unparsed, nothing right
+        _area(
+            "a large cold no object built-up object built-up object", "An urban area with 1 building.", [3]
+        ),
+        # an object caption where an area was asked
+        _area("a large red ship", "A water area with 1 ship.", [4]),
+        # not an area record: left out
+        _row("region_caption", "optical", "a ship", {"caption": "a small red ship", "references": []}),
+    ]
+    report = scoring.area_report(rows)
+    assert report["n"] == 6
+    assert report["parsed"] == pytest.approx(5 / 6)
+    assert report["cover"] == pytest.approx(3 / 6)
+    assert report["objects"] == pytest.approx(2 / 6)
+    assert report["exact"] == pytest.approx(1 / 6)  # word order counts for exact, not for objects
+    assert report["empty"] == {"n": 2, "parsed": 1.0, "cover": 0.5, "objects": 0.5, "exact": 0.5}
+    assert report["holding_objects"]["n"] == 4 and report["holding_objects"]["objects"] == pytest.approx(0.25)
+    assert report["by_modality"]["sar"]["n"] == 2 and report["by_modality"]["sar"]["cover"] == pytest.approx(
+        0.5
+    )
+    assert "large red ship" in report["wrong_answers"]
+    assert scoring.area_report(rows[-1:]) == {"n": 0}
+    markdown = scoring.extra_markdown(
+        {"areas": {**report, "eval_data": {"records": 6, "n_scenes": 2, "seed": 90212}}}
+    )
+    assert "## Area descriptions" in markdown and "| **all** | 6 |" in markdown

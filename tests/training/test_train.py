@@ -120,6 +120,7 @@ def test_shipped_recipe_evaluates_as_before() -> None:
         "negatives": True, "randomise": 0.6, "effects": True, "areas": False,
         "ood_dir": "data/generated/tiny-ood", "ood_seed": 4242, "n_ood_scenes": 300,
         "abstention_dir": "data/generated/tiny-abstention", "abstention_seed": 90211, "n_abstention_scenes": 100,
+        "areas_dir": "data/generated/tiny-areas", "areas_seed": 90212, "n_areas_scenes": 100,
     }  # fmt: skip
     assert (run.eval.batch_size, run.eval.max_new_tokens) == (64, 48)
     assert run.train.output_dir == "models/earthgptx-tiny"
