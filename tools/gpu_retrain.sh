@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A GPU continuation of the shipped model (stage 16) for issue 25: fine-tune it on 3,000 fresh scenes with negatives
+# A GPU continuation of the shipped model (stage 18) for issue 25: fine-tune it on 3,000 fresh scenes with negatives
 # and domain randomisation with effects (configs/tiny-gpu-continuation.yaml), then evaluate it in distribution (ID), out of
 # distribution (OOD) and on abstention, and the shipped model's OOD and abstention figures if time is left.
 # docs/training.md, "The GPU continuation".
@@ -79,7 +79,7 @@ else
     N_EVAL=300 N_OOD=300 N_ABSTENTION=100  # the recipe's (configs/tiny-common.yaml, recipe defaults)
 fi
 CONFIG=configs/tiny-gpu-continuation.yaml
-TRAIN_DIR=data/generated/${PREFIX}tiny-train-s11
+TRAIN_DIR=data/generated/${PREFIX}tiny-train-s11-areas
 EVAL_DIR=data/generated/${PREFIX}tiny-eval
 OOD_DIR=data/generated/${PREFIX}tiny-ood
 ABSTENTION_DIR=data/generated/${PREFIX}tiny-abstention
