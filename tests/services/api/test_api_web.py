@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 
@@ -123,7 +124,12 @@ def test_map_shows_results_and_answers_a_drawn_box(map_api: RunningApi, object_s
         drawn(["scene-footprints"], 1)
         drawn(["result-fill", "result-points"], 3)
         page.wait_for_function(f"() => !!window.egxMap.getLayer('imagery-{scene}')", timeout=30_000)
-        wait_until(lambda: bool(imagery), 60, "an imagery tile of the scene")
+        # Playwright's sync API hands events to their handlers only while one of its calls runs, so the wait pumps
+        # them (page.wait_for_timeout) instead of sleeping: a plain polling loop never sees a tile that arrives later.
+        deadline = time.monotonic() + 60
+        while not imagery:
+            assert time.monotonic() < deadline, "timed out after 60s waiting for an imagery tile of the scene"
+            page.wait_for_timeout(250)
         page.wait_for_timeout(1000)  # let the map paint what it received before the screenshot
         page.screenshot(path=str(ARTIFACTS / "web-map-results.png"))
 
