@@ -493,34 +493,6 @@ def report_markdown(report: Mapping[str, Any], thresholds: bool = True) -> str:
                 f"{'yes' if check['passed'] else '**no**'} | {check['detail']} |"
             )
         lines.append("")
-    areas = report.get("areas")
-    if areas and areas.get("n"):
-        data = areas["eval_data"]
-        lines += [
-            f"## Area descriptions ({data['records']} records of {data['n_scenes']} scenes, seed {data['seed']}, "
-            "negatives and areas on, randomisation off)",
-            "",
-            '"Describe <region1>." over a large box or polygon that is not one object (a standing query\'s AOI); the '
-            'reference names the land cover most of it shows and the objects inside, or "no object". parsed: not a '
-            "degenerate answer; cover: the land cover named right; objects: exactly the objects inside (or none); "
-            "exact: the whole reference caption. Reported, no target.",
-            "",
-            "| areas | n | parsed | cover | objects | exact |",
-            "|---|---:|---:|---:|---:|---:|",
-        ]
-        for name, entry in [
-            ("**all**", areas),
-            ("empty", areas["empty"]),
-            ("holding objects", areas["holding_objects"]),
-            *areas["by_modality"].items(),
-        ]:
-            if entry.get("n"):
-                lines.append(
-                    f"| {name} | {entry['n']} | {_fmt(entry['parsed'])} | {_fmt(entry['cover'])} | "
-                    f"{_fmt(entry['objects'])} | {_fmt(entry['exact'])} |"
-                )
-        wrong = ", ".join(f"{k or '(empty)'}: {v}" for k, v in areas["wrong_answers"].items())
-        lines += ["", f"Most common wrong answers: {wrong or 'none'}.", ""]
     return "\n".join(lines)
 
 
