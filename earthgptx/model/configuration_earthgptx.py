@@ -226,7 +226,8 @@ class EarthGPTXConfig(PreTrainedConfig):
     ``count_classes`` > 0 adds a counting path to the projector (single-view towers only): a small convolutional
     head on the mask decoder's pixel features (half the chip's resolution) draws a heatmap of object centres for
     each of that many classes; its local maxima (in ``count_window`` × ``count_window`` cells, odd) above
-    ``count_threshold`` are the detected objects. Their
+    ``count_threshold`` are the detected objects (``count_peaks``: ``"per_class"``, a class's maximum among its own
+    heat, or ``"across_classes"``, among every class's heat: one class per object). Their
     number per class over the whole image, and inside each prompt's region (a peak weighted by the share of its
     cell the prompt covers), reaches the language model as words: one token per class, the embedding of the class's
     name plus that of its count (``0..count_max``) as a number, after the image tokens (whole-image counts) and
@@ -272,6 +273,7 @@ class EarthGPTXConfig(PreTrainedConfig):
     count_max: int = 8
     count_threshold: float = 0.5
     count_window: int = 3
+    count_peaks: str = "per_class"
     count_number_ids: list[int] | None = None
     count_copy_loss_weight: float = 1.0
     mask_decoder_hidden_size: int = 64
@@ -337,6 +339,10 @@ class EarthGPTXConfig(PreTrainedConfig):
         _require(
             self.count_window >= 1 and self.count_window % 2 == 1,
             f"count_window is an odd number of cells, got {self.count_window}",
+        )
+        _require(
+            self.count_peaks in ("per_class", "across_classes"),
+            f"count_peaks is 'per_class' or 'across_classes', got {self.count_peaks!r}",
         )
         _require(
             self.count_classes == 0 or self.vision_config.num_views == 1,

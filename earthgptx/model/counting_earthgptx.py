@@ -65,11 +65,23 @@ class EarthGPTXCentreHead(nn.Module):
         return self.out(self.body(pixel_features))
 
 
-def centre_peaks(logits: torch.Tensor, threshold: float, window: int = 3) -> torch.Tensor:
-    """``(B, C, P, P)`` centre logits → the same shape, 1.0 where a local maximum (of its ``window`` × ``window``
-    neighbourhood, odd) has a centre probability above ``threshold``, else 0.0: one peak per detected object."""
+PEAK_RULES = ("per_class", "across_classes")
+
+
+def centre_peaks(
+    logits: torch.Tensor, threshold: float, window: int = 3, rule: str = "per_class"
+) -> torch.Tensor:
+    """``(B, C, P, P)`` centre logits → the same shape, 1.0 at each detected object's centre, else 0.0: a cell whose
+    centre probability is above ``threshold`` and is the maximum of its ``window`` × ``window`` neighbourhood (odd).
+
+    ``rule`` says which neighbourhood: ``"per_class"`` compares a class's heat with that class's heat only, so two
+    classes may both peak on one object; ``"across_classes"`` compares it with every class's heat (non-maximum
+    suppression across classes, one class per object: the class that is surest there)."""
+    if rule not in PEAK_RULES:
+        raise ValueError(f"unknown peak rule {rule!r}; one of {PEAK_RULES}")
     heat = torch.sigmoid(logits.float())
-    local_max = F.max_pool2d(heat, window, stride=1, padding=window // 2)
+    reference = heat if rule == "per_class" else heat.amax(1, keepdim=True)
+    local_max = F.max_pool2d(reference, window, stride=1, padding=window // 2)
     return ((heat >= local_max) & (heat > threshold)).to(logits.dtype)
 
 
@@ -96,6 +108,7 @@ class EarthGPTXCountingPath(nn.Module):
         self.count_max = config.count_max
         self.count_threshold = config.count_threshold
         self.count_window = config.count_window
+        self.count_peaks = config.count_peaks
         self.count_head = EarthGPTXCentreHead(config.mask_decoder_hidden_size, config.count_classes)
         # The counts reach the language model as words: one token per class, the class's name plus the number
         # (model surgery starts both tables from the text embeddings of those words: init_count_tokens).
@@ -136,7 +149,9 @@ class EarthGPTXCountingPath(nn.Module):
         with torch.autocast(device_type=pixel_features.device.type, enabled=False):
             centre_logits = self.count_head(pixel_features.to(self.count_head.out.weight.dtype))
         if centre_maps is None:
-            peaks = centre_peaks(centre_logits.detach(), self.count_threshold, self.count_window)
+            peaks = centre_peaks(
+                centre_logits.detach(), self.count_threshold, self.count_window, self.count_peaks
+            )
         else:
             if centre_maps.shape != centre_logits.shape:
                 raise ValueError(
@@ -384,6 +399,7 @@ __all__ = [
     "EarthGPTXCentreHead",
     "EarthGPTXCountCopy",
     "EarthGPTXCountingPath",
+    "PEAK_RULES",
     "centre_peaks",
     "copy_positions",
     "count_copy_loss",

@@ -1,14 +1,15 @@
-"""Choose the counting path's peak threshold and window on a training seed's validation chips.
+"""Choose the counting path's peak rule, threshold and window on a training seed's validation chips.
 
     python -m earthgptx.training.calibrate_counts --config configs/tiny.yaml --model models/earthgptx-tiny --write
 
 The centre head of a model with a counting path (``count_classes`` > 0) is trained with a focal loss, whose
-probabilities at object centres need not reach 0.5; the threshold (and the window of the local-maximum test) that
-turn its heatmap into counts are therefore chosen after training, on chips of the *training* seed's ``val`` split
+probabilities at object centres need not reach 0.5; the threshold, the window of the local-maximum test and its rule
+(a class's own heat, or every class's: ``centre_peaks``) that turn its heatmap into counts are therefore chosen after
+training, on chips of the *training* seed's ``val`` split
 (``data.train_dir``; never the held-out evaluation seed). Every (chip, class) pair is scored: is the number of peaks
 the true number of objects? The score weighs pairs whose class is present by 0.8 and absent ones by 0.2, the mix of
 the generator's counting questions (which ask about an absent class one time in five). ``--write`` stores the best
-pair in the model folder's ``config.json`` and the whole sweep in ``count_calibration.json``.
+setting in the model folder's ``config.json`` and the whole sweep in ``count_calibration.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import torch
 
 from earthgptx.data.generate import PLAIN, SceneOptions, scene_is_randomised
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
-from earthgptx.model.counting_earthgptx import centre_peaks
+from earthgptx.model.counting_earthgptx import PEAK_RULES, centre_peaks
 from earthgptx.model.modeling_earthgptx import run_vision_side
 from earthgptx.training.auxiliary import chip_targets, synthetic_scene
 from earthgptx.training.datasets import ensure_dataset, load_split
@@ -90,27 +91,30 @@ def centre_heat(
     return torch.cat(out)
 
 
-def sweep(logits: torch.Tensor, truth: torch.Tensor) -> list[dict[str, float]]:
-    """Score every (threshold, window): exact counts on present and absent (chip, class) pairs, and their mix."""
+def sweep(logits: torch.Tensor, truth: torch.Tensor) -> list[dict[str, Any]]:
+    """Score every (peak rule, threshold, window): exact counts on present and absent (chip, class) pairs, and their
+    mix."""
     present = truth > 0
-    rows = []
-    for window in WINDOWS:
-        for threshold in THRESHOLDS:
-            found = centre_peaks(logits, threshold, window).sum((-2, -1))
-            exact = found == truth
-            on_present = float(exact[present].float().mean()) if present.any() else 0.0
-            on_absent = float(exact[~present].float().mean()) if (~present).any() else 0.0
-            rows.append(
-                {
-                    "threshold": threshold,
-                    "window": window,
-                    "present_exact": on_present,
-                    "absent_exact": on_absent,
-                    "score": PRESENT_WEIGHT * on_present + (1 - PRESENT_WEIGHT) * on_absent,
-                    "over": float((found > truth).float().mean()),
-                    "under": float((found < truth).float().mean()),
-                }
-            )
+    rows: list[dict[str, Any]] = []
+    for rule in PEAK_RULES:
+        for window in WINDOWS:
+            for threshold in THRESHOLDS:
+                found = centre_peaks(logits, threshold, window, rule).sum((-2, -1))
+                exact = found == truth
+                on_present = float(exact[present].float().mean()) if present.any() else 0.0
+                on_absent = float(exact[~present].float().mean()) if (~present).any() else 0.0
+                rows.append(
+                    {
+                        "peaks": rule,
+                        "threshold": threshold,
+                        "window": window,
+                        "present_exact": on_present,
+                        "absent_exact": on_absent,
+                        "score": PRESENT_WEIGHT * on_present + (1 - PRESENT_WEIGHT) * on_absent,
+                        "over": float((found > truth).float().mean()),
+                        "under": float((found < truth).float().mean()),
+                    }
+                )
     return rows
 
 
@@ -169,10 +173,12 @@ def calibrate(
 
 
 def write_calibration(model_dir: Path, result: dict[str, Any]) -> None:
-    """Store the best threshold and window in ``model_dir/config.json`` and the sweep beside it."""
+    """Store the best peak rule, threshold and window in ``model_dir/config.json`` and the sweep beside it."""
     config_path = model_dir / "config.json"
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["count_threshold"], config["count_window"] = result["best"]["threshold"], result["best"]["window"]
+    best = result["best"]
+    config["count_threshold"], config["count_window"] = best["threshold"], best["window"]
+    config["count_peaks"] = best.get("peaks", "per_class")
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     (model_dir / CALIBRATION_NAME).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
@@ -185,7 +191,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="saved model folder (with a counting path)")
     parser.add_argument("--chips", type=int, default=400)
     parser.add_argument(
-        "--write", action="store_true", help="store the best threshold and window in config.json"
+        "--write", action="store_true", help="store the best peak rule, threshold and window in config.json"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -203,12 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = calibrate(model, processor, records, records_path.parent, data.train_seed, args.chips, options)
     best = result["best"]
     sys.stdout.write(
-        f"{result['chips']} chips: threshold {best['threshold']}, window {best['window']}: exact counts "
+        f"{result['chips']} chips: {best['peaks']} peaks, threshold {best['threshold']}, window {best['window']}: "
+        "exact counts "
         f"{best['present_exact']:.3f} where the class is present, {best['absent_exact']:.3f} where absent\n"
     )
     if args.write:
         write_calibration(model_dir, result)
-        sys.stdout.write(f"wrote count_threshold and count_window to {model_dir / 'config.json'}\n")
+        sys.stdout.write(f"wrote count_peaks, count_threshold and count_window to {model_dir / 'config.json'}\n")
     return 0
 
 

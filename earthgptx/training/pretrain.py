@@ -371,7 +371,7 @@ def centre_count_accuracy(
     for start in range(chips.start, chips.stop, 64):
         index = torch.arange(start, min(start + 64, chips.stop), device=data.images.device)
         logits = head(_pixel_features(model, data.images[index].float(), modalities[index]))
-        found = centre_peaks(logits, threshold, window).sum((-2, -1))
+        found = centre_peaks(logits, threshold, window, model.config.count_peaks).sum((-2, -1))
         truth = data.aux["aux_centre_map"][index].float().sum((-2, -1))
         hits += int((found == truth).sum())
         total += truth.numel()

@@ -56,7 +56,9 @@ def probe_counting(
             batch["pixel_values"], batch["modality_ids"], batch["prompt_masks"], batch["prompt_valid"]
         )
         assert vision.centre_logits is not None
-        peaks = centre_peaks(vision.centre_logits, model.config.count_threshold, model.config.count_window)
+        peaks = centre_peaks(
+            vision.centre_logits, model.config.count_threshold, model.config.count_window, model.config.count_peaks
+        )
         for j, i in enumerate(chunk):
             head_counts.append(float(peaks[j, OBJECT_CLASSES.index(records[i]["answer"]["class"])].sum()))
         for mode in answers:

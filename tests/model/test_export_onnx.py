@@ -66,8 +66,11 @@ def test_parity_with_pytorch_on_fresh_inputs(
         assert relative < 1e-4, f"{name}: relative error {relative:.2e}"
 
 
-def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForConditionalGeneration) -> None:
-    config = EarthGPTXConfig.from_dict({**model.config.to_dict(), "count_classes": 5})
+@pytest.mark.parametrize("rule", ["per_class", "across_classes"])
+def test_counting_path_exports_with_parity(
+    tmp_path: Path, model: EarthGPTXForConditionalGeneration, rule: str
+) -> None:
+    config = EarthGPTXConfig.from_dict({**model.config.to_dict(), "count_classes": 5, "count_peaks": rule})
     torch.manual_seed(7)
     counting = EarthGPTXForConditionalGeneration(config).eval()
     counting_path = counting.counting_path
@@ -82,7 +85,7 @@ def test_counting_path_exports_with_parity(tmp_path: Path, model: EarthGPTXForCo
         plain = EarthGPTXVisionOnnx(model).eval()(*inputs)
         detected = counting.encode_vision(*inputs)
     assert detected.centre_logits is not None
-    assert centre_peaks(detected.centre_logits, config.count_threshold).sum() > 0
+    assert centre_peaks(detected.centre_logits, config.count_threshold, rule=rule).sum() > 0
     got = VisionOnnxRunner(path).run(*inputs)
     extra = {"IMAGE_TOKENS": (1, 5), "PROMPT_TOKENS": (2, 5)}  # (axis, count tokens) per token output
     assert tuple(got) == OUTPUT_NAMES + COUNT_OUTPUT_NAMES

@@ -449,6 +449,17 @@ def test_counting_path_counts_centre_peaks_and_hands_over_count_tokens(config: E
     close[0, 0, 8, 4], close[0, 0, 8, 7] = 3.0, 2.5
     assert centre_peaks(close, 0.5).sum().item() == 2
     assert centre_peaks(close, 0.5, window=7).sum().item() == 1
+    # Across classes: a peak must also top every other class's heat in its window, so an object that two classes
+    # both peak on counts once, for the surer class; peaks of two classes farther apart than the window both count.
+    both = torch.full((1, 3, 16, 16), -8.0)
+    both[0, 0, 4, 4], both[0, 1, 4, 5] = 3.0, 2.0  # one object, read as class 0 (surer) and class 1
+    both[0, 2, 12, 12] = 1.0  # another object, far from the first
+    per_class = centre_peaks(both, 0.5, 3, "per_class").sum((-2, -1))[0]
+    across = centre_peaks(both, 0.5, 3, "across_classes").sum((-2, -1))[0]
+    assert per_class.tolist() == [1.0, 1.0, 1.0] and across.tolist() == [1.0, 0.0, 1.0]
+    assert centre_peaks(both, 0.5, 1, "across_classes").sum().item() == 3  # a 1-cell window: no neighbour compared
+    with pytest.raises(ValueError, match="peak rule"):
+        centre_peaks(both, 0.5, 3, "per_object")
 
     # Region counts: the top-left quarter of the chip holds the class-0 peak at (3, 3) (chip pixels 6-7), not the
     # one at (40, 40); a region over half of a peak's cell counts it by half.
@@ -511,6 +522,8 @@ def test_counting_path_counts_centre_peaks_and_hands_over_count_tokens(config: E
         EarthGPTXConfig.from_dict({**with_path.to_dict(), "count_threshold": 1.0})
     with pytest.raises(ValueError, match="count_window"):
         EarthGPTXConfig.from_dict({**with_path.to_dict(), "count_window": 4})
+    with pytest.raises(ValueError, match="count_peaks"):
+        EarthGPTXConfig.from_dict({**with_path.to_dict(), "count_peaks": "per_object"})
 
 
 def test_counting_path_is_trained_with_a_focal_loss_on_the_centres() -> None:

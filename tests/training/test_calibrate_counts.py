@@ -1,4 +1,4 @@
-"""Count calibration picks the threshold and window that count best on plain chips, and writes them to the model."""
+"""Count calibration picks the peak rule, threshold and window that count best on plain chips, and writes them to the model."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import pytest
 import torch
 
 from earthgptx.data.vocabulary import OBJECT_CLASSES
+from earthgptx.model.counting_earthgptx import PEAK_RULES
 from earthgptx.training import calibrate_counts
 from earthgptx.training.calibrate_counts import calibrate, sweep, write_calibration
 
 SIDE = 16
 SHIP = OBJECT_CLASSES.index("ship")
+VEHICLE = OBJECT_CLASSES.index("vehicle")
 
 
 def _logits(probabilities: list[list[float]]) -> torch.Tensor:
@@ -35,16 +37,26 @@ def _truth(ships: list[int]) -> torch.Tensor:
 def test_sweep_scores_present_and_absent_pairs() -> None:
     # chip 0: two ships, peaks 0.9 and 0.35; chip 1: no ship, a stray peak of 0.25
     rows = sweep(_logits([[0.9, 0.35], [0.25]]), _truth([2, 0]))
-    by = {(r["threshold"], r["window"]): r for r in rows}
-    assert len(rows) == len(calibrate_counts.THRESHOLDS) * len(calibrate_counts.WINDOWS)
-    low = by[(0.2, 3)]  # both ships found, but the stray peak too
-    assert low["present_exact"] == 1.0 and low["over"] > 0.0
-    mid = by[(0.3, 3)]  # both ships, no stray: every pair right
-    assert mid["present_exact"] == 1.0 and mid["absent_exact"] == 1.0 and mid["score"] == pytest.approx(1.0)
-    high = by[(0.5, 3)]  # the weak ship is missed
-    assert high["present_exact"] == 0.0 and high["under"] > 0.0
-    # a window wider than the peaks' spacing merges the two ships into one
-    assert by[(0.3, 9)]["present_exact"] == 0.0
+    by = {(r["peaks"], r["threshold"], r["window"]): r for r in rows}
+    assert len(rows) == len(PEAK_RULES) * len(calibrate_counts.THRESHOLDS) * len(calibrate_counts.WINDOWS)
+    for rule in PEAK_RULES:  # one class only: both rules count alike
+        low = by[(rule, 0.2, 3)]  # both ships found, but the stray peak too
+        assert low["present_exact"] == 1.0 and low["over"] > 0.0
+        mid = by[(rule, 0.3, 3)]  # both ships, no stray: every pair right
+        assert mid["present_exact"] == 1.0 and mid["absent_exact"] == 1.0 and mid["score"] == pytest.approx(1.0)
+        high = by[(rule, 0.5, 3)]  # the weak ship is missed
+        assert high["present_exact"] == 0.0 and high["under"] > 0.0
+        # a window wider than the peaks' spacing merges the two ships into one
+        assert by[(rule, 0.3, 9)]["present_exact"] == 0.0
+
+
+def test_sweep_scores_each_peak_rule() -> None:
+    # one ship that the head also reads, less surely, as a vehicle in the next cell
+    logits = _logits([[0.9]])
+    logits[0, VEHICLE, 2, 3] = torch.logit(torch.tensor(0.6))
+    rows = {(r["peaks"], r["threshold"], r["window"]): r for r in sweep(logits, _truth([1]))}
+    assert rows[("per_class", 0.3, 3)]["over"] > 0.0  # a ship and a vehicle
+    assert rows[("across_classes", 0.3, 3)]["score"] == pytest.approx(1.0)  # the ship only
 
 
 def test_calibrate_chooses_on_plain_chips_and_writes_the_model(
@@ -93,6 +105,8 @@ def test_calibrate_chooses_on_plain_chips_and_writes_the_model(
     )
     write_calibration(tmp_path, result)
     config = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
-    assert (config["count_threshold"], config["count_window"]) == (best["threshold"], best["window"])
+    assert (config["count_peaks"], config["count_threshold"], config["count_window"]) == (
+        best["peaks"], best["threshold"], best["window"]
+    )
     stored = json.loads((tmp_path / calibrate_counts.CALIBRATION_NAME).read_text(encoding="utf-8"))
     assert stored["best"] == best and len(stored["sweep"]) == len(result["sweep"])
