@@ -26,6 +26,9 @@ Three settings, all off by default (and then the output is bit for bit what it a
 - ``effects``: randomised scenes also draw sensor and scene effects (``scene.SceneStyle``: a point-spread function,
   cast shadows, shaded roof slopes, SAR clutter texture) and composite roofs (notched blocks, T- and cross-shaped
   wings). It acts on randomised scenes only; with it off they are drawn exactly as before it existed.
+- ``textures``: randomised scenes also give each object a brightness pattern drawn without regard to its class (a
+  stripe, two halves, a rim or a speckle: ``render.object_texture``), in every modality. Randomised scenes only;
+  with it off they are drawn exactly as before it existed.
 
 Which scenes are empty or randomised is drawn from each scene's own stream, so ``build_scene`` with the same
 settings rebuilds any scene exactly (the auxiliary targets rely on it).
@@ -76,12 +79,14 @@ EMPTY_SCENE_FRACTION = 0.1
 @dataclass(frozen=True)
 class SceneOptions:
     """The generator's optional settings (all off: the plain generator). ``randomise`` is a share of scenes;
-    ``areas`` adds descriptions of large areas (``tasks.build_areas``)."""
+    ``areas`` adds descriptions of large areas (``tasks.build_areas``); ``textures`` gives the objects of randomised
+    scenes class-blind brightness patterns."""
 
     negatives: bool = False
     randomise: float = 0.0
     effects: bool = False
     areas: bool = False
+    textures: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.randomise <= 1.0:
@@ -139,7 +144,7 @@ def build_scene(seed: int, index: int, chip_size: int, options: SceneOptions = P
     # Both draws are made whatever the settings, so turning one setting on never changes the other's scenes.
     draws = np.random.default_rng([seed, index, _OPTIONS])
     empty_draw, style_draw = draws.random(2)
-    style = draw_style(draws, options.effects) if style_draw < options.randomise else None
+    style = draw_style(draws, options.effects, options.textures) if style_draw < options.randomise else None
     n_objects = 0 if options.negatives and empty_draw < EMPTY_SCENE_FRACTION else None
     return make_scene(layout, scene_name(index), chip_size, n_objects=n_objects, style=style)
 
@@ -280,6 +285,7 @@ def generate_dataset(
         "randomise": options.randomise,
         **({"effects": True} if options.effects else {}),
         **({"areas": True} if options.areas else {}),
+        **({"textures": True} if options.textures else {}),
         "counts": dict(sorted(counts.items())),
         "vocabulary": {
             "land_covers": list(LAND_COVERS),
@@ -328,6 +334,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--areas", action="store_true", help="half the chips also get a description of a large area (not one object)"
     )
+    parser.add_argument(
+        "--textures", action="store_true", help="objects of randomised scenes get class-blind brightness patterns"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -343,7 +352,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         val_fraction=args.val_fraction,
         test_fraction=args.test_fraction,
         workers=args.workers,
-        options=SceneOptions(args.negatives, args.randomise, args.effects, args.areas),
+        options=SceneOptions(args.negatives, args.randomise, args.effects, args.areas, args.textures),
     )
     logger.info("records: %s", path)
 

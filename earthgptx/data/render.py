@@ -17,11 +17,15 @@ clipped linear stretch), a multispectral DN offset, a SAR calibration offset and
 and contrast gain. A style drawn with effects (``style.effects``) adds a Gaussian point-spread function over every
 modality's radiometry (before noise), shadows cast by buildings and tanks onto the ground in the reflective bands,
 a shaded roof slope on one side of a building's ridge, and a Gamma-distributed clutter texture under the SAR
-speckle (K-distributed intensity). A plain scene (``style`` ``None``) renders exactly as it always has.
+speckle (K-distributed intensity). A style with object textures (``style.texture_seed``) gives each object a
+brightness pattern drawn without regard to its class (:func:`object_texture`: a stripe, two halves, a rim or a
+speckle), in every modality, so that no class can be told by the inside of its footprint alone. A plain scene
+(``style`` ``None``) renders exactly as it always has.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 
@@ -136,6 +140,46 @@ def _object_pattern(obj: SceneObject) -> np.ndarray:
     return pattern
 
 
+TEXTURE_KINDS = ("none", "stripe", "halves", "rim", "speckle")
+
+
+def object_texture(scene: Scene, obj: SceneObject) -> np.ndarray:
+    """A relative brightness (around 1) over the object's pixels, in mask order, drawn from the scene style's
+    ``texture_seed`` and the object's index alone, whatever the object's class: none; a stripe across or along the
+    object's axis (a windscreen, a deck line, a roof's skylight); two halves either side of an axis (a lit and a
+    shaded side); a rim brighter or darker than the inside (a parapet, a tank's wall); or a speckle. All ones when
+    the scene has no object textures."""
+    style = scene.style
+    if style is None or not style.texture_seed:
+        return np.ones(obj.area_px, dtype=np.float32)
+    rng = np.random.default_rng([style.texture_seed, obj.index])
+    # Every draw is made whatever the kind, so one object's kind never shifts another's.
+    kind = TEXTURE_KINDS[int(rng.integers(len(TEXTURE_KINDS)))]
+    factor = float(np.exp(rng.uniform(np.log(0.5), np.log(1.4))))
+    along = bool(rng.integers(2))
+    place, width, rim = (float(x) for x in rng.uniform((-0.6, 0.12, 0.55), (0.6, 0.35, 0.8)))
+    spread = float(rng.uniform(0.05, 0.2))
+    rows, cols = np.nonzero(obj.mask)
+    cx, cy = obj.centroid_px
+    theta = math.radians(obj.angle_deg)
+    dx, dy = cols + 0.5 - cx, rows + 0.5 - cy
+    half = max(obj.length_px / 2.0, 1.0)
+    u = (dx * math.cos(theta) - dy * math.sin(theta)) / half  # along the major axis (image y points down)
+    v = (dx * math.sin(theta) + dy * math.cos(theta)) / half  # across it
+    axis = u if along else v
+    texture = np.ones(obj.area_px, dtype=np.float32)
+    if kind == "stripe":
+        texture[np.abs(axis - place) < width / 2] = factor
+    elif kind == "halves":
+        texture[axis > place / 3] = factor
+    elif kind == "rim":
+        radius = np.hypot(u, v)
+        texture[radius > rim * max(float(radius.max()), 1e-6)] = factor
+    elif kind == "speckle":
+        texture = np.exp(spread * rng.standard_normal(obj.area_px)).astype(np.float32)
+    return texture
+
+
 @lru_cache(maxsize=4)
 def reflectance(scene: Scene) -> np.ndarray:
     """(4, H, W) surface reflectance in blue, green, red, NIR (read-only; shared by optical and multispectral).
@@ -155,7 +199,8 @@ def reflectance(scene: Scene) -> np.ndarray:
     refl[:, scene.streets] = np.array(ASPHALT_REFLECTANCE, dtype=np.float32)[:, None]
     for obj in scene.objects:
         spectrum = np.array(COLOUR_REFLECTANCE[obj.colour], dtype=np.float32) * obj.paint_gain
-        refl[:, obj.mask] = spectrum[:, None] * _object_pattern(obj)[None, :]
+        pattern = _object_pattern(obj) * object_texture(scene, obj)
+        refl[:, obj.mask] = spectrum[:, None] * pattern[None, :]
     style = scene.style
     if style is not None and style.effects:
         for obj in scene.objects:
@@ -273,7 +318,8 @@ def render_sar(scene: Scene, rng: np.random.Generator, object_rng: np.random.Gen
     for obj in scene.objects:
         target = np.array(OBJECT_SIGMA0_DB[obj.cls], dtype=np.float32) + object_rng.normal(0.0, 1.0)
         # Floating roof: the rim's double bounce is stronger than the roof.
-        sigma_db[:, obj.mask] = target[:, None] + 10.0 * np.log10(_object_pattern(obj))[None, :]
+        pattern = _object_pattern(obj) * object_texture(scene, obj)
+        sigma_db[:, obj.mask] = target[:, None] + 10.0 * np.log10(pattern)[None, :]
     noise_floor = np.array(NOISE_FLOOR_DB, dtype=np.float32)
     looks = scene.conditions.sar_looks
     if scene.style is not None:
@@ -309,7 +355,10 @@ def render_infrared(scene: Scene, rng: np.random.Generator, object_rng: np.rando
         contrast = OBJECT_THERMAL_CONTRAST_K[obj.cls] * object_rng.uniform(0.9, 1.1)
         if scene.style is not None:
             contrast *= scene.style.thermal_contrast_gain
-        kelvin[obj.mask] = surroundings + sign * contrast
+        if scene.style is not None and scene.style.texture_seed:
+            kelvin[obj.mask] = surroundings + sign * contrast * object_texture(scene, obj)
+        else:
+            kelvin[obj.mask] = surroundings + sign * contrast
     if scene.style is not None:
         kelvin = kelvin + np.float32(scene.style.thermal_offset_k)
         if scene.style.effects:

@@ -119,12 +119,17 @@ class SceneStyle:
     # reflectance factor on one side of a building's ridge (a lit and a shaded slope)
     roof_shading: float = 1.0
     sar_texture_shape: float = 0.0  # shape of a Gamma-distributed clutter texture under the speckle (0: none)
+    # Object textures (``generate``'s ``textures`` setting): the seed of each object's brightness pattern, the same
+    # class-blind patterns for every class (``render.object_texture``); 0: none, and left out of the JSON.
+    texture_seed: int = 0
 
     def to_json(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         if not self.effects:
             for name in EFFECT_FIELDS:
                 del out[name]
+        if not self.texture_seed:
+            del out["texture_seed"]
         return out
 
 
@@ -132,11 +137,12 @@ EFFECT_FIELDS = ("effects", "psf_sigma_px", "shadow_azimuth_deg", "shadow_length
                  "roof_shading", "sar_texture_shape")  # fmt: skip
 
 
-def draw_style(rng: np.random.Generator, effects: bool = False) -> SceneStyle:
+def draw_style(rng: np.random.Generator, effects: bool = False, textures: bool = False) -> SceneStyle:
     """A random :class:`SceneStyle` (ranges chosen to stay inside what real products of each sensor show).
 
     ``effects`` also draws the sensor and scene effects (blur, cast shadows, roof shading, SAR clutter texture),
-    after every other draw, so the other settings are the same draws with or without them.
+    after every other draw, so the other settings are the same draws with or without them; ``textures`` then draws
+    the seed of the objects' textures, last of all, for the same reason.
     """
     stretch = str(rng.choice(["sqrt", "gamma", "linear"]))
     param = {"sqrt": 0.5, "gamma": float(rng.uniform(0.35, 0.8)), "linear": float(rng.uniform(1.5, 4.0))}[
@@ -156,6 +162,7 @@ def draw_style(rng: np.random.Generator, effects: bool = False) -> SceneStyle:
         thermal_offset_k=float(rng.uniform(-5.0, 5.0)),
         thermal_contrast_gain=float(rng.uniform(0.6, 1.4)),
         **(_draw_effects(rng) if effects else {}),
+        **({"texture_seed": int(rng.integers(1, 2**31))} if textures else {}),
     )
 
 

@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = load_recipe(args.config)
     data = run.data
-    options = SceneOptions(data.negatives, data.randomise, data.effects, data.areas)
+    options = SceneOptions(data.negatives, data.randomise, data.effects, data.areas, data.textures)
     records_path = ensure_dataset(
         data.train_dir, data.n_scenes, data.train_seed, data.chip_size, data.records_per_task, progress=False,
         options=options,

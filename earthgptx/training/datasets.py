@@ -93,6 +93,7 @@ def ensure_dataset(
             and float(meta.get("randomise", 0.0)) == options.randomise
             and bool(meta.get("effects", False)) == options.effects
             and bool(meta.get("areas", False)) == options.areas
+            and bool(meta.get("textures", False)) == options.textures
         )
         if (
             all(meta.get(k) == v for k, v in wanted.items())
@@ -122,6 +123,7 @@ def dataset_options(meta: Mapping[str, Any]) -> SceneOptions:
         float(meta.get("randomise", 0.0)),
         bool(meta.get("effects", False)),
         bool(meta.get("areas", False)),
+        bool(meta.get("textures", False)),
     )
 
 

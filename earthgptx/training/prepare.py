@@ -118,7 +118,7 @@ def prepare_records(run: Recipe, info: DistInfo, workers: int, progress: bool) -
             data.records_per_task,
             workers,
             show,
-            SceneOptions(data.negatives, data.randomise, data.effects, data.areas),
+            SceneOptions(data.negatives, data.randomise, data.effects, data.areas, data.textures),
         )
 
     records_path = ensure(progress) if info.is_main else None

@@ -53,6 +53,8 @@ class DataSettings:
     # Half the chips also get a description of a large area that is not one object (a standing query's AOI): the
     # land cover most of it shows and the objects inside, or "no object" (stage 18).
     areas: bool = False
+    # Randomised scenes also give each object a class-blind brightness pattern (``render.object_texture``).
+    textures: bool = False
     # The out-of-distribution split (``earthgptx.data.ood_render``, the second renderer) and the abstention split
     # (the generator with negatives on, randomisation off), evaluated with ``evaluate --ood --abstention``.
     ood_dir: str = "data/generated/tiny-ood"
