@@ -123,7 +123,7 @@ def test_shipped_recipe_evaluates_as_before() -> None:
         "chip_size": 128, "workers": 0,
         # issue 25: negatives, randomised scenes with effects and area descriptions in training (stage 18), and the
         # OOD, abstention and area-description splits
-        "negatives": True, "randomise": 0.6, "effects": True, "areas": True,
+        "negatives": True, "randomise": 0.6, "effects": True, "areas": True, "textures": False,
         "ood_dir": "data/generated/tiny-ood", "ood_seed": 4242, "n_ood_scenes": 300,
         "abstention_dir": "data/generated/tiny-abstention", "abstention_seed": 90211, "n_abstention_scenes": 100,
         "areas_dir": "data/generated/tiny-areas", "areas_seed": 90212, "n_areas_scenes": 100,
