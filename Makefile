@@ -62,7 +62,7 @@ bench: up ## run every benchmark; results land in bench/results/; exit 1 if any 
 	@missed=""; for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || missed="$$missed $$b"; done; \
 	if [ -n "$$missed" ]; then echo "targets missed or run failed:$$missed"; exit 1; fi
 
-train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-training + training), stages 2-16 and 18 (17 was a trial)
+train: env ## reproduce the shipped tiny model: data, stage 1 (vision pre-training + training), stages 2-16 and 18 (17 and 19 were trials)
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage1.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage2.yaml
 	@$(PY) -m earthgptx.training.train --config configs/tiny-stage3.yaml
