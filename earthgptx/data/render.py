@@ -355,6 +355,7 @@ def render_infrared(scene: Scene, rng: np.random.Generator, object_rng: np.rando
         contrast = OBJECT_THERMAL_CONTRAST_K[obj.cls] * object_rng.uniform(0.9, 1.1)
         if scene.style is not None:
             contrast *= scene.style.thermal_contrast_gain
+        # Only a textured scene takes the float32 product: a plain one keeps its float64 sum, bit for bit as before.
         if scene.style is not None and scene.style.texture_seed:
             kelvin[obj.mask] = surroundings + sign * contrast * object_texture(scene, obj)
         else:

@@ -162,7 +162,7 @@ def draw_style(rng: np.random.Generator, effects: bool = False, textures: bool =
         thermal_offset_k=float(rng.uniform(-5.0, 5.0)),
         thermal_contrast_gain=float(rng.uniform(0.6, 1.4)),
         **(_draw_effects(rng) if effects else {}),
-        **({"texture_seed": int(rng.integers(1, 2**31))} if textures else {}),
+        texture_seed=int(rng.integers(1, 2**31)) if textures else 0,  # drawn only with textures, after the rest
     )
 
 

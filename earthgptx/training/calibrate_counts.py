@@ -31,7 +31,7 @@ from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcesso
 from earthgptx.model.counting_earthgptx import PEAK_RULES, centre_peaks
 from earthgptx.model.modeling_earthgptx import run_vision_side
 from earthgptx.training.auxiliary import chip_targets, synthetic_scene
-from earthgptx.training.datasets import ensure_dataset, load_split
+from earthgptx.training.datasets import ensure_dataset, load_split, scene_options
 from earthgptx.training.recipe import load_recipe
 
 logger = logging.getLogger(__name__)
@@ -197,7 +197,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run = load_recipe(args.config)
     data = run.data
-    options = SceneOptions(data.negatives, data.randomise, data.effects, data.areas, data.textures)
+    options = scene_options(data)
     records_path = ensure_dataset(
         data.train_dir, data.n_scenes, data.train_seed, data.chip_size, data.records_per_task, progress=False,
         options=options,

@@ -25,13 +25,12 @@ from typing import Any
 
 import torch
 
-from earthgptx.data.generate import SceneOptions
 from earthgptx.data.ood_render import ensure_ood_dataset
 from earthgptx.data.vocabulary import OBJECT_CLASSES
 from earthgptx.model import EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.counting_earthgptx import PEAK_RULES, centre_peaks
 from earthgptx.training.calibrate_counts import centre_heat, encode_chips, is_randomised
-from earthgptx.training.datasets import ensure_dataset, ensure_eval_dataset, load_split
+from earthgptx.training.datasets import ensure_dataset, ensure_eval_dataset, load_split, scene_options
 from earthgptx.training.recipe import load_recipe
 
 THRESHOLDS = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
@@ -122,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", help="write the report as JSON here")
     args = parser.parse_args(argv)
     data = load_recipe(args.config).data
-    options = SceneOptions(data.negatives, data.randomise, data.effects, data.areas, data.textures)
+    options = scene_options(data)
     train_path = ensure_dataset(
         data.train_dir, data.n_scenes, data.train_seed, data.chip_size, data.records_per_task, progress=False,
         options=options,

@@ -87,17 +87,9 @@ def ensure_dataset(
             "records_per_task": records_per_task,
             "version": DATASET_VERSION,
         }
-        # A dataset written before the options existed was made with both off.
-        same_options = (
-            bool(meta.get("negatives", False)) == options.negatives
-            and float(meta.get("randomise", 0.0)) == options.randomise
-            and bool(meta.get("effects", False)) == options.effects
-            and bool(meta.get("areas", False)) == options.areas
-            and bool(meta.get("textures", False)) == options.textures
-        )
         if (
             all(meta.get(k) == v for k, v in wanted.items())
-            and same_options
+            and dataset_options(meta) == options  # a dataset written before an option existed had it off
             and len(meta.get("tasks", [])) == len(TASKS)
         ):
             logger.info("reusing the dataset in %s (seed %d, %d scenes)", out, seed, n_scenes)
@@ -114,6 +106,11 @@ def ensure_dataset(
         workers=workers,
         options=options,
     )
+
+
+def scene_options(data: DataSettings) -> SceneOptions:
+    """The generator options a recipe's training data is drawn with."""
+    return SceneOptions(data.negatives, data.randomise, data.effects, data.areas, data.textures)
 
 
 def dataset_options(meta: Mapping[str, Any]) -> SceneOptions:

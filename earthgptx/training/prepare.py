@@ -19,7 +19,6 @@ import torch.distributed as dist
 from torch import nn
 
 from earthgptx.data import load_records
-from earthgptx.data.generate import SceneOptions
 from earthgptx.data.vocabulary import OBJECT_CLASSES, PLURALS
 from earthgptx.model import EarthGPTXConfig, EarthGPTXForConditionalGeneration, EarthGPTXProcessor
 from earthgptx.model.surgery_earthgptx import (
@@ -38,6 +37,7 @@ from earthgptx.training.datasets import (
     dataset_options,
     encode_dataset,
     ensure_dataset,
+    scene_options,
 )
 from earthgptx.training.devices import DistInfo, seed_everything
 from earthgptx.training.recipe import ModelSettings, Recipe
@@ -118,7 +118,7 @@ def prepare_records(run: Recipe, info: DistInfo, workers: int, progress: bool) -
             data.records_per_task,
             workers,
             show,
-            SceneOptions(data.negatives, data.randomise, data.effects, data.areas, data.textures),
+            scene_options(data),
         )
 
     records_path = ensure(progress) if info.is_main else None
